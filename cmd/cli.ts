@@ -1,0 +1,130 @@
+/**
+ * Small shared pieces for crfs's commands: a user-facing error type, flag parsing on top of
+ * `node:util`'s `parseArgs`, help text, and a progress line for terminals.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** An error caused by the user's input: printed as one line, without a stack trace. */
+export class UserError extends Error {
+  /** The process exit code to use (2 for usage errors, 1 otherwise). */
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.name = "UserError";
+    this.exitCode = exitCode;
+  }
+}
+
+/** A usage error: bad flags or arguments. Exit code 2. */
+export class UsageError extends UserError {
+  constructor(message: string) {
+    super(message, 2);
+    this.name = "UsageError";
+  }
+}
+
+/** One crfs subcommand. */
+export interface Command {
+  /** The word that selects it: `crfs <name>`. */
+  name: string;
+  /** One line for `crfs --help`. */
+  summary: string;
+  /** The full `--help` text. */
+  help: string;
+  /** Runs the command with the arguments after its name; resolves to the exit code. */
+  run(args: string[]): Promise<number>;
+}
+
+/** Option specs in the form `node:util` parseArgs takes. */
+export type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * Parses `args` strictly against `options` (`--help`/`-h` always allowed).
+ * Throws {@link UsageError} on unknown flags or missing values.
+ */
+export function parseFlags<O extends Options>(
+  args: string[],
+  options: O,
+): { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      options: { help: { type: "boolean", short: "h" }, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
+    return {
+      values: values as Record<string, string | boolean | string[] | undefined>,
+      positionals,
+    };
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace(/\. To specify.*$/s, ""));
+  }
+}
+
+/** Parses a size such as `4M`, `64KiB`, `1048576` into bytes. */
+export function parseSize(text: string, what: string): number {
+  const m = /^(\d+)\s*([kmg]?)(i?b)?$/i.exec(text.trim());
+  if (!m) throw new UsageError(`${what}: not a size: ${JSON.stringify(text)}`);
+  const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase() as "" | "k"]!;
+  const n = Number(m[1]) * unit;
+  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`${what}: out of range: ${text}`);
+  return n;
+}
+
+/** Formats a byte count for people: `1.5 MiB`. */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+/**
+ * A progress line on stderr, redrawn in place at most ten times a second, and only when stderr
+ * is a terminal (so logs and pipes stay clean).
+ */
+export class Progress {
+  #enabled: boolean;
+  #last = 0;
+  #shown = false;
+  constructor(enabled = Deno.stderr.isTerminal()) {
+    this.#enabled = enabled;
+  }
+  /** Shows `text` (rate limited unless `force`). */
+  update(text: string, force = false): void {
+    if (!this.#enabled) return;
+    const now = Date.now();
+    if (!force && now - this.#last < 100) return;
+    this.#last = now;
+    const cols = safeColumns();
+    Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[K${text.slice(0, cols - 1)}`));
+    this.#shown = true;
+  }
+  /** Clears the line. */
+  done(): void {
+    if (this.#enabled && this.#shown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+    this.#shown = false;
+  }
+}
+
+function safeColumns(): number {
+  try {
+    return Deno.consoleSize().columns;
+  } catch {
+    return 80;
+  }
+}
+
+/** Writes a whole string to stdout. */
+export async function writeStdout(text: string | Uint8Array): Promise<void> {
+  const bytes = typeof text === "string" ? new TextEncoder().encode(text) : text;
+  let off = 0;
+  while (off < bytes.length) off += await Deno.stdout.write(bytes.subarray(off));
+}

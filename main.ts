@@ -1,0 +1,58 @@
+/**
+ * crfs — the Container Registry Filesystem. Command-line entry point: picks the subcommand and
+ * runs it; every command lives in `cmd/`.
+ *
+ * @module
+ */
+import { type Command, UserError } from "./cmd/cli.ts";
+import { commands } from "./cmd/mod.ts";
+
+const HELP = `crfs — mount container images lazily from OCI/Docker registries (stargz/eStargz)
+
+Usage: crfs <command> [options] [arguments]
+
+Commands:
+${commands.map((c: Command) => `  ${c.name.padEnd(9)} ${c.summary}`).join("\n")}
+
+Run 'crfs <command> --help' for the options of one command.
+`;
+
+async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    await Deno.stdout.write(new TextEncoder().encode(HELP));
+    return name === undefined ? 2 : 0;
+  }
+  if (name === "--version") {
+    console.log("crfs 0.1.0");
+    return 0;
+  }
+  const command = commands.find((c: Command) => c.name === name);
+  if (!command) {
+    console.error(`crfs: unknown command ${JSON.stringify(name)}; see 'crfs --help'`);
+    return 2;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    await Deno.stdout.write(new TextEncoder().encode(command.help));
+    return 0;
+  }
+  return await command.run(rest);
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (e) {
+    if (e instanceof UserError) {
+      console.error(`crfs: ${e.message}`);
+      code = e.exitCode;
+    } else if (e instanceof Deno.errors.BrokenPipe) {
+      code = 0;
+    } else {
+      console.error(`crfs: internal error: ${e instanceof Error ? e.stack ?? e.message : e}`);
+      code = 70;
+    }
+  }
+  Deno.exit(code);
+}
