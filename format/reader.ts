@@ -1,0 +1,419 @@
+/**
+ * The stargz/eStargz reader: opens a blob through a {@link RangeSource} (footer and TOC in one
+ * range read in the common case, never more than two), validates the TOC, and answers lookups,
+ * directory listings, stats and byte-exact reads at any offset, decompressing only the chunks a
+ * read touches. Adjacent chunks are fetched in one range request, identical in-flight fetches
+ * are shared, recently used chunks are kept in memory, and eStargz chunk digests are verified
+ * before any byte is returned.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { GzipError, GzipLimitError, inflateMember, inflateMembers, inflatePrefix } from "./gzip.ts";
+import { ESTARGZ_FOOTER_SIZE, type Footer, parseFooter } from "./footer.ts";
+import type { RangeSource } from "./range_source.ts";
+import { parseTOC, type TOC, TOC_TAR_NAME, TOCError } from "./toc.ts";
+import { buildIndex, type Chunk, type TOCIndex, type TOCNode } from "./toc_index.ts";
+import { cleanPath, decodeName } from "./names.ts";
+import { decodeHeaderBlock } from "./tar_header.ts";
+
+/** Bytes that failed a digest check. */
+export class IntegrityError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "IntegrityError";
+  }
+}
+
+/** A blob that is not a readable stargz blob. */
+export class StargzFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StargzFormatError";
+  }
+}
+
+/** A cache of decompressed chunks, shared by readers if wanted. Keys are opaque strings. */
+export interface ChunkCache {
+  get(key: string): Uint8Array | undefined;
+  set(key: string, value: Uint8Array): void;
+}
+
+/** A least-recently-used in-memory {@link ChunkCache} bounded by total bytes. */
+export class MemoryChunkCache implements ChunkCache {
+  #map = new Map<string, Uint8Array>();
+  #bytes = 0;
+  readonly maxBytes: number;
+  constructor(maxBytes = 64 << 20) {
+    this.maxBytes = maxBytes;
+  }
+  get(key: string): Uint8Array | undefined {
+    const v = this.#map.get(key);
+    if (v !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, v);
+    }
+    return v;
+  }
+  set(key: string, value: Uint8Array): void {
+    if (value.length > this.maxBytes) return;
+    const old = this.#map.get(key);
+    if (old) {
+      this.#bytes -= old.length;
+      this.#map.delete(key);
+    }
+    this.#map.set(key, value);
+    this.#bytes += value.length;
+    for (const [k, v] of this.#map) {
+      if (this.#bytes <= this.maxBytes) break;
+      this.#map.delete(k);
+      this.#bytes -= v.length;
+    }
+  }
+}
+
+/** Options for {@link StargzReader.open}. */
+export interface OpenOptions {
+  /** Expected `sha256:…` of the TOC JSON (e.g. from the manifest annotation); checked if given. */
+  tocDigest?: string;
+  /** Bytes read from the blob's end in the first request. Default 256 KiB. */
+  tailGuess?: number;
+  /** Largest uncompressed TOC accepted. Default 256 MiB. */
+  maxTocBytes?: number;
+  /**
+   * Verification policy: `strict` (default) checks every eStargz chunk digest and, for blobs
+   * without them, file digests on whole-file reads; `none` checks only gzip CRCs.
+   */
+  verify?: "strict" | "none";
+  /** Decompressed-chunk cache; default a private 32 MiB LRU. */
+  cache?: ChunkCache;
+  /** Key prefix for `cache` entries (e.g. the blob digest) when a cache is shared. */
+  cacheKey?: string;
+  /** Largest compressed extent fetched in one range request when coalescing. Default 8 MiB. */
+  maxCoalesce?: number;
+}
+
+/** Attributes of a node, in the form `stat` needs. */
+export interface NodeStat {
+  type: TOCNode["type"];
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  nlink: number;
+  devMajor: number;
+  devMinor: number;
+  linkName: string;
+  userName: string;
+  groupName: string;
+}
+
+/** Decompressed bytes allowed after a chunk inside its member (tar headers of later entries). */
+const MEMBER_SLACK = 16 << 20;
+
+const sha256Hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** A stargz or eStargz blob opened for reading. */
+export class StargzReader {
+  /** The blob. */
+  readonly source: RangeSource;
+  /** What the footer said. */
+  readonly footer: Footer;
+  /** The parsed TOC. */
+  readonly toc: TOC;
+  /** `sha256:…` of the TOC JSON bytes. */
+  readonly tocDigest: string;
+  /** The tree. */
+  readonly index: TOCIndex;
+  /** Range requests made by `open` (1 or 2). */
+  readonly openRequests: number;
+  readonly #verify: boolean;
+  readonly #cache: ChunkCache;
+  readonly #cacheKey: string;
+  readonly #maxCoalesce: number;
+  readonly #inflight = new Map<number, Promise<Uint8Array>>();
+  /** Compressed bytes fetched for content so far. */
+  bytesFetched = 0;
+  /** Range requests made for content so far. */
+  contentRequests = 0;
+
+  private constructor(
+    source: RangeSource,
+    footer: Footer,
+    toc: TOC,
+    tocDigest: string,
+    index: TOCIndex,
+    openRequests: number,
+    opts: OpenOptions,
+  ) {
+    this.source = source;
+    this.footer = footer;
+    this.toc = toc;
+    this.tocDigest = tocDigest;
+    this.index = index;
+    this.openRequests = openRequests;
+    this.#verify = (opts.verify ?? "strict") === "strict";
+    this.#cache = opts.cache ?? new MemoryChunkCache(32 << 20);
+    this.#cacheKey = opts.cacheKey ?? "";
+    this.#maxCoalesce = opts.maxCoalesce ?? 8 << 20;
+  }
+
+  /** Opens a blob: reads footer and TOC, verifies the TOC digest if expected, builds the tree. */
+  static async open(source: RangeSource, opts: OpenOptions = {}): Promise<StargzReader> {
+    const size = source.size;
+    if (size < ESTARGZ_FOOTER_SIZE - 4) {
+      throw new StargzFormatError(`blob of ${size} bytes is too small to be stargz`);
+    }
+    const guess = Math.min(size, Math.max(opts.tailGuess ?? 256 << 10, ESTARGZ_FOOTER_SIZE));
+    let tailStart = size - guess;
+    let tail = await source.read(tailStart, guess);
+    let requests = 1;
+    if (tail.length !== guess) throw new StargzFormatError("short read of the blob's tail");
+    const footer = parseFooter(tail);
+    if (!footer) {
+      throw new StargzFormatError("no stargz footer at the end of the blob (not stargz/eStargz)");
+    }
+    const tocEnd = size - footer.size;
+    if (footer.tocOffset >= tocEnd) {
+      throw new StargzFormatError(`footer points at ${footer.tocOffset}, past the blob's data`);
+    }
+    const maxToc = opts.maxTocBytes ?? 256 << 20;
+    if (tocEnd - footer.tocOffset > maxToc) {
+      throw new StargzFormatError(
+        `TOC of ${tocEnd - footer.tocOffset} compressed bytes exceeds the limit`,
+      );
+    }
+    if (footer.tocOffset < tailStart) {
+      tail = await source.read(footer.tocOffset, tocEnd - footer.tocOffset);
+      tailStart = footer.tocOffset;
+      requests++;
+      if (tail.length !== tocEnd - footer.tocOffset) {
+        throw new StargzFormatError("short read of the TOC");
+      }
+    }
+    const tocMember = tail.subarray(footer.tocOffset - tailStart, tocEnd - tailStart);
+    let tocTar: Uint8Array;
+    try {
+      tocTar = inflateMembers(tocMember, maxToc + 4096);
+    } catch (e) {
+      throw new StargzFormatError(`cannot decompress the TOC: ${(e as Error).message}`);
+    }
+    if (tocTar.length < 512) throw new StargzFormatError("TOC member holds no tar header");
+    let header;
+    try {
+      header = decodeHeaderBlock(tocTar.subarray(0, 512));
+    } catch (e) {
+      throw new StargzFormatError(`TOC tar header: ${(e as Error).message}`);
+    }
+    const tocName = cleanPath(decodeName(header.name));
+    if (tocName !== TOC_TAR_NAME) {
+      throw new StargzFormatError(
+        `TOC member holds ${JSON.stringify(tocName)}, not ${TOC_TAR_NAME}`,
+      );
+    }
+    if (header.size > tocTar.length - 512) throw new StargzFormatError("TOC truncated");
+    const json = tocTar.subarray(512, 512 + header.size);
+    const tocDigest = `sha256:${sha256Hex(json)}`;
+    if (opts.tocDigest && opts.tocDigest !== tocDigest) {
+      throw new IntegrityError(`TOC digest mismatch: expected ${opts.tocDigest}, got ${tocDigest}`);
+    }
+    const toc = parseTOC(json);
+    const index = buildIndex(toc, footer.tocOffset);
+    return new StargzReader(source, footer, toc, tocDigest, index, requests, opts);
+  }
+
+  /** The root directory. */
+  get root(): TOCNode {
+    return this.index.root;
+  }
+
+  /** The node at `path` (any form: `/etc/passwd`, `./etc/`), or undefined. */
+  lookup(path: string): TOCNode | undefined {
+    const p = cleanPath(path);
+    return typeof p === "string" ? this.index.byPath.get(p) : undefined;
+  }
+
+  /** The children of a directory, by name, in TOC order. */
+  children(dir: TOCNode): Map<string, TOCNode> {
+    return dir.children ?? new Map();
+  }
+
+  /** The attributes of a node. */
+  stat(node: TOCNode): NodeStat {
+    return {
+      type: node.type,
+      mode: node.mode,
+      uid: node.uid,
+      gid: node.gid,
+      size: node.size,
+      mtimeSec: node.mtimeSec,
+      mtimeNsec: node.mtimeNsec,
+      nlink: node.nlink,
+      devMajor: node.devMajor,
+      devMinor: node.devMinor,
+      linkName: node.linkName,
+      userName: node.userName,
+      groupName: node.groupName,
+    };
+  }
+
+  /**
+   * Reads `length` bytes of a regular file from `offset` (fewer only at the end of the file).
+   * Throws {@link IntegrityError} when fetched bytes fail their digest.
+   */
+  async read(
+    node: TOCNode,
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+  ): Promise<Uint8Array> {
+    if (node.type !== "reg") throw new StargzFormatError(`${node.path} is not a regular file`);
+    if (offset < 0 || length < 0) throw new RangeError("negative offset or length");
+    const end = Math.min(node.size, offset + length);
+    if (offset >= end) return new Uint8Array();
+    const chunks = node.chunks;
+    // First chunk containing `offset`.
+    let lo = 0;
+    let hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (chunks[mid].chunkOffset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    const needed: Chunk[] = [];
+    for (let i = lo; i < chunks.length && chunks[i].chunkOffset < end; i++) needed.push(chunks[i]);
+    const datas = await this.#chunks(node, needed, signal);
+    if (needed.length === 1) {
+      const c = needed[0];
+      return datas[0].subarray(offset - c.chunkOffset, end - c.chunkOffset);
+    }
+    const out = new Uint8Array(end - offset);
+    for (let i = 0; i < needed.length; i++) {
+      const c = needed[i];
+      const from = Math.max(offset, c.chunkOffset);
+      const to = Math.min(end, c.chunkOffset + c.chunkSize);
+      out.set(datas[i].subarray(from - c.chunkOffset, to - c.chunkOffset), from - offset);
+    }
+    if (
+      this.#verify && offset === 0 && end === node.size && node.digest &&
+      !needed.some((c) => c.digest)
+    ) {
+      const got = `sha256:${sha256Hex(out)}`;
+      if (got !== node.digest) {
+        throw new IntegrityError(
+          `${node.path}: file digest mismatch (expected ${node.digest}, got ${got})`,
+        );
+      }
+    }
+    return out;
+  }
+
+  /** Reads a whole regular file. */
+  readFile(node: TOCNode): Promise<Uint8Array> {
+    return this.read(node, 0, node.size);
+  }
+
+  /** Returns the decompressed bytes of `chunks` (all of one file), fetching what is missing. */
+  async #chunks(node: TOCNode, chunks: Chunk[], signal?: AbortSignal): Promise<Uint8Array[]> {
+    const out: (Uint8Array | Promise<Uint8Array>)[] = new Array(chunks.length);
+    let run: Chunk[] = [];
+    let runIdx: number[] = [];
+    const flush = () => {
+      if (run.length === 0) return;
+      const promises = this.#fetchRun(node, run, signal);
+      runIdx.forEach((idx, k) => (out[idx] = promises[k]));
+      run = [];
+      runIdx = [];
+    };
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i];
+      const cached = this.#cache.get(this.#cacheKey + c.offset);
+      if (cached) {
+        flush();
+        out[i] = cached;
+        continue;
+      }
+      const pending = this.#inflight.get(c.offset);
+      if (pending) {
+        flush();
+        out[i] = pending;
+        continue;
+      }
+      const prev = run[run.length - 1];
+      if (prev && (prev.end !== c.offset || c.end - run[0].offset > this.#maxCoalesce)) flush();
+      run.push(c);
+      runIdx.push(i);
+    }
+    flush();
+    return await Promise.all(out);
+  }
+
+  /** Fetches compressed-contiguous chunks in one range request; one promise per chunk. */
+  #fetchRun(node: TOCNode, run: Chunk[], signal?: AbortSignal): Promise<Uint8Array>[] {
+    const start = run[0].offset;
+    const length = run[run.length - 1].end - start;
+    const fetched = this.source.read(start, length, signal).then((bytes) => {
+      this.contentRequests++;
+      this.bytesFetched += bytes.length;
+      if (bytes.length !== length) {
+        throw new StargzFormatError(`short read at ${start}: ${bytes.length} of ${length} bytes`);
+      }
+      return bytes;
+    });
+    return run.map((c) => {
+      const p = fetched.then((bytes) =>
+        this.#decode(node, c, bytes.subarray(c.offset - start, c.end - start))
+      );
+      this.#inflight.set(c.offset, p);
+      p.then(
+        (data) => this.#cache.set(this.#cacheKey + c.offset, data),
+        () => {},
+      ).finally(() => this.#inflight.delete(c.offset));
+      return p;
+    });
+  }
+
+  async #decode(node: TOCNode, c: Chunk, compressed: Uint8Array): Promise<Uint8Array> {
+    let data: Uint8Array;
+    const want = c.innerOffset + c.chunkSize;
+    try {
+      try {
+        // Whole member (CRC checked): the chunk plus the headers that ride after it.
+        data = inflateMember(compressed, 0, want + MEMBER_SLACK).data;
+      } catch (e) {
+        if (!(e instanceof GzipLimitError)) throw e;
+        // Tens of MB of headers after one chunk: decompress just the chunk.
+        data = await inflatePrefix(compressed, want);
+      }
+    } catch (e) {
+      const what = e instanceof GzipError ? e.message : String(e);
+      throw new IntegrityError(`${node.path}: chunk at blob offset ${c.offset}: ${what}`);
+    }
+    if (data.length < c.innerOffset + c.chunkSize) {
+      throw new IntegrityError(
+        `${node.path}: chunk at blob offset ${c.offset} holds ${data.length} bytes, TOC says ${c.chunkSize}`,
+      );
+    }
+    const chunk = data.subarray(c.innerOffset, c.innerOffset + c.chunkSize);
+    if (this.#verify && c.digest) {
+      const got = `sha256:${sha256Hex(chunk)}`;
+      if (got !== c.digest) {
+        throw new IntegrityError(
+          `${node.path}: chunk at file offset ${c.chunkOffset} fails its digest (blob offset ${c.offset})`,
+        );
+      }
+    }
+    // Keep only the chunk's bytes alive, not the whole member.
+    return chunk.length === data.length ? chunk : chunk.slice();
+  }
+
+  /** Offsets `[0, end)` of the prioritized (prefetch) region, if the blob has a landmark. */
+  prefetchRegion(): { start: number; end: number } | undefined {
+    const lm = this.index.prefetchLandmark;
+    return lm ? { start: 0, end: lm } : undefined;
+  }
+}
+
+export type { TOCError };

@@ -1,0 +1,244 @@
+/**
+ * The stargz table of contents (TOC): the JSON document stored as `stargz.index.json` at the end
+ * of every stargz/eStargz blob. This module holds its model, its parsing (with shape checks) and
+ * its deterministic serialization in the key order the reference Go writers use.
+ *
+ * Names travel as surrogate-escaped strings (see names.ts): the JSON text is decoded with
+ * {@link decodeName}, so raw non-UTF-8 bytes in a TOC survive, and names holding such bytes are
+ * written as `\udcXX` escapes.
+ *
+ * @module
+ */
+import { decodeName } from "./names.ts";
+
+/** The file name of the TOC inside the blob's tar stream. */
+export const TOC_TAR_NAME = "stargz.index.json";
+/** eStargz landmark: the files before it are to be prefetched. */
+export const PREFETCH_LANDMARK = ".prefetch.landmark";
+/** eStargz landmark: nothing is to be prefetched. */
+export const NO_PREFETCH_LANDMARK = ".no.prefetch.landmark";
+/** The content of a landmark file. */
+export const LANDMARK_CONTENT = 0x0f;
+/** Manifest layer annotation carrying the TOC digest. */
+export const TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest";
+/** Manifest layer annotation carrying the uncompressed size of the blob. */
+export const UNCOMPRESSED_SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size";
+
+/** Entry types in a TOC. */
+export type TOCEntryType =
+  | "dir"
+  | "reg"
+  | "symlink"
+  | "hardlink"
+  | "char"
+  | "block"
+  | "fifo"
+  | "chunk";
+
+const TYPES = new Set(["dir", "reg", "symlink", "hardlink", "char", "block", "fifo", "chunk"]);
+
+/** One TOC entry, as in the JSON (optional fields omitted when zero). */
+export interface TOCEntry {
+  name: string;
+  type: TOCEntryType;
+  size?: number;
+  /** RFC 3339 time. */
+  modtime?: string;
+  linkName?: string;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  userName?: string;
+  groupName?: string;
+  offset?: number;
+  innerOffset?: number;
+  devMajor?: number;
+  devMinor?: number;
+  /** Extended attributes: name → base64 of the value. */
+  xattrs?: Record<string, string>;
+  /** `sha256:…` of the whole file (on `reg` entries). */
+  digest?: string;
+  chunkOffset?: number;
+  chunkSize?: number;
+  /** `sha256:…` of this chunk's uncompressed bytes (eStargz). */
+  chunkDigest?: string;
+}
+
+/** A whole TOC. */
+export interface TOC {
+  version: number;
+  entries: TOCEntry[];
+}
+
+/** A TOC that is not well-formed. */
+export class TOCError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TOCError";
+  }
+}
+
+/** Largest size or offset crfs accepts in a TOC (2^50 bytes). */
+export const MAX_TOC_NUMBER = 2 ** 50;
+
+const NUMBER_FIELDS = [
+  "size",
+  "mode",
+  "uid",
+  "gid",
+  "offset",
+  "innerOffset",
+  "devMajor",
+  "devMinor",
+  "chunkOffset",
+  "chunkSize",
+] as const;
+const STRING_FIELDS = [
+  "modtime",
+  "linkName",
+  "userName",
+  "groupName",
+  "digest",
+  "chunkDigest",
+] as const;
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+
+/**
+ * Parses and shape-checks TOC JSON bytes. Unknown keys (such as google/crfs's `NumLink`) are
+ * ignored; wrong types, unknown entry types, negative or huge numbers and malformed digests are
+ * rejected with a {@link TOCError} naming the entry.
+ */
+export function parseTOC(json: Uint8Array): TOC {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(decodeName(json));
+  } catch (e) {
+    throw new TOCError(`TOC is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
+    throw new TOCError("TOC is not a JSON object");
+  }
+  const { version, entries } = doc as { version?: unknown; entries?: unknown };
+  if (version !== 1) throw new TOCError(`unsupported TOC version ${JSON.stringify(version)}`);
+  if (!Array.isArray(entries)) throw new TOCError("TOC has no entries array");
+  const out: TOCEntry[] = new Array(entries.length);
+  for (let i = 0; i < entries.length; i++) out[i] = checkEntry(entries[i], i);
+  return { version: 1, entries: out };
+}
+
+function checkEntry(e: unknown, i: number): TOCEntry {
+  if (typeof e !== "object" || e === null || Array.isArray(e)) {
+    throw new TOCError(`TOC entry ${i} is not an object`);
+  }
+  const o = e as Record<string, unknown>;
+  const where = () => `TOC entry ${i} (${JSON.stringify(String(o.name).slice(0, 200))})`;
+  if (typeof o.name !== "string") throw new TOCError(`TOC entry ${i} has no name`);
+  if (typeof o.type !== "string" || !TYPES.has(o.type)) {
+    throw new TOCError(`${where()}: unknown type ${JSON.stringify(o.type)}`);
+  }
+  for (const k of NUMBER_FIELDS) {
+    const v = o[k];
+    if (v === undefined) continue;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > MAX_TOC_NUMBER) {
+      // uid/gid may legitimately be large but never negative or fractional.
+      throw new TOCError(`${where()}: bad ${k} ${JSON.stringify(v)}`);
+    }
+  }
+  for (const k of STRING_FIELDS) {
+    if (o[k] !== undefined && typeof o[k] !== "string") {
+      throw new TOCError(`${where()}: ${k} is not a string`);
+    }
+  }
+  for (const k of ["digest", "chunkDigest"] as const) {
+    if (o[k] !== undefined && o[k] !== "" && !DIGEST_RE.test(o[k] as string)) {
+      throw new TOCError(`${where()}: malformed ${k}`);
+    }
+  }
+  if (o.xattrs !== undefined && o.xattrs !== null) {
+    if (typeof o.xattrs !== "object" || Array.isArray(o.xattrs)) {
+      throw new TOCError(`${where()}: xattrs is not an object`);
+    }
+    for (const v of Object.values(o.xattrs as object)) {
+      if (typeof v !== "string") throw new TOCError(`${where()}: xattr value is not base64`);
+    }
+  }
+  if (o.modtime !== undefined && o.modtime !== "" && parseModTime(o.modtime as string) === null) {
+    throw new TOCError(`${where()}: bad modtime ${JSON.stringify(o.modtime)}`);
+  }
+  return o as unknown as TOCEntry;
+}
+
+const RFC3339 =
+  /^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)$/;
+
+/** Parses an RFC 3339 time into seconds and nanoseconds, or null when malformed. */
+export function parseModTime(text: string): { sec: number; nsec: number } | null {
+  const m = RFC3339.exec(text);
+  if (!m) return null;
+  const [, y, mo, d, h, mi, s, frac, zone] = m;
+  let ms = Date.UTC(+y, +mo - 1, +d, +h, +mi, +s);
+  if (Number.isNaN(ms)) return null;
+  if (zone !== "Z" && zone !== "z") {
+    const sign = zone[0] === "-" ? -1 : 1;
+    ms -= sign * (Number(zone.slice(1, 3)) * 60 + Number(zone.slice(4, 6))) * 60_000;
+  }
+  const sec = Math.floor(ms / 1000);
+  const nsec = frac ? Number(frac.padEnd(9, "0")) : 0;
+  return { sec, nsec };
+}
+
+/** Formats seconds and nanoseconds as RFC 3339 in UTC, with a fraction only when non-zero. */
+export function formatModTime(sec: number, nsec: number): string {
+  const d = new Date(sec * 1000);
+  const year = d.getUTCFullYear();
+  if (year < 0 || year > 9999) return "";
+  const base = d.toISOString().slice(0, 19);
+  const frac = nsec === 0 ? "" : "." + String(nsec).padStart(9, "0").replace(/0+$/, "");
+  return `${base}${frac}Z`;
+}
+
+const KEY_ORDER: (keyof TOCEntry)[] = [
+  "name",
+  "type",
+  "size",
+  "modtime",
+  "linkName",
+  "mode",
+  "uid",
+  "gid",
+  "userName",
+  "groupName",
+  "offset",
+  "innerOffset",
+  "devMajor",
+  "devMinor",
+  "xattrs",
+  "digest",
+  "chunkOffset",
+  "chunkSize",
+  "chunkDigest",
+];
+
+/**
+ * Serializes a TOC deterministically: keys in the reference writer's order, zero values
+ * omitted (name and type always present), tab-indented like the Go writers' output.
+ */
+export function serializeTOC(toc: TOC): Uint8Array {
+  const entries = toc.entries.map((e) => {
+    const o: Record<string, unknown> = {};
+    for (const k of KEY_ORDER) {
+      const v = e[k];
+      if (k === "name" || k === "type") o[k] = v;
+      else if (v === undefined || v === 0 || v === "") continue;
+      else if (k === "xattrs") {
+        const x = v as Record<string, string>;
+        if (Object.keys(x).length === 0) continue;
+        o[k] = Object.fromEntries(Object.keys(x).sort().map((n) => [n, x[n]]));
+      } else o[k] = v;
+    }
+    return o;
+  });
+  return new TextEncoder().encode(
+    JSON.stringify({ version: toc.version, entries }, null, "\t"),
+  );
+}

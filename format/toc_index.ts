@@ -1,0 +1,383 @@
+/**
+ * The file tree a TOC describes: one {@link TOCNode} per file, directories with their children,
+ * hardlinks resolved to the node of their target (so every name of a file is the same node and
+ * reports the true link count), chunk lists with their compressed extents, implicit parent
+ * directories only where the tar had none, and every structural check a hostile TOC needs.
+ *
+ * @module
+ */
+import { baseOf, cleanPath, encodeName, parentOf } from "./names.ts";
+import {
+  NO_PREFETCH_LANDMARK,
+  parseModTime,
+  PREFETCH_LANDMARK,
+  type TOC,
+  TOC_TAR_NAME,
+  type TOCEntry,
+  TOCError,
+} from "./toc.ts";
+
+/** File types of nodes (TOC types without `chunk` and `hardlink`). */
+export type NodeType = "dir" | "reg" | "symlink" | "char" | "block" | "fifo";
+
+/** One piece of a regular file's content, stored as its own gzip member. */
+export interface Chunk {
+  /** Offset of the chunk's gzip member in the blob. */
+  offset: number;
+  /** End of the chunk's compressed extent (the next member boundary the TOC knows). */
+  end: number;
+  /** Offset of the chunk within the file's content. */
+  chunkOffset: number;
+  /** Uncompressed size of the chunk. */
+  chunkSize: number;
+  /** Offset of the chunk's bytes inside the decompressed member (eStargz `innerOffset`). */
+  innerOffset: number;
+  /** `sha256:…` of the chunk's uncompressed bytes, when the TOC has it. */
+  digest?: string;
+}
+
+/** A file, directory or special file of one stargz blob. */
+export interface TOCNode {
+  /** Clean path of the node's first name (`""` for the root). */
+  path: string;
+  type: NodeType;
+  /** Permission bits (0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  userName: string;
+  groupName: string;
+  /** Content size (regular files), link target length (symlinks), 0 otherwise. */
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Symlink target (surrogate-escaped bytes). */
+  linkName: string;
+  devMajor: number;
+  devMinor: number;
+  /** Extended attributes, name → raw bytes. */
+  xattrs: Map<string, Uint8Array>;
+  /** `sha256:…` of the whole content (regular files), when known. */
+  digest?: string;
+  /** Chunks in file order (regular files with content). */
+  chunks: Chunk[];
+  /** Link count: names for files, 2 + subdirectories for directories. */
+  nlink: number;
+  /** Children by name, in TOC order (directories only). */
+  children?: Map<string, TOCNode>;
+  /** True when the directory was implied by a deeper name, not in the TOC itself. */
+  implicit: boolean;
+  /** Index of the node's defining TOC entry (-1 for implicit directories). */
+  entryIndex: number;
+}
+
+/** Limits applied while building the tree. */
+export interface IndexLimits {
+  /** Deepest path accepted (components). Default 1024. */
+  maxDepth?: number;
+}
+
+/** The tree of a TOC plus what the reader needs to locate content. */
+export interface TOCIndex {
+  root: TOCNode;
+  /** Every node by its clean path (hardlink names map to their target's node). */
+  byPath: Map<string, TOCNode>;
+  /** Offset of the `.prefetch.landmark` member, or undefined. */
+  prefetchLandmark?: number;
+  /** True when the blob carries `.no.prefetch.landmark`. */
+  noPrefetchLandmark: boolean;
+  /** Problems the index contained rather than rejected (e.g. a hardlink to a missing file). */
+  warnings: string[];
+}
+
+function newDir(path: string, implicit: boolean): TOCNode {
+  return {
+    path,
+    type: "dir",
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    userName: "",
+    groupName: "",
+    size: 0,
+    mtimeSec: 0,
+    mtimeNsec: 0,
+    linkName: "",
+    devMajor: 0,
+    devMinor: 0,
+    xattrs: new Map(),
+    chunks: [],
+    nlink: 2,
+    children: new Map(),
+    implicit,
+    entryIndex: -1,
+  };
+}
+
+function decodeXattrs(
+  x: Record<string, string> | undefined,
+  where: string,
+): Map<string, Uint8Array> {
+  const m = new Map<string, Uint8Array>();
+  if (!x) return m;
+  for (const [k, v] of Object.entries(x)) {
+    try {
+      const bin = atob(v);
+      const b = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) b[i] = bin.charCodeAt(i);
+      m.set(k, b);
+    } catch {
+      throw new TOCError(`${where}: xattr ${JSON.stringify(k)} is not valid base64`);
+    }
+  }
+  return m;
+}
+
+/**
+ * Builds the tree of `toc`. `tocOffset` bounds every content offset (content lies before the
+ * TOC member). Throws {@link TOCError} for structural problems that would make reads wrong:
+ * names with `..`, offsets outside the blob, chunks that do not tile their file, shared offsets.
+ */
+export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}): TOCIndex {
+  const maxDepth = limits.maxDepth ?? 1024;
+  const root = newDir("", true);
+  const byPath = new Map<string, TOCNode>([["", root]]);
+  const warnings: string[] = [];
+  let prefetchLandmark: number | undefined;
+  let noPrefetchLandmark = false;
+  let last: TOCNode | undefined; // the reg node that following `chunk` entries belong to
+  let lastName = "";
+  const allChunks: Chunk[] = [];
+  const boundaries: number[] = []; // every member offset the TOC names
+
+  const where = (i: number, e: TOCEntry) =>
+    `TOC entry ${i} (${JSON.stringify(e.name.slice(0, 200))})`;
+
+  const ensureDir = (path: string, i: number): TOCNode => {
+    const existing = byPath.get(path);
+    if (existing) {
+      if (existing.type !== "dir") {
+        throw new TOCError(
+          `TOC entry ${i}: ${
+            JSON.stringify(path)
+          } is used as a directory but is a ${existing.type}`,
+        );
+      }
+      return existing;
+    }
+    const parent = ensureDir(parentOf(path), i);
+    const dir = newDir(path, true);
+    attach(parent, baseOf(path), dir);
+    byPath.set(path, dir);
+    return dir;
+  };
+
+  const detach = (parent: TOCNode, name: string) => {
+    const old = parent.children!.get(name);
+    if (!old) return;
+    parent.children!.delete(name);
+    if (old.type === "dir") {
+      parent.nlink--;
+      // Forget the replaced subtree's paths.
+      const stack = [old];
+      while (stack.length) {
+        const d = stack.pop()!;
+        for (const [n, c] of d.children!) {
+          const cp = d.path === "" ? n : `${d.path}/${n}`;
+          if (byPath.get(cp) === c) byPath.delete(cp);
+          if (c.type === "dir") stack.push(c);
+          else c.nlink--;
+        }
+      }
+    } else old.nlink--;
+  };
+
+  const attach = (parent: TOCNode, name: string, node: TOCNode) => {
+    detach(parent, name);
+    parent.children!.set(name, node);
+    if (node.type === "dir") parent.nlink++;
+  };
+
+  for (let i = 0; i < toc.entries.length; i++) {
+    const e = toc.entries[i];
+    const cleaned = cleanPath(e.name);
+    if (typeof cleaned !== "string") {
+      const why = cleaned.problem === "dotdot" ? "has a '..' component" : "contains a NUL byte";
+      throw new TOCError(`${where(i, e)}: name ${why}`);
+    }
+    const path = cleaned;
+    if (path.split("/").length > maxDepth) throw new TOCError(`${where(i, e)}: path too deep`);
+
+    if ((e.type === "reg" || e.type === "chunk") && (e.offset ?? 0) > 0) boundaries.push(e.offset!);
+    if (e.type === "chunk") {
+      if (!last || path !== lastName) {
+        throw new TOCError(`${where(i, e)}: chunk entry does not follow its file`);
+      }
+      const c = makeChunk(e, i, where(i, e), tocOffset);
+      last.chunks.push(c);
+      allChunks.push(c);
+      continue;
+    }
+    last = undefined;
+
+    if (path === TOC_TAR_NAME) continue; // the TOC describing itself (some writers list it)
+    if (path === PREFETCH_LANDMARK || path === NO_PREFETCH_LANDMARK) {
+      if (path === PREFETCH_LANDMARK) prefetchLandmark = e.offset ?? 0;
+      else noPrefetchLandmark = true;
+      continue;
+    }
+    if (path === "") {
+      // The root's own entry (tar "./"): take its attributes.
+      if (e.type !== "dir") throw new TOCError(`${where(i, e)}: the root is not a directory`);
+      applyAttrs(root, e, where(i, e));
+      root.implicit = false;
+      root.entryIndex = i;
+      continue;
+    }
+    const parent = ensureDir(parentOf(path), i);
+    const name = baseOf(path);
+
+    if (e.type === "hardlink") {
+      const target = cleanPath(e.linkName ?? "");
+      const t = typeof target === "string" ? byPath.get(target) : undefined;
+      if (!t || typeof target !== "string") {
+        warnings.push(`${where(i, e)}: hardlink to missing ${JSON.stringify(e.linkName)} omitted`);
+        continue;
+      }
+      if (t.type === "dir") {
+        warnings.push(`${where(i, e)}: hardlink to a directory omitted`);
+        continue;
+      }
+      if (t === parent.children!.get(name)) continue; // a link to itself changes nothing
+      attach(parent, name, t);
+      t.nlink++;
+      byPath.set(path, t);
+      continue;
+    }
+
+    if (e.type === "dir") {
+      const existing = parent.children!.get(name);
+      if (existing && existing.type === "dir") {
+        applyAttrs(existing, e, where(i, e));
+        existing.implicit = false;
+        existing.entryIndex = i;
+        continue;
+      }
+      const dir = newDir(path, false);
+      applyAttrs(dir, e, where(i, e));
+      dir.entryIndex = i;
+      attach(parent, name, dir);
+      byPath.set(path, dir);
+      continue;
+    }
+
+    const node: TOCNode = {
+      ...newDir(path, false),
+      type: e.type as NodeType,
+      children: undefined,
+      nlink: 1,
+      entryIndex: i,
+    };
+    applyAttrs(node, e, where(i, e));
+    if (e.type === "reg") {
+      node.size = e.size ?? 0;
+      node.digest = e.digest || undefined;
+      if (node.size > 0) {
+        const c = makeChunk(e, i, where(i, e), tocOffset);
+        node.chunks.push(c);
+        allChunks.push(c);
+        last = node;
+        lastName = path;
+      }
+    } else if (e.type === "symlink") {
+      node.linkName = e.linkName ?? "";
+      node.size = encodeName(node.linkName).length;
+    }
+    attach(parent, name, node);
+    byPath.set(path, node);
+  }
+
+  // Chunks must tile each file exactly, in order. A missing chunkSize means "up to the next
+  // chunk, or the end of the file" (google/crfs omits it on the last chunk).
+  for (const node of new Set(byPath.values())) {
+    if (node.type !== "reg" || node.size === 0) continue;
+    let expect = 0;
+    const cs = node.chunks;
+    for (let k = 0; k < cs.length; k++) {
+      const c = cs[k];
+      if (c.chunkSize === 0) {
+        c.chunkSize = (k + 1 < cs.length ? cs[k + 1].chunkOffset : node.size) - c.chunkOffset;
+      }
+      if (c.chunkOffset !== expect) {
+        throw new TOCError(
+          `TOC: chunks of ${
+            JSON.stringify(node.path)
+          } do not tile the file (gap or overlap at ${expect})`,
+        );
+      }
+      expect += c.chunkSize;
+    }
+    if (expect !== node.size) {
+      throw new TOCError(
+        `TOC: chunks of ${JSON.stringify(node.path)} cover ${expect} of ${node.size} bytes`,
+      );
+    }
+  }
+  computeExtents(allChunks, boundaries, tocOffset);
+  return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings };
+}
+
+function makeChunk(e: TOCEntry, i: number, where: string, tocOffset: number): Chunk {
+  const offset = e.offset ?? 0;
+  if (offset <= 0 || offset >= tocOffset) {
+    throw new TOCError(`${where}: content offset ${offset} lies outside the blob's data`);
+  }
+  void i;
+  return {
+    offset,
+    end: 0,
+    chunkOffset: e.chunkOffset ?? 0,
+    chunkSize: e.chunkSize ?? 0,
+    innerOffset: e.innerOffset ?? 0,
+    digest: e.chunkDigest || undefined,
+  };
+}
+
+function applyAttrs(node: TOCNode, e: TOCEntry, where: string): void {
+  node.mode = (e.mode ?? (e.type === "dir" ? 0o755 : 0)) & 0o7777;
+  node.uid = e.uid ?? 0;
+  node.gid = e.gid ?? 0;
+  node.userName = e.userName ?? "";
+  node.groupName = e.groupName ?? "";
+  const t = e.modtime ? parseModTime(e.modtime) : { sec: 0, nsec: 0 };
+  node.mtimeSec = t?.sec ?? 0;
+  node.mtimeNsec = t?.nsec ?? 0;
+  node.devMajor = e.devMajor ?? 0;
+  node.devMinor = e.devMinor ?? 0;
+  node.xattrs = decodeXattrs(e.xattrs, where);
+}
+
+/**
+ * Gives every chunk the end of its compressed extent: the next larger member offset the TOC
+ * knows, or the TOC's own offset. Two entries at one offset are rejected: their bytes would be
+ * read from the same member.
+ */
+function computeExtents(chunks: Chunk[], boundaries: number[], tocOffset: number): void {
+  const offsets = Float64Array.from(boundaries).sort();
+  for (let i = 1; i < offsets.length; i++) {
+    if (offsets[i] === offsets[i - 1]) {
+      throw new TOCError(`TOC: two entries share the blob offset ${offsets[i]}`);
+    }
+  }
+  for (const c of chunks) {
+    // Binary search for the first offset greater than c.offset.
+    let lo = 0;
+    let hi = offsets.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (offsets[mid] <= c.offset) lo = mid + 1;
+      else hi = mid;
+    }
+    c.end = lo < offsets.length ? offsets[lo] : tocOffset;
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Test helpers: the tree a tar stream describes, computed independently of the stargz code
+ * (tar semantics: later entries replace earlier ones, hardlinks share their target's content),
+ * for comparing against what a reader or a mount shows.
+ *
+ * @module
+ */
+import { readTar } from "../../format/tar_reader.ts";
+import { gunzipStream, isGzip } from "../../format/gzip.ts";
+import { cleanPath, parentOf } from "../../format/names.ts";
+
+/** Directory of the shared legacy fixtures. */
+export const FIXTURES = new URL("../../../shared/fixtures/crfs-legacy", import.meta.url).pathname;
+
+/** What a tar says about one path. */
+export interface ExpectedNode {
+  type: "reg" | "dir" | "symlink" | "char" | "block" | "fifo";
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  linkName: string;
+  devMajor: number;
+  devMinor: number;
+  xattrs: Map<string, Uint8Array>;
+  content?: Uint8Array;
+  nlink: number;
+  /** Identity shared by hardlinked names. */
+  id: number;
+}
+
+/** Streams a file's bytes. */
+export async function* fileStream(path: string): AsyncGenerator<Uint8Array> {
+  using f = await Deno.open(path);
+  const buf = new Uint8Array(1 << 20);
+  while (true) {
+    const n = await f.read(buf);
+    if (n === null) return;
+    yield buf.slice(0, n);
+  }
+}
+
+async function* maybeGunzip(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const it = input[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (first.done) return;
+  const rest = { [Symbol.asyncIterator]: () => it };
+  async function* all() {
+    yield first.value;
+    yield* rest;
+  }
+  if (isGzip(first.value)) yield* gunzipStream(all());
+  else yield* all();
+}
+
+/**
+ * The tree of a tar (or tar.gz) stream: clean path → node, with nlink computed like a
+ * filesystem would. `lossyNames` replaces non-UTF-8 bytes by U+FFFD (what google/crfs stored).
+ * Paths named in `skip` (clean) are left out.
+ */
+export async function expectedTree(
+  input: AsyncIterable<Uint8Array>,
+  opts: { lossyNames?: boolean; skip?: string[] } = {},
+): Promise<Map<string, ExpectedNode>> {
+  const lossy = (s: string) => opts.lossyNames ? s.replace(/[\udc80-\udcff]/g, "\ufffd") : s;
+  const tree = new Map<string, ExpectedNode>();
+  let nextId = 1;
+  const dir = (): ExpectedNode => ({
+    type: "dir",
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    mtimeSec: 0,
+    mtimeNsec: 0,
+    linkName: "",
+    devMajor: 0,
+    devMinor: 0,
+    xattrs: new Map(),
+    nlink: 2,
+    id: nextId++,
+  });
+  tree.set("", dir());
+  const ensureParents = (p: string) => {
+    const parent = parentOf(p);
+    if (!tree.has(parent)) {
+      ensureParents(parent);
+      tree.set(parent, dir());
+    }
+  };
+  for await (const e of readTar(maybeGunzip(input))) {
+    const h = e.header;
+    const path = cleanPath(lossy(h.name));
+    if (typeof path !== "string") throw new Error(`bad name ${h.name}`);
+    if (opts.skip?.includes(path)) continue;
+    ensureParents(path);
+    // Replacing a directory with a non-directory drops its subtree.
+    const old = tree.get(path);
+    if (old?.type === "dir" && h.kind !== "dir") {
+      for (const k of [...tree.keys()]) if (k.startsWith(path + "/")) tree.delete(k);
+    }
+    if (h.kind === "hardlink") {
+      const target = tree.get(cleanPath(lossy(h.linkName)) as string);
+      if (!target) throw new Error(`hardlink to missing ${h.linkName}`);
+      tree.set(path, target);
+      continue;
+    }
+    if (h.kind === "dir" && old?.type === "dir") {
+      Object.assign(old, attrs());
+      continue;
+    }
+    const node: ExpectedNode = { ...dir(), ...attrs(), type: h.kind };
+    if (h.kind === "reg") node.content = await e.readAll();
+    tree.set(path, node);
+    function attrs() {
+      return {
+        mode: h.mode,
+        uid: h.uid,
+        gid: h.gid,
+        mtimeSec: h.mtimeSec,
+        mtimeNsec: h.mtimeNsec,
+        linkName: h.kind === "symlink" ? lossy(h.linkName) : "",
+        devMajor: h.kind === "char" || h.kind === "block" ? h.devMajor : 0,
+        devMinor: h.kind === "char" || h.kind === "block" ? h.devMinor : 0,
+        xattrs: h.xattrs,
+      };
+    }
+  }
+  // Link counts: names per identity; directories 2 + subdirectories.
+  const names = new Map<ExpectedNode, number>();
+  for (const n of tree.values()) names.set(n, (names.get(n) ?? 0) + 1);
+  for (const [n, count] of names) n.nlink = n.type === "dir" ? 2 : count;
+  for (const [p, n] of tree) {
+    if (p !== "" && n.type === "dir") tree.get(parentOf(p))!.nlink++;
+  }
+  return tree;
+}
