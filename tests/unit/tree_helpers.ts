@@ -99,6 +99,17 @@ export async function expectedTree(
     if (old?.type === "dir" && h.kind !== "dir") {
       for (const k of [...tree.keys()]) if (k.startsWith(path + "/")) tree.delete(k);
     }
+    const attrs = () => ({
+      mode: h.mode,
+      uid: h.uid,
+      gid: h.gid,
+      mtimeSec: h.mtimeSec,
+      mtimeNsec: h.mtimeNsec,
+      linkName: h.kind === "symlink" ? lossy(h.linkName) : "",
+      devMajor: h.kind === "char" || h.kind === "block" ? h.devMajor : 0,
+      devMinor: h.kind === "char" || h.kind === "block" ? h.devMinor : 0,
+      xattrs: h.xattrs,
+    });
     if (h.kind === "hardlink") {
       const target = tree.get(cleanPath(lossy(h.linkName)) as string);
       if (!target) throw new Error(`hardlink to missing ${h.linkName}`);
@@ -112,19 +123,6 @@ export async function expectedTree(
     const node: ExpectedNode = { ...dir(), ...attrs(), type: h.kind };
     if (h.kind === "reg") node.content = await e.readAll();
     tree.set(path, node);
-    function attrs() {
-      return {
-        mode: h.mode,
-        uid: h.uid,
-        gid: h.gid,
-        mtimeSec: h.mtimeSec,
-        mtimeNsec: h.mtimeNsec,
-        linkName: h.kind === "symlink" ? lossy(h.linkName) : "",
-        devMajor: h.kind === "char" || h.kind === "block" ? h.devMajor : 0,
-        devMinor: h.kind === "char" || h.kind === "block" ? h.devMinor : 0,
-        xattrs: h.xattrs,
-      };
-    }
   }
   // Link counts: names per identity; directories 2 + subdirectories.
   const names = new Map<ExpectedNode, number>();
