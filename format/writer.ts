@@ -1,0 +1,363 @@
+/**
+ * The eStargz writer: a tar or tar.gz stream in, an eStargz blob out. Every regular file's
+ * content starts a new gzip member and large files are split into chunks, each its own member,
+ * with sha256 digests per file and per chunk in the TOC. Tar headers are copied verbatim from
+ * the input (exact name bytes, PAX records, GNU long names), so the blob decompresses to the
+ * input's entries followed by `stargz.index.json`. Members are compressed on all cores; the
+ * output depends only on the input and the options.
+ *
+ * @module
+ */
+import { createHash, type Hash } from "node:crypto";
+import { CompressPool } from "./compress_pool.ts";
+import { estargzFooter } from "./footer.ts";
+import { gunzipStream, gzipMember, isGzip } from "./gzip.ts";
+import { cleanPath } from "./names.ts";
+import {
+  encodeHeader,
+  END_OF_ARCHIVE,
+  paddingFor,
+  TarError,
+  type TarHeader,
+} from "./tar_header.ts";
+import { readTar, type TarEntry } from "./tar_reader.ts";
+import {
+  formatModTime,
+  LANDMARK_CONTENT,
+  NO_PREFETCH_LANDMARK,
+  PREFETCH_LANDMARK,
+  serializeTOC,
+  type TOC,
+  TOC_TAR_NAME,
+  type TOCEntry,
+} from "./toc.ts";
+
+/** Default chunk size: 4 MiB, as google/crfs and stargz-snapshotter. */
+export const DEFAULT_CHUNK_SIZE = 4 << 20;
+
+/** Options for {@link writeEStargz}. */
+export interface WriterOptions {
+  /** Largest chunk of a file in one gzip member. Default 4 MiB. */
+  chunkSize?: number;
+  /** gzip level 1–9. Default 6. */
+  level?: number;
+  /** Compression workers; default one per core, 0 = on the calling thread. */
+  workers?: number;
+  /** A pool to share between writers instead of starting one. */
+  pool?: CompressPool;
+  /** Called with the number of input bytes consumed so far, now and then. */
+  onProgress?: (inputBytes: number) => void;
+}
+
+/** What {@link writeEStargz} produced. */
+export interface WriteResult {
+  /** `sha256:…` of the TOC JSON (the `containerd.io/snapshot/stargz/toc.digest` annotation). */
+  tocDigest: string;
+  /** `sha256:…` of the uncompressed tar the blob decompresses to (the layer's diff ID). */
+  diffId: string;
+  /** Size of that uncompressed tar. */
+  uncompressedSize: number;
+  /** `sha256:…` of the blob bytes written. */
+  blobDigest: string;
+  /** Size of the blob. */
+  blobSize: number;
+  /** The TOC written. */
+  toc: TOC;
+}
+
+/** A sink for output bytes. */
+export type ByteSink = (bytes: Uint8Array) => Promise<void> | void;
+
+const BATCH_BYTES = 1 << 20;
+const MAX_INFLIGHT_BYTES = 64 << 20;
+
+/** Orders compressed batches back into a byte stream and tracks member offsets. */
+class MemberPipeline {
+  readonly #pool: CompressPool;
+  readonly #level: number;
+  readonly #sink: ByteSink;
+  readonly #diff: Hash = createHash("sha256");
+  readonly #blob: Hash = createHash("sha256");
+  #batch: Uint8Array[] = [];
+  #batchBytes = 0;
+  #inflight: { promise: Promise<Uint8Array[]>; bytes: number }[] = [];
+  #inflightBytes = 0;
+  /** Compressed start offset of each member, filled as members are written. */
+  readonly offsets: number[] = [];
+  #members = 0;
+  written = 0;
+  uncompressed = 0;
+
+  constructor(pool: CompressPool, level: number, sink: ByteSink) {
+    this.#pool = pool;
+    this.#level = level;
+    this.#sink = sink;
+  }
+
+  /** Number of members queued so far (the index the next one gets). */
+  get count(): number {
+    return this.#members;
+  }
+
+  /** Queues a member's plaintext (which must own its buffer); returns the member's index. */
+  async add(plain: Uint8Array): Promise<number> {
+    this.#diff.update(plain);
+    this.uncompressed += plain.length;
+    this.#batch.push(plain);
+    this.#batchBytes += plain.length;
+    if (this.#batchBytes >= BATCH_BYTES || this.#batch.length >= 512) await this.#submit();
+    return this.#members++;
+  }
+
+  async #submit(): Promise<void> {
+    if (this.#batch.length === 0) return;
+    const bytes = this.#batchBytes;
+    this.#inflight.push({ promise: this.#pool.compress(this.#batch, this.#level), bytes });
+    this.#inflightBytes += bytes;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    while (this.#inflightBytes > MAX_INFLIGHT_BYTES) await this.#drainOne();
+  }
+
+  async #drainOne(): Promise<void> {
+    const head = this.#inflight.shift()!;
+    this.#inflightBytes -= head.bytes;
+    for (const m of await head.promise) {
+      this.offsets.push(this.written);
+      await this.#write(m);
+    }
+  }
+
+  async #write(bytes: Uint8Array): Promise<void> {
+    this.#blob.update(bytes);
+    this.written += bytes.length;
+    await this.#sink(bytes);
+  }
+
+  /** Writes everything queued. */
+  async flush(): Promise<void> {
+    await this.#submit();
+    while (this.#inflight.length > 0) await this.#drainOne();
+  }
+
+  /** Writes a member compressed here (the TOC) plus raw trailing bytes (the footer). */
+  async finish(plain: Uint8Array, trailer: (offset: number) => Uint8Array) {
+    await this.flush();
+    this.#diff.update(plain);
+    this.uncompressed += plain.length;
+    const tocOffset = this.written;
+    await this.#write(gzipMember([plain], this.#level));
+    await this.#write(trailer(tocOffset));
+    return {
+      diffId: `sha256:${this.#diff.digest("hex")}`,
+      blobDigest: `sha256:${this.#blob.digest("hex")}`,
+    };
+  }
+}
+
+/** Collects the plaintext of the member being built. */
+class MemberBuffer {
+  #parts: Uint8Array[] = [];
+  size = 0;
+  push(b: Uint8Array): void {
+    if (b.length === 0) return;
+    this.#parts.push(b);
+    this.size += b.length;
+  }
+  /** The plaintext in a fresh buffer, and resets. */
+  take(): Uint8Array {
+    const out = new Uint8Array(this.size);
+    let o = 0;
+    for (const p of this.#parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    this.#parts = [];
+    this.size = 0;
+    return out;
+  }
+}
+
+async function* tarStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const it = input[Symbol.asyncIterator]();
+  let first = await it.next();
+  while (!first.done && first.value.length === 0) first = await it.next();
+  if (first.done) return;
+  const head = first.value;
+  async function* all() {
+    yield head;
+    while (true) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  if (isGzip(head)) yield* gunzipStream(all());
+  else yield* all();
+}
+
+function landmarkHeader(name: string): TarHeader {
+  return {
+    name,
+    kind: "reg",
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    size: 1,
+    mtimeSec: 0,
+    mtimeNsec: 0,
+    linkName: "",
+    uname: "",
+    gname: "",
+    devMajor: 0,
+    devMinor: 0,
+    xattrs: new Map(),
+  };
+}
+
+function base64(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i += 0x8000) {
+    s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+/**
+ * Converts a tar or tar.gz stream into an eStargz blob written to `sink`.
+ * A `stargz.index.json` or landmark already in the input (a converted layer) is dropped and
+ * written anew, so converting twice gives a valid blob.
+ */
+export async function writeEStargz(
+  input: AsyncIterable<Uint8Array>,
+  sink: ByteSink,
+  opts: WriterOptions = {},
+): Promise<WriteResult> {
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw new RangeError("bad chunk size");
+  const level = opts.level ?? 6;
+  const pool = opts.pool ?? new CompressPool(opts.workers);
+  const pipe = new MemberPipeline(pool, level, sink);
+  const member = new MemberBuffer();
+  const entries: TOCEntry[] = [];
+  /** Entries whose `offset` is a member index until the end. */
+  const fixups: { entry: TOCEntry; member: number }[] = [];
+  const lastUname = new Map<number, string>();
+  const lastGname = new Map<number, string>();
+  let consumed = 0;
+
+  /** Ends the member being built; what is pushed next starts member `pipe.count`. */
+  const startMember = async () => {
+    if (member.size > 0) await pipe.add(member.take());
+  };
+
+  const addEntry = async (
+    h: TarHeader,
+    name: string,
+    rawHeader: Uint8Array,
+    entry: TarEntry | undefined,
+    content?: Uint8Array,
+  ) => {
+    member.push(rawHeader);
+    const e: TOCEntry = {
+      name,
+      type: h.kind,
+      modtime: formatModTime(h.mtimeSec, h.mtimeNsec) || undefined,
+      mode: h.mode,
+      uid: h.uid,
+      gid: h.gid,
+      userName: changed(lastUname, h.uid, h.uname),
+      groupName: changed(lastGname, h.gid, h.gname),
+    };
+    if (h.kind === "hardlink" || h.kind === "symlink") e.linkName = h.linkName;
+    if (h.kind === "char" || h.kind === "block") {
+      e.devMajor = h.devMajor;
+      e.devMinor = h.devMinor;
+    }
+    if (h.xattrs.size > 0) {
+      e.xattrs = {};
+      for (const [k, v] of h.xattrs) e.xattrs[k] = base64(v);
+    }
+    entries.push(e);
+    if (h.kind !== "reg") return;
+    e.size = h.size;
+    const fileHash = createHash("sha256");
+    let written = 0;
+    let ent = e;
+    while (written < h.size) {
+      await startMember();
+      const size = Math.min(chunkSize, h.size - written);
+      const data = content ? content.subarray(written, written + size) : await entry!.read(size);
+      if (data.length !== size) {
+        throw new TarError(`tar: content of ${JSON.stringify(h.name)} truncated`);
+      }
+      consumed += size;
+      fileHash.update(data);
+      if (size === chunkSize && h.size > chunkSize) ent.chunkSize = size;
+      ent.chunkOffset = written || undefined;
+      ent.chunkDigest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+      fixups.push({ entry: ent, member: pipe.count });
+      member.push(data);
+      written += size;
+      if (written < h.size) {
+        ent = { name, type: "chunk" };
+        entries.push(ent);
+      }
+    }
+    e.digest = `sha256:${fileHash.digest("hex")}`;
+    member.push(new Uint8Array(paddingFor(h.size)));
+    opts.onProgress?.(consumed);
+  };
+
+  try {
+    // No prioritized files: the landmark that says so comes first, as the reference writer does.
+    const lm = landmarkHeader(NO_PREFETCH_LANDMARK);
+    await addEntry(
+      lm,
+      NO_PREFETCH_LANDMARK,
+      encodeHeader(lm),
+      undefined,
+      new Uint8Array([LANDMARK_CONTENT]),
+    );
+    for await (const entry of readTar(tarStream(input))) {
+      const h = entry.header;
+      const name = cleanPath(h.name);
+      if (typeof name !== "string") {
+        const why = name.problem === "dotdot" ? "a '..' component" : "a NUL byte";
+        throw new TarError(`tar: entry ${JSON.stringify(h.name)} has ${why}`);
+      }
+      if (name === TOC_TAR_NAME || name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK) {
+        continue; // from an earlier conversion: written anew
+      }
+      consumed += entry.rawHeader.length;
+      await addEntry(h, h.name, entry.rawHeader, entry);
+    }
+    await startMember();
+    await pipe.flush();
+    for (const { entry, member } of fixups) entry.offset = pipe.offsets[member];
+    const toc: TOC = { version: 1, entries };
+    const json = serializeTOC(toc);
+    const tocHeader = encodeHeader({ ...landmarkHeader(TOC_TAR_NAME), size: json.length });
+    const tocTar = new Uint8Array(tocHeader.length + json.length + paddingFor(json.length) + 1024);
+    tocTar.set(tocHeader);
+    tocTar.set(json, tocHeader.length);
+    tocTar.set(END_OF_ARCHIVE, tocTar.length - 1024);
+    const { diffId, blobDigest } = await pipe.finish(tocTar, estargzFooter);
+    return {
+      tocDigest: `sha256:${createHash("sha256").update(json).digest("hex")}`,
+      diffId,
+      uncompressedSize: pipe.uncompressed,
+      blobDigest,
+      blobSize: pipe.written,
+      toc,
+    };
+  } finally {
+    if (!opts.pool) pool.close();
+  }
+}
+
+function changed(last: Map<number, string>, id: number, name: string): string | undefined {
+  if (name === "" || last.get(id) === name) return undefined;
+  last.set(id, name);
+  return name;
+}
