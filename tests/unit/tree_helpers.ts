@@ -5,7 +5,11 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { readTar } from "../../format/tar_reader.ts";
+import type { StargzReader } from "../../format/reader.ts";
+import { writeEStargz } from "../../format/writer.ts";
+import { pieces, rng } from "./random_tar.ts";
 import { gunzipStream, isGzip } from "../../format/gzip.ts";
 import { cleanPath, parentOf } from "../../format/names.ts";
 
@@ -132,4 +136,64 @@ export async function expectedTree(
     if (p !== "" && n.type === "dir") tree.get(parentOf(p))!.nlink++;
   }
   return tree;
+}
+
+/** Converts bytes in memory. */
+export async function convert(
+  tar: Uint8Array,
+  opts: { chunkSize?: number; workers?: number } = {},
+) {
+  const out: Uint8Array[] = [];
+  const result = await writeEStargz(pieces(tar, tar.length), (b) => {
+    out.push(b.slice());
+  }, opts);
+  const blob = new Uint8Array(out.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of out) {
+    blob.set(p, o);
+    o += p.length;
+  }
+  return { blob, result };
+}
+
+/** Asserts that the reader shows exactly the tree the tar describes. */
+export async function assertSameTree(
+  r: StargzReader,
+  expected: Map<string, ExpectedNode>,
+  seed: number,
+): Promise<void> {
+  assert.deepEqual([...r.index.byPath.keys()].sort(), [...expected.keys()].sort());
+  const rand = rng(seed);
+  const ids = new Map<number, unknown>();
+  for (const [path, want] of expected) {
+    const node = r.lookup(path)!;
+    const at = JSON.stringify(path);
+    assert.equal(node.type, want.type, `${at} type`);
+    assert.equal(node.mode, want.mode, `${at} mode`);
+    assert.equal(node.uid, want.uid, `${at} uid`);
+    assert.equal(node.gid, want.gid, `${at} gid`);
+    assert.equal(node.mtimeSec, want.mtimeSec, `${at} mtime`);
+    assert.equal(node.mtimeNsec, want.mtimeNsec, `${at} mtime ns`);
+    assert.equal(node.nlink, want.nlink, `${at} nlink`);
+    assert.equal(node.linkName, want.linkName, `${at} link target`);
+    assert.equal(node.devMajor, want.devMajor, `${at} devMajor`);
+    assert.equal(node.devMinor, want.devMinor, `${at} devMinor`);
+    assert.deepEqual(node.xattrs, want.xattrs, `${at} xattrs`);
+    // Hardlinked names are one node.
+    if (ids.has(want.id)) assert.equal(ids.get(want.id), node, `${at} shares its node`);
+    ids.set(want.id, node);
+    if (want.type !== "reg") continue;
+    const content = want.content!;
+    assert.equal(node.size, content.length, `${at} size`);
+    assert.deepEqual(await r.readFile(node), content, `${at} content`);
+    for (let k = 0; k < 3 && content.length > 0; k++) {
+      const off = Math.floor(rand() * content.length);
+      const len = Math.floor(rand() * (content.length - off + 10));
+      assert.deepEqual(
+        await r.read(node, off, len),
+        content.subarray(off, off + len),
+        `${at} [${off}+${len}]`,
+      );
+    }
+  }
 }
