@@ -1,0 +1,112 @@
+/**
+ * Content digests: `sha256:<hex>` of exact bytes, all at once or incrementally over a stream,
+ * and verification that fails loudly instead of passing wrong bytes on.
+ *
+ * @module
+ */
+import { createHash, type Hash } from "node:crypto";
+import { RegistryError } from "./errors.ts";
+
+/** Returns `sha256:<hex>` of `bytes`. */
+export async function sha256Digest(bytes: Uint8Array): Promise<string> {
+  const buf = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return "sha256:" + toHex(new Uint8Array(buf));
+}
+
+/** Hex of `bytes`, lowercase. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** The algorithm part of a digest (`sha256`), or undefined when malformed. */
+export function digestAlgorithm(digest: string): string | undefined {
+  const i = digest.indexOf(":");
+  return i > 0 ? digest.slice(0, i) : undefined;
+}
+
+/** An incremental digester for one of the algorithms registries use (sha256, sha384, sha512). */
+export class Digester {
+  readonly algorithm: string;
+  readonly #hash: Hash;
+  /** Bytes seen so far. */
+  bytes = 0;
+  constructor(algorithm = "sha256") {
+    if (!["sha256", "sha384", "sha512"].includes(algorithm)) {
+      throw new Error(`unsupported digest algorithm ${JSON.stringify(algorithm)}`);
+    }
+    this.algorithm = algorithm;
+    this.#hash = createHash(algorithm);
+  }
+  /** Feeds `chunk`. */
+  update(chunk: Uint8Array): void {
+    this.#hash.update(chunk);
+    this.bytes += chunk.length;
+  }
+  /** The digest of everything fed, as `algorithm:hex`. Call once. */
+  digest(): string {
+    return `${this.algorithm}:${this.#hash.digest("hex")}`;
+  }
+}
+
+/** Digest of `bytes` with the algorithm `expected` uses (sha256 by default). */
+export async function digestLike(expected: string, bytes: Uint8Array): Promise<string> {
+  const algorithm = digestAlgorithm(expected) ?? "sha256";
+  if (algorithm === "sha256") return await sha256Digest(bytes);
+  const d = new Digester(algorithm);
+  d.update(bytes);
+  return d.digest();
+}
+
+/** A {@link RegistryError} (`DIGEST_MISMATCH`) for content that does not match its digest. */
+export function digestMismatch(what: string, expected: string, actual: string): RegistryError {
+  return new RegistryError(
+    `${what}: content digest mismatch: expected ${expected}, got ${actual}`,
+    {
+      code: "DIGEST_MISMATCH",
+      reference: what,
+      detail: { expected, actual },
+    },
+  );
+}
+
+/**
+ * A pass-through stream that digests what flows through it and errors at the end when the
+ * digest (or, if given, the size) differs from what was expected.
+ */
+export function verifyingStream(
+  what: string,
+  expected: string,
+  size?: number,
+): TransformStream<Uint8Array, Uint8Array> {
+  const d = new Digester(digestAlgorithm(expected) ?? "sha256");
+  return new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      d.update(chunk);
+      if (size !== undefined && d.bytes > size) {
+        controller.error(
+          new RegistryError(`${what}: more than the expected ${size} bytes`, {
+            code: "BAD_RESPONSE",
+            reference: what,
+          }),
+        );
+        return;
+      }
+      controller.enqueue(chunk);
+    },
+    flush(controller) {
+      if (size !== undefined && d.bytes !== size) {
+        controller.error(
+          new RegistryError(`${what}: got ${d.bytes} bytes, expected ${size}`, {
+            code: "BAD_RESPONSE",
+            reference: what,
+          }),
+        );
+        return;
+      }
+      const actual = d.digest();
+      if (actual !== expected) controller.error(digestMismatch(what, expected, actual));
+    },
+  });
+}
