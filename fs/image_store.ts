@@ -1,0 +1,207 @@
+/**
+ * What the file tree knows about registries, cached: manifests by digest (forever: they are
+ * immutable), tags to digests (for the tag TTL), repository catalogs (for the same TTL), and one
+ * stargz reader per layer blob, opened once and shared by every view and image that contains
+ * the layer. Every layer of an image is opened in parallel.
+ *
+ * @module
+ */
+import { StargzReader } from "../format/reader.ts";
+import { type ChunkCache, MemoryChunkCache } from "../format/reader.ts";
+import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
+import type { Driver, DriverRegistry, TagInfo } from "../drivers/driver.ts";
+import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../drivers/manifest.ts";
+import type { RepositoryName } from "../drivers/reference.ts";
+import type { RangeSource } from "../format/range_source.ts";
+import { isNotFound, isRegistryError } from "../drivers/errors.ts";
+import { NodeError } from "./node.ts";
+
+/** Options of an {@link ImageStore}. */
+export interface ImageStoreOptions {
+  /** How long a tag's digest and a catalog are trusted, in ms. Default 60 s. */
+  tagTtlMs?: number;
+  /** Platform to choose from indexes (`os/arch[/variant]`); default this machine's. */
+  platform?: string;
+  /** Shared in-memory cache of decompressed chunks. */
+  chunkCache?: ChunkCache;
+  /** Wraps each layer's blob source (the disk cache hooks in here). */
+  wrapSource?: (digest: string, source: RangeSource) => RangeSource;
+  /** Logs one line per problem. */
+  log?: (line: string) => void;
+}
+
+interface Timed<T> {
+  at: number;
+  value: Promise<T>;
+}
+
+/** A layer opened for reading. */
+export interface OpenLayer {
+  digest: string;
+  reader: StargzReader;
+}
+
+/** Caches of registry state for the tree. */
+export class ImageStore {
+  readonly drivers: DriverRegistry;
+  readonly tagTtlMs: number;
+  readonly platform?: string;
+  readonly log: (line: string) => void;
+  readonly #chunkCache: ChunkCache;
+  readonly #wrap?: (digest: string, source: RangeSource) => RangeSource;
+  readonly #manifests = new Map<string, Promise<Manifest>>();
+  readonly #tags = new Map<string, Timed<string | undefined>>();
+  readonly #catalogs = new Map<string, Timed<string[] | undefined>>();
+  readonly #tagLists = new Map<string, Timed<TagInfo[] | undefined>>();
+  readonly #layers = new Map<string, Promise<OpenLayer>>();
+  readonly #configs = new Map<string, Promise<ImageConfig>>();
+
+  constructor(drivers: DriverRegistry, opts: ImageStoreOptions = {}) {
+    this.drivers = drivers;
+    this.tagTtlMs = opts.tagTtlMs ?? 60_000;
+    this.platform = opts.platform;
+    this.log = opts.log ?? ((l) => console.error(l));
+    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(128 << 20);
+    this.#wrap = opts.wrapSource;
+  }
+
+  /** The driver serving `host`. */
+  driver(host: string): Driver {
+    return this.drivers.forHost(host);
+  }
+
+  #fresh<T>(map: Map<string, Timed<T>>, key: string, make: () => Promise<T>): Promise<T> {
+    const hit = map.get(key);
+    if (hit && Date.now() - hit.at < this.tagTtlMs) return hit.value;
+    const value = make();
+    map.set(key, { at: Date.now(), value });
+    value.catch(() => map.delete(key));
+    return value;
+  }
+
+  /**
+   * The digest of the single-platform image a tag names now (through an index if needed), or
+   * undefined when the tag does not exist. Cached for the tag TTL.
+   */
+  resolveTag(repo: RepositoryName, tag: string): Promise<string | undefined> {
+    return this.#fresh(this.#tags, `${repo.host}/${repo.repository}:${tag}`, async () => {
+      try {
+        const r = await this.driver(repo.host).resolve({ ...repo, tag }, {
+          platform: this.platform,
+        });
+        this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
+        return r.manifest.digest;
+      } catch (e) {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      }
+    });
+  }
+
+  /** A manifest by digest (cached forever); undefined when it does not exist. */
+  async manifest(repo: RepositoryName, digest: string): Promise<Manifest | undefined> {
+    let p = this.#manifests.get(digest);
+    if (!p) {
+      p = this.driver(repo.host).getManifest(repo, digest);
+      this.#manifests.set(digest, p);
+      p.catch(() => this.#manifests.delete(digest));
+    }
+    try {
+      return await p;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * The single-platform manifest for a digest: the manifest itself, or for an index the
+   * platform's manifest. Undefined when missing.
+   */
+  async imageManifest(repo: RepositoryName, digest: string): Promise<ImageManifest | undefined> {
+    const m = await this.manifest(repo, digest);
+    if (!m) return undefined;
+    if (m.kind === "image") return m;
+    const r = await this.driver(repo.host).resolve({ ...repo, digest }, {
+      platform: this.platform,
+    });
+    this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
+    return r.manifest;
+  }
+
+  /** The image config of a manifest (cached). */
+  config(repo: RepositoryName, manifest: ImageManifest): Promise<ImageConfig> {
+    const d = manifest.json.config.digest;
+    let p = this.#configs.get(d);
+    if (!p) {
+      p = this.driver(repo.host).getConfig(repo, manifest);
+      this.#configs.set(d, p);
+      p.catch(() => this.#configs.delete(d));
+    }
+    return p;
+  }
+
+  /**
+   * Repository names on a host (the catalog), cached for the TTL; undefined when the registry
+   * cannot list them (Docker Hub, denied catalogs).
+   */
+  catalog(host: string): Promise<string[] | undefined> {
+    return this.#fresh(this.#catalogs, host, async () => {
+      try {
+        return await this.driver(host).listRepositories(host);
+      } catch (e) {
+        if (
+          isRegistryError(e, "UNSUPPORTED", "UNAUTHORIZED", "DENIED", "NOT_FOUND", "NAME_UNKNOWN")
+        ) return undefined;
+        throw e;
+      }
+    });
+  }
+
+  /** Tags of a repository (cached for the TTL); undefined when it is not a repository. */
+  tags(repo: RepositoryName): Promise<TagInfo[] | undefined> {
+    return this.#fresh(this.#tagLists, `${repo.host}/${repo.repository}`, async () => {
+      try {
+        return await this.driver(repo.host).listTags(repo);
+      } catch (e) {
+        if (isNotFound(e) || isRegistryError(e, "UNSUPPORTED", "NAME_UNKNOWN")) return undefined;
+        throw e;
+      }
+    });
+  }
+
+  /** Opens (once) the stargz reader of a layer. */
+  layer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
+    let p = this.#layers.get(desc.digest);
+    if (!p) {
+      p = this.#openLayer(repo, desc);
+      this.#layers.set(desc.digest, p);
+      p.catch(() => this.#layers.delete(desc.digest));
+    }
+    return p;
+  }
+
+  async #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
+    const where = `${repo.host}/${repo.repository}@${desc.digest}`;
+    try {
+      let source: RangeSource = await this.driver(repo.host).blob(repo, desc.digest, desc.size);
+      if (this.#wrap) source = this.#wrap(desc.digest, source);
+      const reader = await StargzReader.open(source, {
+        tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
+        cache: this.#chunkCache,
+        cacheKey: `${desc.digest}:`,
+      });
+      for (const w of reader.index.warnings) this.log(`crfs: ${where}: ${w}`);
+      return { digest: desc.digest, reader };
+    } catch (e) {
+      const msg = `layer ${where}: ${(e as Error).message}`;
+      this.log(`crfs: ${msg}`);
+      throw new NodeError("EIO", msg);
+    }
+  }
+
+  /** Opens every layer of a manifest, in parallel. */
+  layers(repo: RepositoryName, manifest: ImageManifest): Promise<OpenLayer[]> {
+    return Promise.all(manifest.json.layers.map((d) => this.layer(repo, d)));
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * The node model of crfs's file tree: what every file, directory and link in the mount (and in
+ * `crfs ls`) is. Nodes are created lazily by their parents and carry a stable key from which the
+ * inode table gives them a number for their whole life.
+ *
+ * @module
+ */
+
+/** File types of nodes. */
+export type NodeKind = "dir" | "reg" | "symlink" | "char" | "block" | "fifo";
+
+/** Attributes of a node. */
+export interface NodeAttr {
+  kind: NodeKind;
+  /** Permission bits (0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  userName?: string;
+  groupName?: string;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  nlink: number;
+  devMajor: number;
+  devMinor: number;
+}
+
+/** How long the kernel may cache what it learns about a node. */
+export type Volatility = "immutable" | "tag" | "listing";
+
+/** A node of the tree. */
+export interface FsNode {
+  /**
+   * Identity across lookups: two nodes with the same key are the same file (same inode). Keys
+   * are built from immutable names (digests, paths), e.g. `layer:sha256:…:/etc/passwd`.
+   */
+  readonly key: string;
+  /** Current attributes. */
+  attr(): NodeAttr;
+  /** How cacheable the node is (content under digests never changes). */
+  readonly volatility: Volatility;
+  /** Directories: the child called `name`, or undefined. */
+  lookup?(name: string): Promise<FsNode | undefined>;
+  /** Directories: all children, in a stable order. */
+  list?(): Promise<[string, FsNode][]>;
+  /** Symlinks: the target. */
+  readlink?(): Promise<string>;
+  /** Regular files: bytes `[offset, offset+length)` (fewer only at the end). */
+  read?(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Extended attributes. */
+  xattrs?(): Map<string, Uint8Array>;
+}
+
+/** A node error carrying an errno name (`ENOENT`, `EIO`, …) for the FUSE layer. */
+export class NodeError extends Error {
+  /** POSIX error name. */
+  readonly code: "ENOENT" | "EIO" | "ENOTDIR" | "EISDIR" | "EINVAL" | "EACCES";
+  constructor(code: NodeError["code"], message: string) {
+    super(message);
+    this.name = "NodeError";
+    this.code = code;
+  }
+}
+
+const NOW = Math.floor(Date.now() / 1000);
+
+/** Attributes for a synthetic directory (crfs's own hierarchy). */
+export function dirAttr(nlink = 2, mtimeSec = NOW): NodeAttr {
+  return {
+    kind: "dir",
+    mode: 0o555,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    mtimeSec,
+    mtimeNsec: 0,
+    nlink,
+    devMajor: 0,
+    devMinor: 0,
+  };
+}
+
+/** A synthetic symlink node. */
+export function symlinkNode(
+  key: string,
+  target: string,
+  volatility: Volatility = "immutable",
+): FsNode {
+  const size = new TextEncoder().encode(target).length;
+  return {
+    key,
+    volatility,
+    attr: () => ({ ...dirAttr(1), kind: "symlink", mode: 0o777, size }),
+    readlink: () => Promise.resolve(target),
+  };
+}
+
+/** A synthetic read-only file with fixed content. */
+export function bytesNode(
+  key: string,
+  bytes: Uint8Array,
+  volatility: Volatility = "immutable",
+): FsNode {
+  return {
+    key,
+    volatility,
+    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: bytes.length }),
+    read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)),
+  };
+}
+
+/** A synthetic directory over a fixed map of children. */
+export function staticDir(key: string, children: [string, FsNode][]): FsNode {
+  const map = new Map(children);
+  const subdirs = children.filter(([, n]) => n.attr().kind === "dir").length;
+  return {
+    key,
+    volatility: "immutable",
+    attr: () => dirAttr(2 + subdirs),
+    lookup: (name) => Promise.resolve(map.get(name)),
+    list: () => Promise.resolve(children),
+  };
+}

@@ -1,0 +1,345 @@
+/**
+ * The tree crfs shows, from the root down:
+ *
+ * ```
+ * README-crfs.txt
+ * layers/<host>/<repository…>/<tag>            → symlink to sha256-<manifest>
+ * layers/<host>/<repository…>/sha256-<manifest>/{0…N-1, bottom, top, config, sha256-<layer>/}
+ * layers/local/<name>.stargz/                  the root of a local stargz file
+ * images/<host>/<repository…>/<tag or sha256-<manifest>>/   the merged image
+ * ```
+ *
+ * Any host can be looked up; repository names have any depth. Directories are built lazily from
+ * the {@link ImageStore}'s cached registry state. The same tree backs the FUSE mount and
+ * `crfs ls`.
+ *
+ * @module
+ */
+import { FileSource } from "../format/range_source.ts";
+import { StargzReader } from "../format/reader.ts";
+import type { ImageManifest } from "../drivers/manifest.ts";
+import type { RepositoryName } from "../drivers/reference.ts";
+import { isRegistryError } from "../drivers/errors.ts";
+import { ImageStore } from "./image_store.ts";
+import { layerRoot } from "./layer_tree.ts";
+import { unionRoot } from "./union.ts";
+import { bytesNode, dirAttr, type FsNode, NodeError, staticDir, symlinkNode } from "./node.ts";
+
+/** The two views of the registry. */
+export type View = "layers" | "images";
+
+/** Options of the tree. */
+export interface TreeOptions {
+  /** Hosts listed in `layers/` and `images/` besides `local` and those looked up. */
+  hosts?: string[];
+  /** Directory of local `.stargz` files (the `local` host). */
+  localDir?: string;
+}
+
+const HOST_RE =
+  /^(?:\[[0-9a-fA-F:.]+\]|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?::\d{1,5})?$/;
+const COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+const DIGEST_DIR_RE = /^sha256-([0-9a-f]{64})$/;
+
+const README = `crfs — the Container Registry Filesystem
+
+This read-only tree shows container images straight from their registries, fetching only the
+bytes you read (layers must be stargz/eStargz: see 'crfs convert').
+
+layers/<host>/<repository>/<tag>               symlink to the manifest directory
+layers/<host>/<repository>/sha256-<manifest>/  0 … N-1 (symlinks to the layers, bottom first),
+                                               bottom, top, config, sha256-<layer>/ (one layer)
+layers/local/<name>.stargz/                    a local stargz file
+images/<host>/<repository>/<tag>/              the merged image (whiteouts applied)
+images/<host>/<repository>/sha256-<manifest>/  the same, by digest
+
+Any host can be looked up (layers/127.0.0.1:5000, layers/gcr.io, …); repositories may have any
+depth. Layer directories are in overlayfs form (whiteouts as 0/0 character devices, opaque
+directories marked with trusted.overlay.opaque=y), so
+
+  mount -t overlay overlay -o lowerdir=top:…:bottom,upperdir=U,workdir=W /merged
+
+over layers/…/sha256-<manifest>/{N-1,…,0} gives the same tree as images/….
+`;
+
+const digestDir = (digest: string) => `sha256-${digest.slice("sha256:".length)}`;
+
+/** Builds the root of the tree. */
+export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
+  const seen = new Set<string>(opts.hosts ?? []);
+  const views: [string, FsNode][] = (["layers", "images"] as View[]).map((
+    v,
+  ) => [v, viewDir(store, v, seen, opts)]);
+  return staticDir("root", [
+    ["README-crfs.txt", bytesNode("readme", new TextEncoder().encode(README))],
+    ...views,
+  ]);
+}
+
+function viewDir(store: ImageStore, view: View, seen: Set<string>, opts: TreeOptions): FsNode {
+  const hostNode = (host: string): FsNode =>
+    host === "local" ? localDir(store, view, opts) : pathDir(store, view, host, "");
+  return {
+    key: `view:${view}`,
+    volatility: "listing",
+    attr: () => dirAttr(1),
+    lookup: (name) => {
+      if (name !== "local" && !HOST_RE.test(name)) return Promise.resolve(undefined);
+      seen.add(name);
+      return Promise.resolve(hostNode(name));
+    },
+    list: () => Promise.resolve(["local", ...[...seen].sort()].map((h) => [h, hostNode(h)])),
+  };
+}
+
+/** Turns registry failures into node errors (logged once by the caller). */
+function fail(store: ImageStore, what: string, e: unknown): never {
+  if (e instanceof NodeError) throw e;
+  const msg = `${what}: ${(e as Error).message}`;
+  store.log(`crfs: ${msg}`);
+  throw new NodeError("EIO", msg);
+}
+
+/**
+ * A directory for a repository path `prefix` on `host` (`""` = the host itself): its children
+ * are deeper path components, and, when the path is a repository, its tags and manifests.
+ */
+function pathDir(store: ImageStore, view: View, host: string, prefix: string): FsNode {
+  const where = prefix ? `${host}/${prefix}` : host;
+  const repo: RepositoryName = { host, repository: prefix };
+
+  const subNames = async (): Promise<string[] | undefined> => {
+    if (prefix === "") {
+      try {
+        return await store.driver(host).listOwners(host);
+      } catch (e) {
+        if (isRegistryError(e, "UNSUPPORTED", "DENIED", "UNAUTHORIZED")) return undefined;
+        throw e;
+      }
+    }
+    const all = await store.catalog(host);
+    if (!all) return undefined;
+    const out = new Set<string>();
+    for (const r of all) {
+      if (r.startsWith(prefix + "/")) out.add(r.slice(prefix.length + 1).split("/")[0]);
+    }
+    return [...out].sort();
+  };
+
+  const tagNode = async (tag: string): Promise<FsNode | undefined> => {
+    let digest: string | undefined;
+    try {
+      digest = await store.resolveTag(repo, tag);
+    } catch (e) {
+      if (isRegistryError(e, "UNAUTHORIZED", "DENIED", "NAME_UNKNOWN", "NOT_FOUND")) {
+        return undefined;
+      }
+      fail(store, `${where}:${tag}`, e);
+    }
+    if (!digest) return undefined;
+    if (view === "layers") {
+      return symlinkNode(`tag:${where}:${tag}@${digest}`, digestDir(digest), "tag");
+    }
+    return await imageDir(store, repo, digest);
+  };
+
+  const digestNode = async (name: string): Promise<FsNode | undefined> => {
+    const digest = `sha256:${DIGEST_DIR_RE.exec(name)![1]}`;
+    try {
+      return view === "layers"
+        ? await manifestDir(store, repo, digest)
+        : await imageDir(store, repo, digest);
+    } catch (e) {
+      if (isRegistryError(e, "UNAUTHORIZED", "DENIED", "NAME_UNKNOWN")) return undefined;
+      fail(store, `${where}@${digest}`, e);
+    }
+  };
+
+  return {
+    key: `path:${view}:${where}`,
+    volatility: "listing",
+    attr: () => dirAttr(1),
+    async lookup(name) {
+      if (prefix !== "" && DIGEST_DIR_RE.test(name)) return await digestNode(name);
+      if (prefix !== "" && TAG_RE.test(name)) {
+        const t = await tagNode(name);
+        if (t) return t;
+      }
+      if (!COMPONENT_RE.test(name)) return undefined;
+      const sub = prefix ? `${prefix}/${name}` : name;
+      let known: string[] | undefined;
+      try {
+        known = await store.catalog(host);
+      } catch (e) {
+        fail(store, where, e);
+      }
+      if (known && !known.some((r) => r === sub || r.startsWith(sub + "/"))) return undefined;
+      return pathDir(store, view, host, sub);
+    },
+    async list() {
+      const out: [string, FsNode][] = [];
+      let names: string[] | undefined;
+      try {
+        names = await subNames();
+      } catch (e) {
+        fail(store, where, e);
+      }
+      for (const n of names ?? []) {
+        out.push([n, pathDir(store, view, host, prefix ? `${prefix}/${n}` : n)]);
+      }
+      if (prefix !== "") {
+        let tags;
+        try {
+          tags = await store.tags(repo);
+        } catch (e) {
+          fail(store, where, e);
+        }
+        const nodes = await Promise.all(
+          (tags ?? []).map(async (t) => [t.name, await tagNode(t.name)] as const),
+        );
+        for (const [name, node] of nodes) {
+          if (node && !out.some(([n]) => n === name)) out.push([name, node]);
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/** `layers/<host>/<repo>/sha256-<manifest>/`: layer symlinks, config and layer roots. */
+async function manifestDir(
+  store: ImageStore,
+  repo: RepositoryName,
+  digest: string,
+): Promise<FsNode | undefined> {
+  const m = await store.manifest(repo, digest);
+  if (!m) return undefined;
+  if (m.kind === "index") {
+    // An index stands for this machine's platform: point at that manifest's directory.
+    const image = await store.imageManifest(repo, digest);
+    return image ? symlinkNode(`index:${digest}`, digestDir(image.digest)) : undefined;
+  }
+  const layers = m.json.layers;
+  const layerDirs = new Map(layers.map((d, i) => [digestDir(d.digest), i]));
+  const openLayerDir = async (i: number) => {
+    const { reader, digest: d } = await store.layer(repo, layers[i]);
+    return layerRoot(reader, d);
+  };
+  const fixed: [string, FsNode][] = [];
+  layers.forEach((d, i) =>
+    fixed.push([String(i), symlinkNode(`lsym:${digest}:${i}`, digestDir(d.digest))])
+  );
+  if (layers.length > 0) {
+    fixed.push(["bottom", symlinkNode(`lsym:${digest}:bottom`, "0")]);
+    fixed.push(["top", symlinkNode(`lsym:${digest}:top`, String(layers.length - 1))]);
+  }
+  fixed.push(["config", configNode(store, repo, m)]);
+  const fixedMap = new Map(fixed);
+  return {
+    key: `manifest:${digest}`,
+    volatility: "immutable",
+    attr: () => dirAttr(2 + layerDirs.size),
+    lookup(name) {
+      const f = fixedMap.get(name);
+      if (f) return Promise.resolve(f);
+      const i = layerDirs.get(name);
+      return i === undefined ? Promise.resolve(undefined) : openLayerDir(i);
+    },
+    async list() {
+      const roots = await Promise.all(
+        [...layerDirs].map(async ([n, i]) => [n, await openLayerDir(i)] as [string, FsNode]),
+      );
+      return [...fixed, ...roots];
+    },
+  };
+}
+
+function configNode(store: ImageStore, repo: RepositoryName, m: ImageManifest): FsNode {
+  const size = m.json.config.size;
+  return {
+    key: `config:${m.json.config.digest}`,
+    volatility: "immutable",
+    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size }),
+    async read(offset, length) {
+      try {
+        const c = await store.config(repo, m);
+        return c.bytes.subarray(offset, offset + length);
+      } catch (e) {
+        fail(store, `${repo.host}/${repo.repository}@${m.json.config.digest}`, e);
+      }
+    },
+  };
+}
+
+/** `images/<host>/<repo>/<tag or digest>/`: the merged image, all layers opened in parallel. */
+async function imageDir(
+  store: ImageStore,
+  repo: RepositoryName,
+  digest: string,
+): Promise<FsNode | undefined> {
+  const m = await store.imageManifest(repo, digest);
+  if (!m) return undefined;
+  const layers = await store.layers(repo, m);
+  return unionRoot(layers.map((l) => ({ reader: l.reader, id: l.digest })), m.digest);
+}
+
+/** `layers/local/` and `images/local/`: the `.stargz` files of the local directory. */
+function localDir(store: ImageStore, view: View, opts: TreeOptions): FsNode {
+  const dir = opts.localDir ?? Deno.env.get("CRFS_LOCAL_DIR") ??
+    `${Deno.env.get("HOME") ?? "/root"}/.local/share/crfs/local`;
+  const opened = new Map<string, Promise<FsNode>>();
+  const open = (name: string): Promise<FsNode> => {
+    let p = opened.get(name);
+    if (!p) {
+      p = (async () => {
+        const path = `${dir}/${name}`;
+        const src = await FileSource.open(path);
+        const { size, mtime } = await Deno.stat(path);
+        try {
+          const reader = await StargzReader.open(src);
+          const id = `local:${path}:${size}:${mtime?.getTime() ?? 0}`;
+          return view === "layers" ? layerRoot(reader, id) : unionRoot([{ reader, id }], id);
+        } catch (e) {
+          src.close();
+          fail(store, path, e);
+        }
+      })();
+      opened.set(name, p);
+      p.catch(() => opened.delete(name));
+    }
+    return p;
+  };
+  const names = async () => {
+    const out: string[] = [];
+    try {
+      for await (const e of Deno.readDir(dir)) {
+        if (e.isFile && e.name.endsWith(".stargz")) out.push(e.name);
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) fail(store, dir, e);
+    }
+    return out.sort();
+  };
+  return {
+    key: `local:${view}`,
+    volatility: "listing",
+    attr: () => dirAttr(1),
+    async lookup(name) {
+      if (!name.endsWith(".stargz") || name.includes("/")) return undefined;
+      if (!(await names()).includes(name)) return undefined;
+      return await open(name);
+    },
+    async list() {
+      const out: [string, FsNode][] = [];
+      for (const n of await names()) {
+        try {
+          out.push([n, await open(n)]);
+        } catch {
+          // logged; a broken file is left out of the listing
+        }
+      }
+      return out;
+    },
+  };
+}

@@ -1,0 +1,103 @@
+/**
+ * The merged view of an image (`images/…/<tag>/`): all layers unified top-down with OCI
+ * whiteouts applied, the way a container runtime would assemble them. `.wh.x` in a layer hides
+ * `x` in the layers below; `.wh..wh..opq` hides everything below in that directory; a
+ * non-directory hides a directory of the same name below it. Files are the layer's own nodes
+ * (same keys, so the same inode numbers as in `layers/`).
+ *
+ * @module
+ */
+import type { StargzReader } from "../format/reader.ts";
+import type { TOCNode } from "../format/toc_index.ts";
+import { OPAQUE_MARKER, tocAttr, tocFileNode, WHITEOUT_PREFIX } from "./layer_tree.ts";
+import type { FsNode } from "./node.ts";
+
+/** One layer of an image: its reader and its id (digest) for keys. */
+export interface UnionLayer {
+  reader: StargzReader;
+  id: string;
+}
+
+/** A directory of one layer contributing to a merged directory. */
+interface Source {
+  layer: UnionLayer;
+  dir: TOCNode;
+}
+
+/** The merged root of `layers` (bottom first, as in a manifest). `id` names the image in keys. */
+export function unionRoot(layers: UnionLayer[], id: string): FsNode {
+  const top = [...layers].reverse();
+  const sources: Source[] = [];
+  for (const layer of top) {
+    sources.push({ layer, dir: layer.reader.root });
+    if (layer.reader.root.children!.has(OPAQUE_MARKER)) break;
+  }
+  return unionDir(sources, id, "");
+}
+
+const isWhiteout = (name: string) => name.startsWith(WHITEOUT_PREFIX);
+
+function unionDir(sources: Source[], id: string, path: string): FsNode {
+  let merged: Map<string, FsNode> | undefined;
+  let subdirs = 0;
+
+  /** The merged entry `name`, built from the sources top-down. */
+  const resolve = (name: string): FsNode | undefined => {
+    const dirs: Source[] = [];
+    for (const s of sources) {
+      const c = s.dir.children!;
+      const child = c.get(name);
+      if (child) {
+        if (child.type !== "dir") {
+          if (dirs.length > 0) break; // a file below a directory is hidden by it
+          return tocFileNode(
+            `layer:${s.layer.id}:${child.path}`,
+            s.layer.reader,
+            child,
+            s.layer.id,
+          );
+        }
+        dirs.push({ layer: s.layer, dir: child });
+        if (child.children!.has(OPAQUE_MARKER)) break;
+      }
+      if (c.has(WHITEOUT_PREFIX + name)) break; // hides what lies below this layer
+    }
+    if (dirs.length === 0) return undefined;
+    return unionDir(dirs, id, path === "" ? name : `${path}/${name}`);
+  };
+
+  const children = (): Map<string, FsNode> => {
+    if (merged) return merged;
+    const names: string[] = [];
+    const seen = new Set<string>();
+    for (const s of sources) {
+      for (const name of s.dir.children!.keys()) {
+        if (isWhiteout(name) || seen.has(name)) continue;
+        seen.add(name);
+        names.push(name);
+      }
+    }
+    merged = new Map();
+    for (const name of names) {
+      const node = resolve(name);
+      if (!node) continue;
+      merged.set(name, node);
+      if (node.attr().kind === "dir") subdirs++;
+    }
+    return merged;
+  };
+
+  const top = sources[0];
+  return {
+    key: `image:${id}:${path}`,
+    volatility: "immutable",
+    attr: () => {
+      children();
+      return { ...tocAttr(top.dir), nlink: 2 + subdirs };
+    },
+    // The opaque marker is a layer detail; the merged directory shows only its own xattrs.
+    xattrs: () => top.dir.xattrs,
+    lookup: (name) => Promise.resolve(isWhiteout(name) ? undefined : children().get(name)),
+    list: () => Promise.resolve([...children()]),
+  };
+}
