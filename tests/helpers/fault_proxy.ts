@@ -262,7 +262,11 @@ function limitStream(
         if (how === "error") {
           // Let the partial chunk reach the socket before breaking the connection.
           await new Promise((r) => setTimeout(r, 20));
-          c.error(new Error("fault proxy: injected reset"));
+          c.error(
+            new Error(
+              "fault proxy: injected connection reset (expected by the test that asked for it)",
+            ),
+          );
         } else c.close();
         return;
       }
