@@ -1,0 +1,340 @@
+/**
+ * Public entry of the FUSE layer: `mount()` serves a `FuseOps` filesystem read-only at a
+ * directory and returns a `FuseMount` handle; `installSignalUnmount()` detach-unmounts on
+ * SIGINT/SIGTERM and exits. Before mounting, a stale mount left at the mountpoint by a killed
+ * server (every access fails with ENOTCONN) is detected and lazily unmounted.
+ *
+ * The mount shows in /proc/mounts as `<fsName> <mountpoint> fuse.<subtype> ro,...` and uses
+ * `default_permissions` (the kernel checks modes itself). After INIT the mount's readahead is
+ * raised through `/sys/class/bdi/<dev>/read_ahead_kb` (INIT can only lower it).
+ *
+ * @module
+ */
+import { basename, dirname, join, resolve } from "node:path";
+import { type KernelMount, kernelMount, umountDetach } from "./libfuse.ts";
+import type { FuseOps } from "./ops.ts";
+import { FuseSession, type InitInfo } from "./session.ts";
+
+/** Options of `mount()`. */
+export interface MountOptions {
+  /** Receives one line per request and reply (like libfuse's `-d`). */
+  debug?: (line: string) => void;
+  /** Receives exceptions thrown by ops that are not `FuseError`s (answered EIO). Default: stderr. */
+  onError?: (err: unknown, op: string) => void;
+  /** Let users other than the mounting one access the mount (`allow_other`). */
+  allowOther?: boolean;
+  /** Source shown in /proc/mounts. Default "crfs". */
+  fsName?: string;
+  /** Filesystem subtype: the type shows as `fuse.<subtype>`. Default "crfs". */
+  subtype?: string;
+  /** Readahead of the mount in KiB, set after INIT; 0 leaves the kernel default. Default 1024. */
+  readAheadKb?: number;
+  /** Concurrent `/dev/fuse` reads. Default 8. */
+  readers?: number;
+  /** Largest READ request in bytes. Default 1 MiB. */
+  maxRead?: number;
+  /** How long to wait for the kernel's INIT. Default 10 s. */
+  initTimeoutMs?: number;
+}
+
+/** Options of `FuseMount.unmount()`. */
+export interface UnmountOptions {
+  /**
+   * After the detach, how long files still held open may keep the connection alive before it
+   * is aborted (their users then get ENOTCONN). Default 5000 ms; `Infinity` waits for them.
+   */
+  graceMs?: number;
+}
+
+/** A served mount. */
+export interface FuseMount {
+  /** Absolute path of the mountpoint (symlinks in its parent resolved). */
+  readonly mountpoint: string;
+  /** Device number of the mount, "major:minor" (also the name of its bdi in sysfs). */
+  readonly device: string;
+  /** What INIT negotiated. */
+  readonly init: InitInfo;
+  /** Resolves when the kernel connection has ended and the descriptor is closed. */
+  readonly closed: Promise<void>;
+  /**
+   * Detach-unmounts (new accesses fail at once; open files keep working), waits for the
+   * connection to end, aborting it after `graceMs`. Resolves when `closed` has.
+   */
+  unmount(options?: UnmountOptions): Promise<void>;
+  /** Aborts the connection at once through fusectl (root only); pending requests fail. */
+  abort(): Promise<void>;
+}
+
+/** One line of /proc/self/mountinfo. */
+export interface MountInfo {
+  device: string;
+  mountPoint: string;
+  fsType: string;
+  source: string;
+}
+
+/** The mount table of this process's namespace, in mount order. */
+export async function readMountinfo(): Promise<MountInfo[]> {
+  const text = await Deno.readTextFile("/proc/self/mountinfo");
+  const out: MountInfo[] = [];
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const f = line.split(" ");
+    const sep = f.indexOf("-", 6);
+    if (sep < 0) continue;
+    out.push({
+      device: f[2],
+      mountPoint: unescapeMount(f[4]),
+      fsType: f[sep + 1],
+      source: unescapeMount(f[sep + 2] ?? ""),
+    });
+  }
+  return out;
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Escapes a value for a libfuse `-o` option list. */
+function optValue(s: string): string {
+  return s.replace(/[\\,]/g, (ch) => "\\" + ch);
+}
+
+/** The absolute mountpoint with its parent's symlinks resolved (the path itself is not touched). */
+async function canonicalMountpoint(path: string): Promise<string> {
+  const abs = resolve(path);
+  if (abs === "/") throw new Error("refusing to mount on /");
+  const parent = dirname(abs);
+  await Deno.mkdir(parent, { recursive: true });
+  return join(await Deno.realPath(parent), basename(abs));
+}
+
+function isDisconnected(err: unknown): boolean {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /os error (107|103)\b|not connected|connection abort/i.test(msg);
+}
+
+/** Asks `stat` in a child process (it may hang on a hung server; the child is killed then). */
+async function probeFuseMount(path: string, timeoutMs: number): Promise<"live" | "dead"> {
+  const child = new Deno.Command("stat", {
+    args: ["-c", "%i", "--", path],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), timeoutMs));
+  const res = await Promise.race([child.output(), timedOut]);
+  clearTimeout(timer);
+  if (res === "timeout") {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await child.status;
+    return "dead";
+  }
+  if (res.success) return "live";
+  return isDisconnected(new TextDecoder().decode(res.stderr)) ? "dead" : "live";
+}
+
+async function run(cmd: string, args: string[]): Promise<boolean> {
+  try {
+    const r = await new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
+/** Lazily unmounts the topmost mount at `path`: umount2(MNT_DETACH), else fusermount3, else umount. */
+export async function detachUnmount(path: string): Promise<void> {
+  if (await umountDetach(path)) return;
+  if (await run("fusermount3", ["-u", "-z", "--", path])) return;
+  if (await run("umount", ["-l", "--", path])) return;
+  throw new Error(`could not unmount ${path}`);
+}
+
+/**
+ * Clears dead FUSE mounts at `path` (left by a killed server: stat fails with ENOTCONN, or the
+ * server hangs). A live FUSE mount there is an error; other kinds of mounts are left alone
+ * (mounting on top of them is fine). Returns how many mounts were cleared.
+ */
+export async function clearStaleMount(path: string, probeTimeoutMs = 3000): Promise<number> {
+  let cleared = 0;
+  for (let i = 0; i < 16; i++) {
+    const top = (await readMountinfo()).filter((m) => m.mountPoint === path).at(-1);
+    let dead: boolean;
+    if (top?.fsType.startsWith("fuse")) {
+      if (await probeFuseMount(path, probeTimeoutMs) === "live") {
+        throw new Error(`${path} already has a live ${top.fsType} mount (${top.source})`);
+      }
+      dead = true;
+    } else if (top) {
+      return cleared;
+    } else {
+      // Not in the table under this name; a disconnected mount still shows as ENOTCONN.
+      try {
+        await Deno.lstat(path);
+        dead = false;
+      } catch (err) {
+        dead = isDisconnected(err);
+      }
+    }
+    if (!dead) return cleared;
+    await detachUnmount(path);
+    cleared++;
+  }
+  throw new Error(`could not clear stale mounts at ${path}`);
+}
+
+async function findDevice(path: string): Promise<string | undefined> {
+  const mine = (await readMountinfo()).filter((m) =>
+    m.mountPoint === path && m.fsType.startsWith("fuse")
+  );
+  return mine.at(-1)?.device;
+}
+
+async function abortConnection(device: string): Promise<void> {
+  const minor = device.split(":")[1];
+  const dir = "/sys/fs/fuse/connections";
+  let entries = 0;
+  for await (const _ of Deno.readDir(dir)) entries++;
+  if (entries === 0) await run("mount", ["-t", "fusectl", "fusectl", dir]);
+  await Deno.writeTextFile(`${dir}/${minor}/abort`, "1");
+}
+
+function delay(ms: number): Promise<"timeout"> {
+  return new Promise((r) => setTimeout(() => r("timeout"), ms));
+}
+
+async function waitClosed(closed: Promise<void>, ms: number): Promise<boolean> {
+  if (ms === Infinity) {
+    await closed;
+    return true;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), ms));
+  const r = await Promise.race([closed.then(() => "closed" as const), t]);
+  clearTimeout(timer);
+  return r === "closed";
+}
+
+/**
+ * Mounts `ops` read-only at `mountpoint` (created if missing; a stale mount there is cleared)
+ * and serves it until unmounted. Resolves once the kernel's INIT has been answered.
+ */
+export async function mount(
+  mountpoint: string,
+  ops: FuseOps,
+  options: MountOptions = {},
+): Promise<FuseMount> {
+  const mp = await canonicalMountpoint(mountpoint);
+  await clearStaleMount(mp);
+  await Deno.mkdir(mp, { recursive: true });
+  const opts = [
+    "ro",
+    "default_permissions",
+    `fsname=${optValue(options.fsName ?? "crfs")}`,
+    `subtype=${optValue(options.subtype ?? "crfs")}`,
+  ];
+  if (options.allowOther) opts.push("allow_other");
+  const km: KernelMount = await kernelMount(mp, opts);
+  const session = new FuseSession(km.io, ops, {
+    debug: options.debug,
+    onError: options.onError,
+    readers: options.readers,
+    maxRead: options.maxRead,
+  });
+  const closed = session.closed.then(() => km.destroy());
+  let init: InitInfo;
+  try {
+    const r = await Promise.race([session.start(), delay(options.initTimeoutMs ?? 10_000)]);
+    if (r === "timeout") throw new Error(`no FUSE INIT from the kernel for ${mp}`);
+    init = r;
+  } catch (err) {
+    await detachUnmount(mp).catch(() => {});
+    if (!await waitClosed(closed, 2000)) {
+      const dev = await findDevice(mp);
+      if (dev) await abortConnection(dev).catch(() => {});
+    }
+    throw err;
+  }
+  const device = (await findDevice(mp)) ?? "";
+  const raKb = options.readAheadKb ?? 1024;
+  if (device && raKb > 0) {
+    try {
+      await Deno.writeTextFile(`/sys/class/bdi/${device}/read_ahead_kb`, `${raKb}\n`);
+    } catch (err) {
+      options.debug?.(`could not set read_ahead_kb: ${err}`);
+    }
+  }
+
+  let done = false;
+  closed.then(() => done = true);
+  const abort = async () => {
+    if (done || !device) return;
+    await abortConnection(device);
+  };
+  const unmount = async (uo: UnmountOptions = {}) => {
+    if (done) return;
+    // Detach our mount (and anything stacked on top of it) from the tree.
+    for (let i = 0; i < 16 && !done; i++) {
+      const entries = (await readMountinfo()).filter((m) => m.mountPoint === mp);
+      if (!entries.some((m) => m.device === device)) break;
+      await detachUnmount(mp);
+    }
+    if (await waitClosed(closed, uo.graceMs ?? 5000)) return;
+    await abort();
+    if (!await waitClosed(closed, 10_000)) throw new Error(`FUSE connection ${device} did not end`);
+  };
+  return { mountpoint: mp, device, init, closed, unmount, abort };
+}
+
+/** Options of `installSignalUnmount()`. */
+export interface SignalUnmountOptions {
+  /** Signals to handle. Default SIGINT and SIGTERM. */
+  signals?: Deno.Signal[];
+  /** Exit the process after unmounting. Default true. */
+  exit?: boolean;
+  /** Exit code. Default 0. */
+  exitCode?: number;
+  /** Passed to `unmount()`. */
+  graceMs?: number;
+  /** Called when a signal arrives, before unmounting. */
+  onSignal?: (signal: Deno.Signal) => void;
+}
+
+/**
+ * On SIGINT/SIGTERM, detach-unmounts `mounts`, waits for their connections to end, and exits
+ * (a second signal exits at once). Returns a function that removes the handlers.
+ */
+export function installSignalUnmount(
+  mounts: FuseMount | FuseMount[],
+  options: SignalUnmountOptions = {},
+): () => void {
+  const list = Array.isArray(mounts) ? mounts : [mounts];
+  const signals = options.signals ?? ["SIGINT", "SIGTERM"];
+  const exitCode = options.exitCode ?? 0;
+  let fired = false;
+  const handlers = new Map<Deno.Signal, () => void>();
+  const remove = () => {
+    for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+    handlers.clear();
+  };
+  for (const sig of signals) {
+    const h = () => {
+      if (fired) Deno.exit(exitCode);
+      fired = true;
+      options.onSignal?.(sig);
+      Promise.allSettled(list.map((m) => m.unmount({ graceMs: options.graceMs }))).then(() => {
+        if (options.exit ?? true) Deno.exit(exitCode);
+        remove();
+      });
+    };
+    handlers.set(sig, h);
+    Deno.addSignalListener(sig, h);
+  }
+  return remove;
+}

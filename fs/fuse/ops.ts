@@ -1,0 +1,171 @@
+/**
+ * What a read-only filesystem implements to be served over FUSE: the `FuseOps` interface, the
+ * shapes of its replies, and `FuseError` for answering a request with an errno.
+ *
+ * Node ids are the filesystem's own numbers; the root directory is node 1. Names are raw bytes
+ * (never assumed to be UTF-8). Every promise-returning operation may throw `FuseError(errno)`;
+ * any other exception is answered with EIO.
+ *
+ * @module
+ */
+import { Errno } from "./abi.ts";
+
+export { Errno } from "./abi.ts";
+
+/** The node id of the root directory. */
+export const ROOT_ID = 1;
+
+/** An error carrying the errno the kernel should see (e.g. `new FuseError(Errno.ENOENT)`). */
+export class FuseError extends Error {
+  /** Positive errno value. */
+  readonly errno: number;
+  constructor(errno: number, message?: string) {
+    super(message ?? `errno ${errno}`);
+    this.name = "FuseError";
+    this.errno = errno;
+  }
+}
+
+/** The errno to answer for an exception: a `FuseError`'s own, EINTR for aborts, else EIO. */
+export function errnoOf(err: unknown): number {
+  if (err instanceof FuseError) return err.errno > 0 ? err.errno : Errno.EIO;
+  if (err instanceof DOMException && err.name === "AbortError") return Errno.EINTR;
+  return Errno.EIO;
+}
+
+/** Attributes of a node. atime and ctime default to mtime. */
+export interface Attr {
+  /** Inode number shown to users (st_ino). */
+  ino: number;
+  size: number;
+  /** Number of 512-byte blocks. */
+  blocks: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  atimeSec?: number;
+  atimeNsec?: number;
+  ctimeSec?: number;
+  ctimeNsec?: number;
+  /** File type (S_IF* bits) and permission bits. */
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  /** Device number for character/block devices, in the kernel's `new_encode_dev` form. */
+  rdev: number;
+  /** Preferred I/O size (st_blksize); 4096 if not given. */
+  blksize?: number;
+}
+
+/**
+ * The answer to a lookup: the node and how long the kernel may cache the name and the attributes.
+ * A `nodeId` of 0 is a negative entry: "no such name", cached for `entryTtlMs`.
+ */
+export interface EntryReply {
+  nodeId: number;
+  attr: Attr;
+  entryTtlMs: number;
+  attrTtlMs: number;
+  /** nodeId:generation must be unique for the filesystem's lifetime; 0 if not given. */
+  generation?: number;
+}
+
+/** One directory entry. */
+export interface DirItem {
+  /** Raw name bytes. `.` and `..` may be included; READDIRPLUS gives them node id 0. */
+  name: Uint8Array;
+  /** DT_* type. */
+  type: number;
+  /** Inode number shown in `d_ino`. */
+  ino: number;
+  /** Directory offset of the NEXT item; must be stable and passed back to `readdir` unchanged. */
+  next: number;
+}
+
+/** Result of `open`. */
+export interface OpenReply {
+  /** File handle passed back to `read`/`release`; 0 if not given. */
+  fh?: number;
+  /** Keep the page cache across opens (right for immutable content). */
+  keepCache?: boolean;
+  /** Bypass the page cache for this open file. */
+  directIo?: boolean;
+}
+
+/** Result of `opendir`. */
+export interface OpendirReply {
+  fh?: number;
+  /** Let the kernel cache this directory's entries. */
+  cacheDir?: boolean;
+  /** Keep cached entries across opens (with `cacheDir`). */
+  keepCache?: boolean;
+}
+
+/** Result of `statfs`. */
+export interface StatfsReply {
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  bsize: number;
+  namelen: number;
+  frsize: number;
+}
+
+/** Result of `getattr`. */
+export interface AttrReply {
+  attr: Attr;
+  ttlMs: number;
+}
+
+/**
+ * A read-only filesystem served by `mount()`. Optional methods fall back to sensible defaults
+ * (no-op for `forget`/`release`/`releasedir`, handle 0 for `opendir`, ENOSYS for `access`,
+ * plain READDIR when `readdirplusEntry` is absent). Write operations are answered with EROFS by
+ * the session itself.
+ */
+export interface FuseOps {
+  /** Resolves `name` in directory `parent`. Each successful answer counts as one lookup. */
+  lookup(parent: number, name: Uint8Array): Promise<EntryReply>;
+  /** The kernel dropped `nlookup` lookups of `nodeId`. Never answered; must not throw. */
+  forget?(nodeId: number, nlookup: number): void;
+  getattr(nodeId: number): Promise<AttrReply>;
+  /** The target of a symlink, raw bytes. */
+  readlink(nodeId: number): Promise<Uint8Array>;
+  open(nodeId: number, flags: number): Promise<OpenReply>;
+  /**
+   * Reads up to `size` bytes at `offset`; shorter only at end of file. `signal` aborts when the
+   * caller was interrupted. `into` is a scratch buffer of `size` bytes the implementation may
+   * fill and return (a prefix of) to avoid allocating; it is valid until the promise settles.
+   */
+  read(
+    nodeId: number,
+    fh: number,
+    offset: number,
+    size: number,
+    signal?: AbortSignal,
+    into?: Uint8Array,
+  ): Promise<Uint8Array>;
+  release?(nodeId: number, fh: number): void;
+  opendir?(nodeId: number): Promise<OpendirReply>;
+  /**
+   * Items starting at directory offset `offset` (0 = the beginning), in a stable order. The
+   * session sends as many as fit; `limit` is an upper bound on how many can fit, so returning
+   * more is wasted work. An empty array means end of directory.
+   */
+  readdir(nodeId: number, fh: number, offset: number, limit?: number): Promise<DirItem[]>;
+  /**
+   * The entry of `item` for READDIRPLUS; called only for items actually sent (not for `.`/`..`),
+   * and each one sent counts as a lookup exactly like `lookup`. If absent, plain READDIR is used.
+   */
+  readdirplusEntry?(parent: number, item: DirItem): Promise<EntryReply>;
+  releasedir?(nodeId: number, fh: number): void;
+  /** The value of extended attribute `name`; throw `FuseError(ENODATA)` if absent. */
+  getxattr(nodeId: number, name: Uint8Array): Promise<Uint8Array>;
+  /** Names of all extended attributes (without NUL terminators). */
+  listxattr(nodeId: number): Promise<Uint8Array[]>;
+  statfs(nodeId: number): Promise<StatfsReply>;
+  /** Permission check; only asked without `default_permissions`. */
+  access?(nodeId: number, mask: number): Promise<void>;
+}
