@@ -104,6 +104,11 @@ export interface ReferenceReport {
   tocVersion: number;
   /** True when every chunk was checked through VerifyTOC/Verifiers (always, for verify). */
   verified: boolean;
+  /**
+   * Findings the reference reader itself accepts, e.g. a non-empty regular file without a
+   * whole-file `digest` (a digest that does not match the content is an error, not a warning).
+   */
+  warnings: string[];
   entries: ReferenceEntry[];
   tree: ReferenceTreeNode[];
 }

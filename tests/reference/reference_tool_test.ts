@@ -128,6 +128,7 @@ Deno.test("reference estargz tool: build, verify, corrupt, legacy", async (t) =>
       assert.equal(report.footer, "estargz");
       assert.equal(report.tocDigest, built.tocDigest);
       assert.equal(report.verified, true);
+      assert.deepEqual(report.warnings, []);
 
       // Build puts the landmark first when nothing is prioritized.
       const lm = report.entries[0];

@@ -160,13 +160,16 @@ type treeNode struct {
 }
 
 type verifyReport struct {
-	Footer     string        `json:"footer"` // "estargz" (51 bytes) or "legacy" (47 bytes)
-	TOCOffset  int64         `json:"tocOffset"`
-	TOCDigest  string        `json:"tocDigest"`
-	TOCVersion int           `json:"tocVersion"`
-	Verified   bool          `json:"verified"` // chunk digests checked through VerifyTOC/Verifiers
-	Entries    []entryReport `json:"entries"`
-	Tree       []treeNode    `json:"tree"`
+	Footer     string `json:"footer"` // "estargz" (51 bytes) or "legacy" (47 bytes)
+	TOCOffset  int64  `json:"tocOffset"`
+	TOCDigest  string `json:"tocDigest"`
+	TOCVersion int    `json:"tocVersion"`
+	Verified   bool   `json:"verified"` // chunk digests checked through VerifyTOC/Verifiers
+	// Warnings are findings the reference reader itself accepts (e.g. a regular file without a
+	// whole-file digest while every chunk has its chunkDigest).
+	Warnings []string      `json:"warnings"`
+	Entries  []entryReport `json:"entries"`
+	Tree     []treeNode    `json:"tree"`
 }
 
 func cleanName(name string) string {
@@ -211,7 +214,7 @@ func cmdVerify(args []string, strict bool) error {
 	if err != nil {
 		return fmt.Errorf("%s: estargz.OpenFooter: %w", sub, err)
 	}
-	report := verifyReport{TOCOffset: tocOffset, TOCDigest: tocDigest.String()}
+	report := verifyReport{TOCOffset: tocOffset, TOCDigest: tocDigest.String(), Warnings: []string{}}
 	var dec estargz.Decompressor = &estargz.GzipDecompressor{}
 	report.Footer = "estargz"
 	if footerSize != estargz.FooterSize {
@@ -287,7 +290,7 @@ func cmdVerify(args []string, strict bool) error {
 		}
 
 		if raw.Type == "reg" {
-			sum, chunks, err := readRegular(r, ev, name, ent, strict)
+			sum, chunks, err := readRegular(r, ev, name, ent, &report.Warnings)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sub, err)
 			}
@@ -310,7 +313,7 @@ func cmdVerify(args []string, strict bool) error {
 		if sum, ok := contentSHA[cleanName(ent.Name)]; ok {
 			er.SHA256 = sum
 		} else {
-			sum, _, err := readRegular(r, nil, er.Name, ent, false)
+			sum, _, err := readRegular(r, nil, er.Name, ent, &report.Warnings)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sub, err)
 			}
@@ -328,8 +331,8 @@ func cmdVerify(args []string, strict bool) error {
 
 // readRegular reads every byte of a regular file through the reference reader,
 // chunk by chunk, checking each chunk with the verifier (when ev != nil) and the
-// whole-file digest recorded in the TOC (when present).
-func readRegular(r *estargz.Reader, ev estargz.TOCEntryVerifier, name string, ent *estargz.TOCEntry, strict bool) (string, []chunkReport, error) {
+// whole-file digest recorded in the TOC (a mismatch is an error, an absence a warning).
+func readRegular(r *estargz.Reader, ev estargz.TOCEntryVerifier, name string, ent *estargz.TOCEntry, warnings *[]string) (string, []chunkReport, error) {
 	fr, err := r.OpenFile(name)
 	if err != nil {
 		return "", nil, fmt.Errorf("OpenFile(%q): %w", name, err)
@@ -382,8 +385,8 @@ func readRegular(r *estargz.Reader, ev estargz.TOCEntryVerifier, name string, en
 	if ent.Digest != "" && ent.Digest != sum {
 		return "", nil, fmt.Errorf("%q: content sha256 %s does not match the TOC digest %s", name, sum, ent.Digest)
 	}
-	if strict && ent.Size > 0 && ent.Digest == "" {
-		return "", nil, fmt.Errorf("%q: regular file has no digest in the TOC", name)
+	if ent.Size > 0 && ent.Digest == "" {
+		*warnings = append(*warnings, fmt.Sprintf("%q: regular file has no digest in the TOC", name))
 	}
 	return sum, chunks, nil
 }
