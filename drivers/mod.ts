@@ -1,0 +1,67 @@
+/**
+ * The registry layer of crfs: image references, the HTTP client and authentication, the
+ * {@link Driver} interface with the built-in drivers (Docker v2 as the fallback, GCR, ICR and
+ * the `local` pseudo-registry), OCI image layouts, and {@link defaultDrivers} to set it all up.
+ *
+ * ```ts
+ * const drivers = defaultDrivers({ insecureRegistries: ["registry.lan:5000"] });
+ * const ref = parseReference("ubuntu:24.04");
+ * const driver = drivers.forHost(ref.host);
+ * const { manifest } = await driver.resolve(ref);
+ * const layer = await driver.blob(ref, manifest.json.layers[0].digest, manifest.json.layers[0].size);
+ * const bytes = await layer.read(0, 4096);
+ * ```
+ *
+ * @module
+ */
+export * from "./reference.ts";
+export * from "./errors.ts";
+export * from "./digest.ts";
+export {
+  HttpClient,
+  type HttpOptions,
+  type HttpRequest,
+  isLoopbackHost,
+  readBody,
+  readJson,
+  redactText,
+  redactUrl,
+  responseError,
+  RetryableError,
+} from "./http.ts";
+export * from "./auth.ts";
+export * from "./manifest.ts";
+export * from "./driver.ts";
+export * from "./blob_source.ts";
+export * from "./docker_v2.ts";
+export * from "./gcr.ts";
+export * from "./icr.ts";
+export * from "./local.ts";
+
+import { createContext, type DriverOptions, DriverRegistry } from "./driver.ts";
+import { DockerV2Driver } from "./docker_v2.ts";
+import { GcrDriver } from "./gcr.ts";
+import { IcrDriver } from "./icr.ts";
+import { LocalDriver } from "./local.ts";
+
+/**
+ * The built-in drivers sharing one HTTP client and authenticator: `local`, GCR, ICR, and the
+ * Docker v2 driver for every other host. Register user drivers on the result
+ * (`register`, `load(path)`) or process-wide with `registerDriver`.
+ */
+export function defaultDrivers(options: DriverOptions = {}): DriverRegistry {
+  const ctx = createContext(options);
+  const v2 = { catalogPageSize: options.catalogPageSize };
+  const builtin = [
+    new LocalDriver({ localDir: options.localDir }),
+    new GcrDriver(ctx, { ...v2, gcrUrl: options.gcrUrl, gcrProject: options.gcrProject }),
+    new IcrDriver(ctx, {
+      ...v2,
+      icrUrl: options.icrUrl,
+      iamUrl: options.iamUrl,
+      icrApiKey: options.icrApiKey,
+      icrAccount: options.icrAccount,
+    }),
+  ];
+  return new DriverRegistry(builtin, new DockerV2Driver(ctx, v2), ctx);
+}
