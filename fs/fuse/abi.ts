@@ -153,6 +153,11 @@ export function dtFromMode(mode: number): number {
   return (mode & S_IFMT) >>> 12;
 }
 
+/** A device number in the kernel's 32-bit `new_encode_dev` form, as `Attr.rdev` expects it. */
+export function makeDev(major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+}
+
 /** `FUSE_INIT` capability flags (first 32 bits). */
 export const InitFlag = {
   ASYNC_READ: 1 << 0,

@@ -115,10 +115,14 @@ function isDisconnected(err: unknown): boolean {
   return /os error (107|103)\b|not connected|connection abort/i.test(msg);
 }
 
-/** Asks `stat` in a child process (it may hang on a hung server; the child is killed then). */
+/**
+ * Asks for statfs of the mount in a child process: unlike stat, which the kernel may answer from
+ * cached attributes, statfs always reaches the server. A hung server makes the child hang; it is
+ * killed after `timeoutMs` and the mount counts as dead.
+ */
 async function probeFuseMount(path: string, timeoutMs: number): Promise<"live" | "dead"> {
   const child = new Deno.Command("stat", {
-    args: ["-c", "%i", "--", path],
+    args: ["-f", "-c", "%t", "--", path],
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -201,8 +205,13 @@ async function abortConnection(device: string): Promise<void> {
   const dir = "/sys/fs/fuse/connections";
   let entries = 0;
   for await (const _ of Deno.readDir(dir)) entries++;
-  if (entries === 0) await run("mount", ["-t", "fusectl", "fusectl", dir]);
-  await Deno.writeTextFile(`${dir}/${minor}/abort`, "1");
+  // fusectl is usually mounted by systemd; if not, mount it for the moment.
+  const mounted = entries === 0 && await run("mount", ["-t", "fusectl", "fusectl", dir]);
+  try {
+    await Deno.writeTextFile(`${dir}/${minor}/abort`, "1");
+  } finally {
+    if (mounted) await run("umount", [dir]);
+  }
 }
 
 function delay(ms: number): Promise<"timeout"> {

@@ -97,6 +97,8 @@ interface FileNode extends NodeBase {
   gate?: Promise<void>;
   /** Reads throw this. */
   failRead?: unknown;
+  /** Open with FOPEN_DIRECT_IO (reads reach the filesystem with the caller's offsets). */
+  directIo?: boolean;
 }
 interface OtherNode extends NodeBase {
   kind: "other";
@@ -204,7 +206,7 @@ export class MemFs implements FuseOps {
     parent: number,
     name: string | Uint8Array,
     content: Content | string,
-    o: NodeOptions & { gate?: Promise<void>; failRead?: unknown } = {},
+    o: NodeOptions & { gate?: Promise<void>; failRead?: unknown; directIo?: boolean } = {},
   ): number {
     return this.#add(parent, name, {
       kind: "file",
@@ -212,6 +214,7 @@ export class MemFs implements FuseOps {
       content: typeof content === "string" ? enc.encode(content) : content,
       gate: o.gate,
       failRead: o.failRead,
+      directIo: o.directIo,
     } as Omit<FileNode, "id" | "parent">);
   }
 
@@ -318,8 +321,8 @@ export class MemFs implements FuseOps {
   open(nodeId: number, _flags: number): Promise<OpenReply> {
     this.#count("open");
     const n = this.#node(nodeId);
-    if (n.kind === "dir") throw new FuseError(Errno.EISDIR);
-    return Promise.resolve({ fh: nodeId * 10, keepCache: true });
+    if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
+    return Promise.resolve({ fh: nodeId * 10, keepCache: !n.directIo, directIo: n.directIo });
   }
 
   async read(
@@ -334,7 +337,16 @@ export class MemFs implements FuseOps {
     const n = this.#node(nodeId);
     if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
     if (fh !== nodeId * 10) throw new Error(`wrong fh ${fh}`);
-    if (n.gate) await n.gate;
+    if (n.gate) {
+      this.#count("gated");
+      // Wait for the gate, or for the caller to be interrupted (kernel INTERRUPT → abort).
+      const aborted = new Promise<void>((_, reject) => {
+        if (signal?.aborted) reject(signal.reason);
+        signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+      });
+      aborted.catch(() => this.#count("aborted"));
+      await Promise.race([n.gate, aborted]);
+    }
     signal?.throwIfAborted();
     if (n.failRead !== undefined) throw n.failRead;
     if (n.content instanceof Pattern) return n.content.slice(offset, size, into);
