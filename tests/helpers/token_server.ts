@@ -120,6 +120,8 @@ function base64url(bytes: Uint8Array | string): string {
 /** An RSA signing key and a self-signed certificate (DER) for it. */
 export interface SigningKey {
   privateKey: CryptoKey;
+  /** PKCS#8 PEM of the private key (e.g. for a TLS test server). */
+  keyPem: string;
   certDer: Uint8Array;
   certPem: string;
 }
@@ -152,11 +154,16 @@ export async function makeSigningKey(cn = "crfs-test-token-issuer"): Promise<Sig
     await crypto.subtle.sign(alg.name, pair.privateKey, tbs as Uint8Array<ArrayBuffer>),
   );
   const certDer = seq(tbs, sigAlg, der(0x03, Uint8Array.of(0), sig));
-  const b64 = base64(certDer).replace(/.{64}/g, "$&\n").replace(/\n?$/, "\n");
+  const pem = (label: string, bytes: Uint8Array) =>
+    `-----BEGIN ${label}-----\n${
+      base64(bytes).replace(/.{64}/g, "$&\n").replace(/\n?$/, "\n")
+    }-----END ${label}-----\n`;
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
   return {
     privateKey: pair.privateKey,
+    keyPem: pem("PRIVATE KEY", pkcs8),
     certDer,
-    certPem: `-----BEGIN CERTIFICATE-----\n${b64}-----END CERTIFICATE-----\n`,
+    certPem: pem("CERTIFICATE", certDer),
   };
 }
 
