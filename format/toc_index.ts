@@ -149,6 +149,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
   let lastName = "";
   const allChunks: Chunk[] = [];
   const boundaries: number[] = []; // every member offset the TOC names
+  const names: NameMemory = { users: new Map(), groups: new Map() };
 
   const where = (i: number, e: TOCEntry) =>
     `TOC entry ${i} (${JSON.stringify(e.name.slice(0, 200))})`;
@@ -229,7 +230,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (path === "") {
       // The root's own entry (tar "./"): take its attributes.
       if (e.type !== "dir") throw new TOCError(`${where(i, e)}: the root is not a directory`);
-      applyAttrs(root, e, where(i, e));
+      applyAttrs(root, e, where(i, e), names);
       root.implicit = false;
       root.entryIndex = i;
       continue;
@@ -258,13 +259,13 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (e.type === "dir") {
       const existing = parent.children!.get(name);
       if (existing && existing.type === "dir") {
-        applyAttrs(existing, e, where(i, e));
+        applyAttrs(existing, e, where(i, e), names);
         existing.implicit = false;
         existing.entryIndex = i;
         continue;
       }
       const dir = newDir(path, false);
-      applyAttrs(dir, e, where(i, e));
+      applyAttrs(dir, e, where(i, e), names);
       dir.entryIndex = i;
       attach(parent, name, dir);
       byPath.set(path, dir);
@@ -278,7 +279,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
       nlink: 1,
       entryIndex: i,
     };
-    applyAttrs(node, e, where(i, e));
+    applyAttrs(node, e, where(i, e), names);
     if (e.type === "reg") {
       node.size = e.size ?? 0;
       node.digest = e.digest || undefined;
@@ -343,12 +344,20 @@ function makeChunk(e: TOCEntry, i: number, where: string, tocOffset: number): Ch
   };
 }
 
-function applyAttrs(node: TOCNode, e: TOCEntry, where: string): void {
+/** Owner names by id: writers leave a name out when it is the same as last time for that id. */
+interface NameMemory {
+  users: Map<number, string>;
+  groups: Map<number, string>;
+}
+
+function applyAttrs(node: TOCNode, e: TOCEntry, where: string, names: NameMemory): void {
   node.mode = (e.mode ?? (e.type === "dir" ? 0o755 : 0)) & 0o7777;
   node.uid = e.uid ?? 0;
   node.gid = e.gid ?? 0;
-  node.userName = e.userName ?? "";
-  node.groupName = e.groupName ?? "";
+  if (e.userName) names.users.set(node.uid, e.userName);
+  if (e.groupName) names.groups.set(node.gid, e.groupName);
+  node.userName = e.userName || (names.users.get(node.uid) ?? "");
+  node.groupName = e.groupName || (names.groups.get(node.gid) ?? "");
   const t = e.modtime ? parseModTime(e.modtime) : { sec: 0, nsec: 0 };
   node.mtimeSec = t?.sec ?? 0;
   node.mtimeNsec = t?.nsec ?? 0;

@@ -239,11 +239,12 @@ export async function writeEStargz(
   const pool = opts.pool ?? new CompressPool(opts.workers);
   const pipe = new MemberPipeline(pool, level, sink);
   const member = new MemberBuffer();
-  const entries: TOCEntry[] = [];
+  /** TOC entries in blob order; null where a later entry of the same name replaced one. */
+  const entries: (TOCEntry | null)[] = [];
   /** Entries whose `offset` is a member index until the end. */
   const fixups: { entry: TOCEntry; member: number }[] = [];
-  const lastUname = new Map<number, string>();
-  const lastGname = new Map<number, string>();
+  /** Clean name → its entries (the entry and its chunks) and the hardlinks made to it. */
+  const byName = new Map<string, { indices: number[]; links: number[] }>();
   let consumed = 0;
 
   /** Ends the member being built; what is pushed next starts member `pipe.count`. */
@@ -251,23 +252,54 @@ export async function writeEStargz(
     if (member.size > 0) await pipe.add(member.take());
   };
 
+  /**
+   * A name seen before is replaced: tar extraction keeps the later entry, and readers that key
+   * chunks by name (the reference one) need one entry per name, so the earlier one leaves the
+   * TOC (its bytes stay in the blob: `tar -x` gives the same result). Hardlinks made to it
+   * before still mean the old file: the first of them takes over its entries, the others point
+   * at that name.
+   */
+  const replaced = (old: { indices: number[]; links: number[] }) => {
+    if (old.links.length === 0) {
+      for (const i of old.indices) entries[i] = null;
+      return;
+    }
+    const [first, ...rest] = old.links;
+    const heir = entries[first]!;
+    for (const i of old.indices) if (entries[i]) entries[i]!.name = heir.name;
+    entries[first] = null;
+    for (const l of rest) entries[l]!.linkName = heir.name;
+    const heirName = cleanPath(heir.name) as string;
+    byName.set(heirName, { indices: old.indices, links: rest });
+  };
+
   const addEntry = async (
     h: TarHeader,
     name: string,
+    clean: string,
     rawHeader: Uint8Array,
     entry: TarEntry | undefined,
     content?: Uint8Array,
   ) => {
     member.push(rawHeader);
+    const earlier = byName.get(clean);
+    if (earlier) replaced(earlier);
+    const mine: number[] = [];
+    byName.set(clean, { indices: mine, links: [] });
     const e: TOCEntry = {
       name,
       type: h.kind,
-      modtime: formatModTime(h.mtimeSec, h.mtimeNsec) || undefined,
+      // Zero times are left out, as the reference writer does.
+      modtime: h.mtimeSec || h.mtimeNsec
+        ? formatModTime(h.mtimeSec, h.mtimeNsec) || undefined
+        : undefined,
       mode: h.mode,
       uid: h.uid,
       gid: h.gid,
-      userName: changed(lastUname, h.uid, h.uname),
-      groupName: changed(lastGname, h.gid, h.gname),
+      userName: h.uname || undefined, // elided where repeated, once the TOC is final
+      // Group names are written every time: the reference reader fills a missing one from its
+      // user-name map (keyed by gid), which would be wrong.
+      groupName: h.gname || undefined,
     };
     if (h.kind === "hardlink" || h.kind === "symlink") e.linkName = h.linkName;
     if (h.kind === "char" || h.kind === "block") {
@@ -278,7 +310,11 @@ export async function writeEStargz(
       e.xattrs = {};
       for (const [k, v] of h.xattrs) e.xattrs[k] = base64(v);
     }
-    entries.push(e);
+    mine.push(entries.push(e) - 1);
+    if (h.kind === "hardlink") {
+      const target = cleanPath(h.linkName);
+      if (typeof target === "string") byName.get(target)?.links.push(mine[0]);
+    }
     if (h.kind !== "reg") return;
     e.size = h.size;
     const fileHash = createHash("sha256");
@@ -301,7 +337,7 @@ export async function writeEStargz(
       written += size;
       if (written < h.size) {
         ent = { name, type: "chunk" };
-        entries.push(ent);
+        mine.push(entries.push(ent) - 1);
       }
     }
     e.digest = `sha256:${fileHash.digest("hex")}`;
@@ -314,6 +350,7 @@ export async function writeEStargz(
     const lm = landmarkHeader(NO_PREFETCH_LANDMARK);
     await addEntry(
       lm,
+      NO_PREFETCH_LANDMARK,
       NO_PREFETCH_LANDMARK,
       encodeHeader(lm),
       undefined,
@@ -330,12 +367,12 @@ export async function writeEStargz(
         continue; // from an earlier conversion: written anew
       }
       consumed += entry.rawHeader.length;
-      await addEntry(h, h.name, entry.rawHeader, entry);
+      await addEntry(h, h.name, name, entry.rawHeader, entry);
     }
     await startMember();
     await pipe.flush();
     for (const { entry, member } of fixups) entry.offset = pipe.offsets[member];
-    const toc: TOC = { version: 1, entries };
+    const toc: TOC = { version: 1, entries: elideUserNames(entries.filter((e) => e !== null)) };
     const json = serializeTOC(toc);
     const tocHeader = encodeHeader({ ...landmarkHeader(TOC_TAR_NAME), size: json.length });
     const tocTar = new Uint8Array(tocHeader.length + json.length + paddingFor(json.length) + 1024);
@@ -356,8 +393,14 @@ export async function writeEStargz(
   }
 }
 
-function changed(last: Map<number, string>, id: number, name: string): string | undefined {
-  if (name === "" || last.get(id) === name) return undefined;
-  last.set(id, name);
-  return name;
+/** Leaves out a user name where the previous entry with that uid had the same one. */
+function elideUserNames(entries: TOCEntry[]): TOCEntry[] {
+  const last = new Map<number, string>();
+  for (const e of entries) {
+    if (e.userName === undefined || e.type === "chunk") continue;
+    const uid = e.uid ?? 0;
+    if (last.get(uid) === e.userName) delete e.userName;
+    else last.set(uid, e.userName);
+  }
+  return entries;
 }
