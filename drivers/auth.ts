@@ -631,7 +631,9 @@ export class Authenticator {
     consume: (res: Response) => Promise<T>,
   ): Promise<T> {
     const what = req.what ?? target.host;
-    await this.ping(target, req.signal);
+    await this.ping(target, req.signal).catch((e) => {
+      throw renamed(e, target.host, what);
+    });
     const replayable = !(req.body instanceof ReadableStream);
     let want = scopes;
     for (let round = 0;; round++) {
@@ -662,7 +664,9 @@ export class Authenticator {
   /** Like {@link requestWith} but returns the response with its body unread (for streaming). */
   async request(target: Target, scopes: string[], req: HttpRequest): Promise<Response> {
     const what = req.what ?? target.host;
-    await this.ping(target, req.signal);
+    await this.ping(target, req.signal).catch((e) => {
+      throw renamed(e, target.host, what);
+    });
     const replayable = !(req.body instanceof ReadableStream);
     let want = scopes;
     for (let round = 0;; round++) {
@@ -700,6 +704,21 @@ export class Authenticator {
       { code: "UNAUTHORIZED", status: 401, reference: what },
     );
   }
+}
+
+/** `e` with its message about `host` restated as about `what` (a reference on that host). */
+function renamed(e: unknown, host: string, what: string): unknown {
+  if (!(e instanceof RegistryError) || what === host || !e.message.startsWith(`${host}: `)) {
+    return e;
+  }
+  return new RegistryError(`${what}: ${e.message.slice(host.length + 2)}`, {
+    code: e.code,
+    status: e.status,
+    reference: what,
+    detail: e.detail,
+    transient: e.transient,
+    cause: e,
+  });
 }
 
 function pickChallenge(header: string | null): Challenge | null {

@@ -18,9 +18,15 @@ export { RegistryError } from "./errors.ts";
 export interface HttpOptions {
   /** Hosts (`name` or `name:port`) to talk to over plain http. Loopback hosts always are. */
   insecureRegistries?: readonly string[];
-  /** Timeout of one attempt, until the response headers (and the body, when buffered). Default 30 s. */
+  /**
+   * Timeout of one attempt until the response headers arrive, and the longest pause allowed
+   * while a body is read. Default 30 s.
+   */
   timeoutMs?: number;
-  /** Overall deadline of one request including all retries. Default 120 s. */
+  /**
+   * Overall deadline of one request including all retries (and, for buffered requests, reading
+   * the body). Default 120 s.
+   */
   deadlineMs?: number;
   /** Maximum retries after the first attempt. Default 4. */
   retries?: number;
@@ -304,8 +310,8 @@ export class HttpClient {
 
   /**
    * Sends `req` and runs `consume` on the response inside the retry loop: a body that breaks
-   * off, a timeout while reading, or a {@link RetryableError} / transient {@link RegistryError}
-   * thrown by `consume` retries the whole request. The per-attempt timeout covers `consume`.
+   * off or stalls, or a {@link RetryableError} / transient {@link RegistryError} thrown by
+   * `consume`, retries the whole request. The overall deadline covers `consume`.
    */
   async requestWith<T>(req: HttpRequest, consume: (res: Response) => Promise<T>): Promise<T> {
     return await this.#run(req, consume);
@@ -330,7 +336,7 @@ export class HttpClient {
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
         throw new RegistryError(
-          `${what}: gave up after ${Math.round(deadlineMs / 1000)} s` +
+          `${what}: gave up after ${Math.round(deadlineMs / 100) / 10} s` +
             (lastError ? ` (last error: ${stripWhat(lastError.message, what)})` : ""),
           { code: "TIMEOUT", reference: what, cause: lastError, transient: true },
         );
@@ -339,34 +345,47 @@ export class HttpClient {
       const controller = new AbortController();
       const onAbort = () => controller.abort(req.signal?.reason);
       req.signal?.addEventListener("abort", onAbort, { once: true });
-      const attemptMs = Math.min(req.timeoutMs ?? this.#opts.timeoutMs, remaining);
-      let timedOut = false;
-      let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
-        timedOut = true;
-        controller.abort(new DOMException("timed out", "TimeoutError"));
-      }, attemptMs);
+      const idleMs = req.timeoutMs ?? this.#opts.timeoutMs;
+      const headerMs = Math.min(idleMs, remaining);
+      let why: "headers" | "deadline" | undefined;
+      const abortFor = (reason: "headers" | "deadline") => () => {
+        why = reason;
+        controller.abort(new DOMException(`timed out (${reason})`, "TimeoutError"));
+      };
+      let headerTimer: ReturnType<typeof setTimeout> | undefined = setTimeout(
+        abortFor("headers"),
+        headerMs,
+      );
+      // A buffered request (consume) is bounded by the deadline as a whole; a streamed body
+      // only by its idle timeout once handed over.
+      let deadlineTimer: ReturnType<typeof setTimeout> | undefined = consume
+        ? setTimeout(abortFor("deadline"), remaining)
+        : undefined;
       const cleanup = () => {
-        if (timer !== undefined) clearTimeout(timer);
-        timer = undefined;
+        if (headerTimer !== undefined) clearTimeout(headerTimer);
+        if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+        headerTimer = deadlineTimer = undefined;
         req.signal?.removeEventListener("abort", onAbort);
       };
       let handedOff = false;
       try {
-        const res = await this.#follow(req, method, url, controller.signal, what);
-        if (RETRY_STATUSES.has(res.status) && canRetry) {
-          const delay = this.#retryDelay(res, attempt);
+        const raw = await this.#follow(req, method, url, controller.signal, what);
+        clearTimeout(headerTimer);
+        headerTimer = undefined;
+        if (RETRY_STATUSES.has(raw.status) && canRetry) {
+          const delay = this.#retryDelay(raw, attempt);
           if (delay !== undefined && Date.now() + delay < deadline) {
-            await res.body?.cancel();
-            lastError = new RegistryError(`${what}: HTTP ${res.status}`, {
-              code: res.status === 429 ? "TOOMANYREQUESTS" : "SERVER_ERROR",
-              status: res.status,
+            await raw.body?.cancel();
+            lastError = new RegistryError(`${what}: HTTP ${raw.status}`, {
+              code: raw.status === 429 ? "TOOMANYREQUESTS" : "SERVER_ERROR",
+              status: raw.status,
               reference: what,
               transient: true,
             });
             this.log(
               `retry ${attempt + 1}/${this.#opts.retries} of ${method} ${
                 redactUrl(url)
-              } in ${delay} ms: HTTP ${res.status}`,
+              } in ${delay} ms: HTTP ${raw.status}`,
             );
             cleanup();
             await sleep(delay, req.signal);
@@ -374,15 +393,27 @@ export class HttpClient {
           }
         }
         if (!consume) {
-          if (timer !== undefined) clearTimeout(timer);
-          timer = undefined;
           handedOff = true;
-          return guardBody(res, this.#opts.timeoutMs, controller, cleanup, what);
+          if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+          deadlineTimer = undefined;
+          return guardBody(raw, idleMs, controller, cleanup, what);
         }
-        return await consume(res);
+        const res = guardBody(raw, idleMs, controller, () => {}, what);
+        try {
+          return await consume(res);
+        } finally {
+          if (res.body && !res.bodyUsed) await res.body.cancel().catch(() => {});
+        }
       } catch (e) {
         if (req.signal?.aborted) throw req.signal.reason ?? e;
-        const err = classifyError(e, timedOut, what, url, attemptMs);
+        if (why === "deadline") {
+          throw new RegistryError(
+            `${what}: gave up after ${Math.round(deadlineMs / 100) / 10} s` +
+              (lastError ? ` (last error: ${stripWhat(lastError.message, what)})` : ""),
+            { code: "TIMEOUT", reference: what, cause: lastError, transient: true },
+          );
+        }
+        const err = classifyError(e, why === "headers", what, url, headerMs);
         if (!err.transient || !canRetry) throw err;
         lastError = err;
         const delay = this.#backoff(attempt);

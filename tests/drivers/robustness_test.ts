@@ -238,7 +238,9 @@ Deno.test("a stopped registry gives a clear connection error in bounded time", a
   const err = await rejectsWith(
     d.getManifest({ host, repository: "gone/img" }, "v1"),
     "CONNECTION",
-    new RegExp(`${host.replace(/\./g, "\\.")}.*connection refused`),
+    new RegExp(
+      `^${host.replace(/\./g, "\\.")}/gone/img:v1: cannot connect to .*connection refused`,
+    ),
   );
   assert.ok(Date.now() - t0 < 10_000, "bounded");
   assert.ok(err.transient);
