@@ -309,7 +309,7 @@ export class DockerV2Driver implements Driver {
       this.call(
         repo.host,
         scopes,
-        { url, headers, what, signal: signal ?? options.signal },
+        { url, headers, what, signal },
         consume,
       );
     return new RegistryBlobSource(digest, blobSize, fetch, {

@@ -547,9 +547,17 @@ export class LocalDriver implements Driver {
       }
       for (const e of entries) {
         const child = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isFile && e.name.endsWith(".stargz")) {
+        let isFile = e.isFile;
+        let isDirectory = e.isDirectory;
+        if (e.isSymlink) {
+          // Symlinked files and directories count (a common way to add images).
+          const target = await exists(`${abs}/${e.name}`);
+          isFile = target?.isFile ?? false;
+          isDirectory = target?.isDirectory ?? false;
+        }
+        if (isFile && e.name.endsWith(".stargz")) {
           out.push({ repository: child.slice(0, -".stargz".length), kind: "stargz" });
-        } else if (e.isDirectory) await visit(child, depth + 1);
+        } else if (isDirectory) await visit(child, depth + 1);
       }
     };
     await visit("", 0);

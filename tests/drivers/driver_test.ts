@@ -152,3 +152,16 @@ Deno.test("a user driver module is loaded from a .ts file without changing crfs"
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Docker Hub has no catalog: listing fails at once with UNSUPPORTED, without a request", async () => {
+  const lines: string[] = [];
+  const d = defaultDrivers({ dockerConfig: false, debug: (l) => lines.push(l) }).forHost(
+    "registry-1.docker.io",
+  );
+  await assert.rejects(
+    d.listRepositories("registry-1.docker.io"),
+    (e: RegistryError) =>
+      e.code === "UNSUPPORTED" && /Docker Hub does not allow listing/.test(e.message),
+  );
+  assert.deepEqual(lines, [], "no network");
+});

@@ -58,6 +58,7 @@ Deno.test("local directory: .stargz files and OCI layouts as images", async () =
     await Deno.mkdir(`${dir}/team`);
     await Deno.writeFile(`${dir}/team/bar.stargz`, blob);
     await Deno.writeFile(`${dir}/Bad Name.stargz`, blob);
+    await Deno.symlink(`${dir}/foo.stargz`, `${dir}/linked.stargz`);
     await Deno.writeTextFile(`${dir}/notes.txt`, "not an image");
     const amd = await buildImage({ architecture: "amd64", files: { "p": "amd64\n" } });
     const arm = await buildImage({
@@ -75,8 +76,13 @@ Deno.test("local directory: .stargz files and OCI layouts as images", async () =
     const d = drivers.forHost("local");
     assert.equal(d.name, "local");
     await d.ping("local");
-    assert.deepEqual(await d.listOwners("local"), ["foo", "layouts", "team"]);
-    assert.deepEqual(await d.listRepositories("local"), ["foo", "layouts/app", "team/bar"]);
+    assert.deepEqual(await d.listOwners("local"), ["foo", "layouts", "linked", "team"]);
+    assert.deepEqual(await d.listRepositories("local"), [
+      "foo",
+      "layouts/app",
+      "linked",
+      "team/bar",
+    ]);
     assert.deepEqual(await d.listRepositories("local", "team"), ["team/bar"]);
 
     const ref = parseReference("local/foo");
