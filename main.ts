@@ -6,6 +6,8 @@
  */
 import { type Command, UserError } from "./cmd/cli.ts";
 import { commands } from "./cmd/mod.ts";
+import { RegistryError } from "./drivers/errors.ts";
+import { InvalidReferenceError } from "./drivers/reference.ts";
 
 const HELP = `crfs — mount container images lazily from OCI/Docker registries (stargz/eStargz)
 
@@ -44,7 +46,10 @@ if (import.meta.main) {
   try {
     code = await main(Deno.args);
   } catch (e) {
-    if (e instanceof UserError) {
+    if (
+      e instanceof UserError || e instanceof RegistryError || e instanceof InvalidReferenceError
+    ) {
+      // Errors in what the user asked for or in the environment: one line, no stack.
       console.error(`crfs: ${e.message}`);
       code = e.exitCode;
     } else if (e instanceof Deno.errors.BrokenPipe) {

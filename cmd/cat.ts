@@ -1,53 +1,94 @@
 /**
- * `crfs cat`: writes one file's bytes from a local stargz/eStargz blob (`FILE.stargz:/path`),
- * decompressing only that file's chunks.
+ * `crfs cat`: writes one file's bytes from a local stargz blob (`FILE.stargz:/path`) or an
+ * image in a registry (`REFERENCE/path`), fetching only that file's chunks.
  *
  * @module
  */
+import { rootNode } from "../fs/registry_tree.ts";
+import type { FsNode } from "../fs/node.ts";
 import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
+import { parseImageArg, walkTree } from "./image_path.ts";
 import { openLocalBlob, splitLocalArg } from "./local_blob.ts";
+import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
 
-const HELP = `Usage: crfs cat FILE.stargz:/path
+const HELP = `Usage: crfs cat [options] FILE.stargz:/path
+       crfs cat [options] REFERENCE/path
 
-Writes the content of one regular file of a stargz or eStargz blob to standard output.
-Symlinks inside the blob are not followed.
+Writes the content of one regular file to standard output. In an image, symlinks are followed
+as inside the container (absolute targets from the image root); in a local blob they are not.
 
 Options:
-  -h, --help   show this help
-`;
+      --layer N|sha256:DIGEST   read from one layer instead of the merged image
+  -h, --help                    show this help
+
+${REGISTRY_HELP}`;
 
 /** Bytes per read when streaming a file out. */
 const STEP = 4 << 20;
+
+async function stream(
+  what: string,
+  size: number,
+  read: (off: number, len: number) => Promise<Uint8Array>,
+) {
+  for (let off = 0; off < size; off += STEP) {
+    let bytes;
+    try {
+      bytes = await read(off, Math.min(STEP, size - off));
+    } catch (e) {
+      throw new UserError(`${what}: ${(e as Error).message}`);
+    }
+    if (bytes.length === 0) {
+      throw new UserError(`${what}: file ended early at ${off} of ${size} bytes`);
+    }
+    await writeStdout(bytes);
+  }
+}
 
 export const catCommand: Command = {
   name: "cat",
   summary: "write one file of a stargz blob or an image to stdout",
   help: HELP,
   async run(args) {
-    const { positionals } = parseFlags(args, {});
+    const { values, positionals } = parseFlags(args, {
+      layer: { type: "string" },
+      ...registryFlags,
+    });
     if (positionals.length !== 1) {
       throw new UsageError("cat takes one argument; see 'crfs cat --help'");
     }
     const local = await splitLocalArg(positionals[0]);
-    if (!local) throw new UserError(`${positionals[0]}: no such file`);
-    const { reader, close } = await openLocalBlob(local.file);
-    try {
-      const node = reader.lookup(local.path);
-      if (!node) throw new UserError(`${local.file}: ${local.path}: no such file`);
-      if (node.type !== "reg") {
-        throw new UserError(`${local.file}: ${local.path}: not a regular file (${node.type})`);
-      }
-      for (let off = 0; off < node.size; off += STEP) {
-        let bytes;
-        try {
-          bytes = await reader.read(node, off, STEP);
-        } catch (e) {
-          throw new UserError(`${local.file}: ${local.path}: ${(e as Error).message}`);
+    if (local) {
+      const { reader, close } = await openLocalBlob(local.file);
+      try {
+        const node = reader.lookup(local.path);
+        if (!node) throw new UserError(`${local.file}: ${local.path}: no such file`);
+        if (node.type !== "reg") {
+          throw new UserError(`${local.file}: ${local.path}: not a regular file (${node.type})`);
         }
-        await writeStdout(bytes);
+        await stream(`${local.file}:${local.path}`, node.size, (o, l) => reader.read(node, o, l));
+      } finally {
+        close();
       }
-    } finally {
-      close();
+      return 0;
+    }
+    try {
+      const target = parseImageArg(positionals[0], values.layer as string | undefined);
+      if (target.rootDepth === 0) {
+        throw new UserError(`${positionals[0]}: name a file inside an image`, 2);
+      }
+      const setup = await setupRegistry(values);
+      if (target.repo) setup.store.hintRepository(target.repo);
+      const root = rootNode(setup.store, { localDir: setup.localDir });
+      const { node } = await walkTree(root, target, true);
+      const a = node.attr();
+      if (a.kind !== "reg" || !node.read) {
+        throw new UserError(`${positionals[0]}: not a regular file (${a.kind})`);
+      }
+      const file: FsNode = node;
+      await stream(positionals[0], a.size, (o, l) => file.read!(o, l));
+    } catch (e) {
+      throw userFacing(e);
     }
     return 0;
   },

@@ -1,23 +1,38 @@
 /**
- * `crfs ls`: lists files inside a local stargz/eStargz blob (`FILE.stargz[:/path]`), fetching
- * nothing but its index.
+ * `crfs ls`: lists files inside a local stargz blob or an image in a registry, fetching nothing
+ * but indexes: one manifest request, then at most two range requests per layer, all layers in
+ * parallel. It walks the same tree `crfs mount` shows.
  *
  * @module
  */
+import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
+import { parseImageArg, walkTree } from "./image_path.ts";
 import { printListing } from "./listing.ts";
 import { openLocalBlob, splitLocalArg, tocListItem } from "./local_blob.ts";
+import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
+import { fsListItem } from "./tree_list.ts";
 
 const HELP = `Usage: crfs ls [options] FILE.stargz[:/path]
+       crfs ls [options] REFERENCE[/path]
 
-Lists the files in a stargz or eStargz blob without decompressing its contents.
+Lists files without downloading their contents. REFERENCE forms:
+  127.0.0.1:5000/               the owners (top-level names) on a registry
+  127.0.0.1:5000/my             repositories under a name
+  127.0.0.1:5000/my/ubuntu      the tags of a repository, with the manifest each points to
+  127.0.0.1:5000/my/ubuntu:18.04[/etc]   the merged image (whiteouts applied), or a directory in it
+  …@sha256:<digest>             an image by digest
+  ubuntu:24.04                  Docker Hub
+  local/NAME.stargz             a file of the local directory
 
 Options:
-  -l, --long        long format: mode, links, owner, group, size, mtime, name, link target
-  -R, --recursive   list subdirectories too (paths relative to the listed directory)
-      --json        print a JSON array of entries
-  -h, --help        show this help
-`;
+  -l, --long         long format: mode, links, owner, group, size, mtime, name, link target
+  -R, --recursive    list subdirectories too (paths relative to the listed directory)
+      --json         print a JSON array of entries
+      --layer N|sha256:DIGEST   look at one layer (N counts from 0 = bottom) instead of the merged image
+  -h, --help         show this help
+
+${REGISTRY_HELP}`;
 
 export const lsCommand: Command = {
   name: "ls",
@@ -28,24 +43,39 @@ export const lsCommand: Command = {
       long: { type: "boolean", short: "l" },
       recursive: { type: "boolean", short: "R" },
       json: { type: "boolean" },
+      layer: { type: "string" },
+      ...registryFlags,
     });
     if (positionals.length !== 1) {
       throw new UsageError("ls takes one argument; see 'crfs ls --help'");
     }
+    const opts = {
+      long: values.long === true,
+      recursive: values.recursive === true,
+      json: values.json === true,
+    };
     const local = await splitLocalArg(positionals[0]);
-    if (!local) throw new UserError(`${positionals[0]}: no such file`);
-    const { reader, close } = await openLocalBlob(local.file);
+    if (local) {
+      const { reader, close } = await openLocalBlob(local.file);
+      try {
+        const node = reader.lookup(local.path);
+        if (!node) throw new UserError(`${local.file}: ${local.path}: no such file or directory`);
+        const name = local.path.replace(/^\/+|\/+$/g, "") || "/";
+        await printListing(tocListItem(name, node), opts, writeStdout);
+      } finally {
+        close();
+      }
+      return 0;
+    }
     try {
-      const node = reader.lookup(local.path);
-      if (!node) throw new UserError(`${local.file}: ${local.path}: no such file or directory`);
-      const name = local.path.replace(/^\/+|\/+$/g, "") || "/";
-      await printListing(tocListItem(name, node), {
-        long: values.long === true,
-        recursive: values.recursive === true,
-        json: values.json === true,
-      }, writeStdout);
-    } finally {
-      close();
+      const target = parseImageArg(positionals[0], values.layer as string | undefined);
+      const setup = await setupRegistry(values);
+      if (target.repo) setup.store.hintRepository(target.repo);
+      const root = rootNode(setup.store, { localDir: setup.localDir });
+      const found = await walkTree(root, target, true);
+      await printListing(await fsListItem(found.name, found.node), opts, writeStdout);
+    } catch (e) {
+      throw userFacing(e);
     }
     return 0;
   },

@@ -55,6 +55,7 @@ export class ImageStore {
   readonly #tagLists = new Map<string, Timed<TagInfo[] | undefined>>();
   readonly #layers = new Map<string, Promise<OpenLayer>>();
   readonly #configs = new Map<string, Promise<ImageConfig>>();
+  readonly #knownRepos = new Set<string>();
 
   constructor(drivers: DriverRegistry, opts: ImageStoreOptions = {}) {
     this.drivers = drivers;
@@ -63,6 +64,41 @@ export class ImageStore {
     this.log = opts.log ?? ((l) => console.error(l));
     this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(128 << 20);
     this.#wrap = opts.wrapSource;
+  }
+
+  /**
+   * Records that `repo` exists (named by the user), so walking to it needs no catalog and
+   * no guessing whether its path components are tags.
+   */
+  hintRepository(repo: RepositoryName): void {
+    this.#knownRepos.add(`${repo.host}/${repo.repository}`);
+  }
+
+  /**
+   * Whether `repo` is a repository: true or false when known (from hints or the catalog),
+   * undefined when the registry cannot say (no catalog).
+   */
+  async isRepository(repo: RepositoryName): Promise<boolean | undefined> {
+    const key = `${repo.host}/${repo.repository}`;
+    if (this.#knownRepos.has(key)) return true;
+    for (const k of this.#knownRepos) if (k.startsWith(key + "/")) return undefined;
+    const all = await this.catalog(repo.host);
+    return all ? all.includes(repo.repository) : undefined;
+  }
+
+  /** Whether a hinted repository lives at or under `prefix` (no requests). */
+  hintedUnder(host: string, prefix: string): boolean {
+    const key = `${host}/${prefix}`;
+    for (const k of this.#knownRepos) if (k === key || k.startsWith(key + "/")) return true;
+    return false;
+  }
+
+  /** Whether some repository lives at or under `prefix`: true/false, or undefined if unknown. */
+  async hasRepositoryUnder(host: string, prefix: string): Promise<boolean | undefined> {
+    const key = `${host}/${prefix}`;
+    for (const k of this.#knownRepos) if (k === key || k.startsWith(key + "/")) return true;
+    const all = await this.catalog(host);
+    return all ? all.some((r) => r === prefix || r.startsWith(prefix + "/")) : undefined;
   }
 
   /** The driver serving `host`. */

@@ -72,6 +72,8 @@ export function dirAttr(nlink = 2, mtimeSec = NOW): NodeAttr {
     mode: 0o555,
     uid: 0,
     gid: 0,
+    userName: "root",
+    groupName: "root",
     size: 0,
     mtimeSec,
     mtimeNsec: 0,

@@ -161,21 +161,24 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
     volatility: "listing",
     attr: () => dirAttr(1),
     async lookup(name) {
-      if (prefix !== "" && DIGEST_DIR_RE.test(name)) return await digestNode(name);
-      if (prefix !== "" && TAG_RE.test(name)) {
-        const t = await tagNode(name);
-        if (t) return t;
-      }
-      if (!COMPONENT_RE.test(name)) return undefined;
-      const sub = prefix ? `${prefix}/${name}` : name;
-      let known: string[] | undefined;
       try {
-        known = await store.catalog(host);
+        if (prefix !== "" && DIGEST_DIR_RE.test(name)) return await digestNode(name);
+        const sub = prefix ? `${prefix}/${name}` : name;
+        // On the way to a repository the user named: no guessing.
+        if (COMPONENT_RE.test(name) && store.hintedUnder(host, sub)) {
+          return pathDir(store, view, host, sub);
+        }
+        // Try a tag only where the path may be a repository (unknown counts as maybe).
+        if (prefix !== "" && TAG_RE.test(name) && (await store.isRepository(repo)) !== false) {
+          const t = await tagNode(name);
+          if (t) return t;
+        }
+        if (!COMPONENT_RE.test(name)) return undefined;
+        if ((await store.hasRepositoryUnder(host, sub)) === false) return undefined;
+        return pathDir(store, view, host, sub);
       } catch (e) {
-        fail(store, where, e);
+        fail(store, `${where}/${name}`, e);
       }
-      if (known && !known.some((r) => r === sub || r.startsWith(sub + "/"))) return undefined;
-      return pathDir(store, view, host, sub);
     },
     async list() {
       const out: [string, FsNode][] = [];

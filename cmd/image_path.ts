@@ -1,0 +1,158 @@
+/**
+ * Image arguments of `crfs ls` and `crfs cat`, mapped onto the same tree the mount shows:
+ *
+ * | argument                              | tree path                                        |
+ * | ------------------------------------- | ------------------------------------------------ |
+ * | `HOST/`                               | `layers/HOST` (owners)                           |
+ * | `HOST/a/b`                            | `layers/HOST/a/b` (sub-repositories and tags)    |
+ * | `HOST/a/b:tag[/path]`, `…@sha256:…`   | `images/HOST/a/b/<tag or sha256-…>/path`          |
+ * | same with `--layer N` or `sha256:…`   | `layers/HOST/a/b/sha256-<manifest>/<N>/path`     |
+ *
+ * Docker Hub names work as usual (`ubuntu:24.04`). Paths inside an image follow the image's
+ * own symlinks (absolute ones from the image root), as a container would see them.
+ *
+ * @module
+ */
+import { parseReference } from "../drivers/reference.ts";
+import type { FsNode } from "../fs/node.ts";
+import { UserError } from "./cli.ts";
+
+/** Where an argument points in the tree. */
+export interface TreeTarget {
+  /** Tree path components from the root. */
+  components: string[];
+  /** How many leading components lead to the image (or layer) root; 0 when not in an image. */
+  rootDepth: number;
+  /** The argument, for messages. */
+  text: string;
+  /** The repository the argument names, if any. */
+  repo?: { host: string; repository: string };
+}
+
+const HOSTLIKE = /^(?:localhost|local|\[[0-9a-fA-F:.]+\])(?::\d+)?$|[.:]/;
+
+/** Maps an image argument to a tree path. `layer` selects one layer (`N` or a digest). */
+export function parseImageArg(text: string, layer?: string): TreeTarget {
+  const slash = text.indexOf("/");
+  const first = slash < 0 ? text : text.slice(0, slash);
+  const hasHost = slash >= 0 && HOSTLIKE.test(first);
+  const hostText = hasHost ? first : "docker.io";
+  const rest = hasHost ? text.slice(slash + 1) : text;
+  const at = rest.search(/[:@]/);
+  if (at < 0) {
+    // A host or repository path: list what is there.
+    if (layer !== undefined) {
+      throw new UserError(`--layer needs an image with a tag or digest: ${text}`, 2);
+    }
+    const repoPath = rest.replace(/\/+$/, "");
+    if (hostText === "local") {
+      return { components: ["layers", "local", ...split(repoPath)], rootDepth: 0, text };
+    }
+    if (repoPath === "") {
+      return { components: ["layers", normalizeHost(hostText)], rootDepth: 0, text };
+    }
+    const ref = parseReference(`${hostText}/${repoPath}`, { defaultTag: null });
+    return {
+      components: ["layers", ref.host, ...ref.repository.split("/")],
+      rootDepth: 0,
+      text,
+      repo: ref,
+    };
+  }
+  // REPO then :tag and/or @digest, then an optional /path.
+  const m = /^([^:@]*)(?::([^/@]+))?(?:@(sha256:[0-9a-f]{64}))?(\/.*)?$/.exec(rest);
+  if (!m || !m[1]) throw new UserError(`not an image reference: ${text}`, 2);
+  const [, repoText, tag, digest, path] = m;
+  if (hostText === "local") {
+    throw new UserError(`local files have no tags; use ${text.replace(/:[^/]*/, "")}`, 2);
+  }
+  const ref = parseReference(
+    `${hostText}/${repoText}${tag ? `:${tag}` : ""}${digest ? `@${digest}` : ""}`,
+  );
+  const target = ref.digest ? `sha256-${ref.digest.slice(7)}` : ref.tag!;
+  const inner = split(path ?? "");
+  const repo = ref.repository.split("/");
+  if (layer === undefined) {
+    const components = ["images", ref.host, ...repo, target];
+    return { components: [...components, ...inner], rootDepth: components.length, text, repo: ref };
+  }
+  const which = /^\d+$/.test(layer)
+    ? layer
+    : /^sha256:[0-9a-f]{64}$/.test(layer)
+    ? `sha256-${layer.slice(7)}`
+    : "";
+  if (!which) {
+    throw new UserError(
+      `--layer takes a layer number or sha256 digest, not ${JSON.stringify(layer)}`,
+      2,
+    );
+  }
+  // The tag resolves to sha256-<manifest> through its symlink, then the layer.
+  const components = ["layers", ref.host, ...repo, target, which];
+  return { components: [...components, ...inner], rootDepth: components.length, text, repo: ref };
+}
+
+function split(path: string): string[] {
+  return path.split("/").filter((c) => c !== "" && c !== ".");
+}
+
+function normalizeHost(host: string): string {
+  return parseReference(`${host}/x/y`, { defaultTag: null }).host;
+}
+
+/** A node found by {@link walkTree}, with its name. */
+export interface Found {
+  node: FsNode;
+  name: string;
+}
+
+/**
+ * Walks the tree along `target`, following symlinks between the components (and the last one
+ * when `followLast`). Symlinks outside an image are resolved relative to their directory;
+ * inside an image, absolute targets start at the image root and `..` never leaves it.
+ */
+export async function walkTree(
+  root: FsNode,
+  target: TreeTarget,
+  followLast: boolean,
+): Promise<Found> {
+  const stack: FsNode[] = [root];
+  const names: string[] = [];
+  const todo = [...target.components];
+  let hops = 0;
+  while (todo.length > 0) {
+    const name = todo.shift()!;
+    const dir = stack[stack.length - 1];
+    if (name === "..") {
+      if (stack.length > Math.max(1, target.rootDepth + 1)) {
+        stack.pop();
+        names.pop();
+      }
+      continue;
+    }
+    if (!dir.lookup) throw new UserError(`${target.text}: ${names.join("/")} is not a directory`);
+    const child = await dir.lookup(name);
+    if (!child) {
+      throw new UserError(`${target.text}: no such file or directory (at ${JSON.stringify(name)})`);
+    }
+    const last = todo.length === 0;
+    if (child.readlink && (!last || followLast)) {
+      if (++hops > 40) throw new UserError(`${target.text}: too many levels of symbolic links`);
+      const link = await child.readlink();
+      const parts = split(link);
+      if (link.startsWith("/")) {
+        const depth = Math.max(target.rootDepth, 0);
+        if (depth === 0) {
+          throw new UserError(`${target.text}: absolute symlink ${link} outside an image`);
+        }
+        stack.length = depth + 1;
+        names.length = depth;
+      }
+      todo.unshift(...parts.flatMap((p) => (p === ".." ? [".."] : [p])));
+      continue;
+    }
+    stack.push(child);
+    names.push(name);
+  }
+  return { node: stack[stack.length - 1], name: names[names.length - 1] ?? "/" };
+}

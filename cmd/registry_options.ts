@@ -1,0 +1,88 @@
+/**
+ * Command-line options shared by the commands that talk to registries (`ls`, `cat`, `mount`,
+ * `convert`), and building the driver registry and image store from them.
+ *
+ * @module
+ */
+import {
+  defaultDrivers,
+  type DriverRegistry,
+  InvalidReferenceError,
+  RegistryError,
+} from "../drivers/mod.ts";
+import { ImageStore } from "../fs/image_store.ts";
+import { type Options, UsageError, UserError } from "./cli.ts";
+
+/** The flags, in `parseFlags` form. */
+export const registryFlags = {
+  "insecure-registry": { type: "string", multiple: true },
+  platform: { type: "string" },
+  driver: { type: "string", multiple: true },
+  "local-dir": { type: "string" },
+  username: { type: "string" },
+  "password-stdin": { type: "boolean" },
+  "tag-ttl": { type: "string" },
+  debug: { type: "boolean" },
+} satisfies Options;
+
+/** Help text for the flags. */
+export const REGISTRY_HELP = `Registry options:
+      --insecure-registry HOST  use plain http for HOST (loopback hosts always do); repeatable
+      --platform OS/ARCH[/V]    platform to pick from multi-platform images (default: this machine)
+      --driver FILE.ts          load a registry driver from your own module; repeatable
+      --local-dir DIR           directory of the 'local' host (default $CRFS_LOCAL_DIR or
+                                ~/.local/share/crfs/local)
+      --username USER           registry user (password from stdin with --password-stdin);
+                                otherwise credentials come from the docker config
+      --tag-ttl SECONDS         how long a tag's digest and listings are trusted (default 60)
+      --debug                   log every registry request (credentials are never shown)
+`;
+
+/** What the flags set up. */
+export interface RegistrySetup {
+  drivers: DriverRegistry;
+  store: ImageStore;
+  tagTtlMs: number;
+  localDir?: string;
+  debug: boolean;
+}
+
+/** Builds drivers and the image store from parsed flag values. */
+export async function setupRegistry(values: Record<string, unknown>): Promise<RegistrySetup> {
+  const debug = values.debug === true;
+  let password: string | undefined;
+  if (values["password-stdin"]) {
+    password = (await new Response(Deno.stdin.readable).text()).replace(/\r?\n$/, "");
+  }
+  const ttl = values["tag-ttl"] === undefined ? 60 : Number(values["tag-ttl"]);
+  if (!Number.isFinite(ttl) || ttl < 0) {
+    throw new UsageError("--tag-ttl must be a number of seconds");
+  }
+  const localDir = values["local-dir"] as string | undefined;
+  const drivers = defaultDrivers({
+    insecureRegistries: (values["insecure-registry"] as string[] | undefined) ?? [],
+    localDir,
+    username: values.username as string | undefined,
+    password,
+    debug: debug ? (line) => console.error(`crfs: ${line}`) : undefined,
+  });
+  for (const mod of (values.driver as string[] | undefined) ?? []) {
+    try {
+      await drivers.load(mod);
+    } catch (e) {
+      throw new UserError((e as Error).message);
+    }
+  }
+  const store = new ImageStore(drivers, {
+    tagTtlMs: ttl * 1000,
+    platform: values.platform as string | undefined,
+  });
+  return { drivers, store, tagTtlMs: ttl * 1000, localDir, debug };
+}
+
+/** Turns registry and reference errors into user errors (no stack traces for them). */
+export function userFacing(e: unknown): unknown {
+  if (e instanceof RegistryError) return new UserError(e.message);
+  if (e instanceof InvalidReferenceError) return new UserError(e.message, 2);
+  return e;
+}
