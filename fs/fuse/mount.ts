@@ -200,6 +200,13 @@ async function findDevice(path: string): Promise<string | undefined> {
   return mine.at(-1)?.device;
 }
 
+/** "major:minor" of a Linux `st_dev`. */
+function devName(dev: number): string {
+  const major = (Math.floor(dev / 256) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & ~0xff);
+  return `${major}:${minor}`;
+}
+
 async function abortConnection(device: string): Promise<void> {
   const minor = device.split(":")[1];
   const dir = "/sys/fs/fuse/connections";
@@ -270,7 +277,7 @@ export async function mount(
     }
     throw err;
   }
-  const device = (await findDevice(mp)) ?? "";
+  const device = (await findDevice(mp)) ?? devName((await Deno.stat(mp)).dev);
   const raKb = options.readAheadKb ?? 1024;
   if (device && raKb > 0) {
     try {
@@ -283,15 +290,18 @@ export async function mount(
   let done = false;
   closed.then(() => done = true);
   const abort = async () => {
-    if (done || !device) return;
+    if (done) return;
     await abortConnection(device);
   };
   const unmount = async (uo: UnmountOptions = {}) => {
     if (done) return;
     // Detach our mount (and anything stacked on top of it) from the tree.
     for (let i = 0; i < 16 && !done; i++) {
-      const entries = (await readMountinfo()).filter((m) => m.mountPoint === mp);
-      if (!entries.some((m) => m.device === device)) break;
+      const ours = (await readMountinfo()).filter((m) => m.device === device);
+      if (ours.length === 0) break; // already unmounted
+      // After one detach, stop unless we are still mounted at the mountpoint (a foreign mount
+      // stacked on top was removed first); the path may also be spelled differently there.
+      if (i > 0 && !ours.some((m) => m.mountPoint === mp)) break;
       await detachUnmount(mp);
     }
     if (await waitClosed(closed, uo.graceMs ?? 5000)) return;
