@@ -35,6 +35,9 @@ export interface MountOptions {
   maxRead?: number;
   /** How long to wait for the kernel's INIT. Default 10 s. */
   initTimeoutMs?: number;
+  /** How long a FUSE mount already at the mountpoint may take to answer before it counts as hung
+   * (and is cleared). Default 3 s. */
+  staleProbeMs?: number;
 }
 
 /** Options of `FuseMount.unmount()`. */
@@ -126,21 +129,34 @@ async function probeFuseMount(path: string, timeoutMs: number): Promise<"live" |
     stdout: "null",
     stderr: "piped",
   }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  const collect = (async () => {
+    let text = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return text;
+      text += value;
+    }
+  })();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), timeoutMs));
-  const res = await Promise.race([child.output(), timedOut]);
+  const res = await Promise.race([child.status, timedOut]);
   clearTimeout(timer);
   if (res === "timeout") {
+    // A request already taken by a hung server keeps even a killed child waiting: let it go.
     try {
       child.kill("SIGKILL");
     } catch {
       // already gone
     }
-    await child.status;
+    child.unref();
+    await reader.cancel().catch(() => {});
+    await collect.catch(() => "");
     return "dead";
   }
+  const err = await collect;
   if (res.success) return "live";
-  return isDisconnected(new TextDecoder().decode(res.stderr)) ? "dead" : "live";
+  return isDisconnected(err) ? "dead" : "live";
 }
 
 async function run(cmd: string, args: string[]): Promise<boolean> {
@@ -165,7 +181,10 @@ export async function detachUnmount(path: string): Promise<void> {
  * server hangs). A live FUSE mount there is an error; other kinds of mounts are left alone
  * (mounting on top of them is fine). Returns how many mounts were cleared.
  */
-export async function clearStaleMount(path: string, probeTimeoutMs = 3000): Promise<number> {
+export async function clearStaleMount(
+  path: string,
+  probeTimeoutMs = 3000,
+): Promise<number> {
   let cleared = 0;
   for (let i = 0; i < 16; i++) {
     const top = (await readMountinfo()).filter((m) => m.mountPoint === path).at(-1);
@@ -247,7 +266,7 @@ export async function mount(
   options: MountOptions = {},
 ): Promise<FuseMount> {
   const mp = await canonicalMountpoint(mountpoint);
-  await clearStaleMount(mp);
+  await clearStaleMount(mp, options.staleProbeMs);
   await Deno.mkdir(mp, { recursive: true });
   const opts = [
     "ro",

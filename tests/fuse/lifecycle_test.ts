@@ -208,3 +208,23 @@ Deno.test("a SIGKILLed server's stale mount is cleared by the next mount", async
     assert.equal(await fuseMountsAt(mp), 0);
   });
 });
+
+Deno.test("a hung server's mount (SIGSTOPped) is cleared after the probe times out", async () => {
+  await withDir(async (mp) => {
+    const [child] = await startChild(mp, "nosignal");
+    let m: FuseMount | undefined;
+    try {
+      child.kill("SIGSTOP");
+      const t0 = Date.now();
+      m = await mount(mp, helloFs("after hang\n"), { staleProbeMs: 500 });
+      assert.ok(Date.now() - t0 >= 500, "waited for the probe");
+      assert.equal(await fuseMountsAt(mp), 1);
+      assert.equal((await shOk(`cat "$1/hello"`, mp)).out, "after hang\n");
+    } finally {
+      killQuietly(child);
+      await child.status;
+      await child.stderr.cancel().catch(() => {});
+      await m?.unmount();
+    }
+  });
+});
