@@ -1,0 +1,74 @@
+/**
+ * `crfs mount`: serves crfs's tree (layers/, images/) read-only over FUSE at a mount point until
+ * SIGINT/SIGTERM, fetching only the bytes that are read.
+ *
+ * @module
+ */
+import { CrfsFilesystem } from "../fs/filesystem.ts";
+import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
+import { rootNode } from "../fs/registry_tree.ts";
+import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
+import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
+
+const HELP = `Usage: crfs mount [options] [MOUNTPOINT]
+
+Mounts container images read-only at MOUNTPOINT (default /crfs) and serves them until
+interrupted (Ctrl-C or SIGTERM unmounts cleanly). Only the bytes that are read are fetched.
+
+  MOUNTPOINT/layers/<host>/<repository>/<tag>               → sha256-<manifest>
+  MOUNTPOINT/layers/<host>/<repository>/sha256-<manifest>/  0…N-1, bottom, top, config, layer roots
+  MOUNTPOINT/layers/local/<name>.stargz/                    a local stargz file
+  MOUNTPOINT/images/<host>/<repository>/<tag>/              the merged image
+
+A mount point left stale by a killed crfs is cleared first.
+
+Options:
+      --host HOST        list HOST in layers/ and images/ (any host can be looked up); repeatable
+      --allow-other      let other users access the mount (needs user_allow_other for non-root)
+      --read-ahead KB    kernel readahead for the mount (default 1024)
+  -h, --help             show this help
+
+${REGISTRY_HELP}`;
+
+export const mountCommand: Command = {
+  name: "mount",
+  summary: "mount images from registries as a read-only filesystem",
+  help: HELP,
+  async run(args) {
+    const { values, positionals } = parseFlags(args, {
+      host: { type: "string", multiple: true },
+      "allow-other": { type: "boolean" },
+      "read-ahead": { type: "string" },
+      ...registryFlags,
+    });
+    if (positionals.length > 1) {
+      throw new UsageError("mount takes one mount point; see 'crfs mount --help'");
+    }
+    const mountpoint = positionals[0] ?? "/crfs";
+    const readAheadKb = values["read-ahead"] === undefined ? 1024 : Number(values["read-ahead"]);
+    if (!Number.isInteger(readAheadKb) || readAheadKb < 0) {
+      throw new UsageError("--read-ahead takes a number of KiB");
+    }
+    const setup = await setupRegistry(values);
+    const root = rootNode(setup.store, {
+      hosts: values.host as string[] | undefined,
+      localDir: setup.localDir,
+    });
+    const fs = new CrfsFilesystem(root, { tagTtlMs: setup.tagTtlMs });
+    let m;
+    try {
+      m = await mount(mountpoint, fs, {
+        debug: setup.debug ? (line) => console.error(`fuse: ${line}`) : undefined,
+        allowOther: values["allow-other"] === true,
+        readAheadKb,
+      });
+    } catch (e) {
+      throw new UserError(`cannot mount at ${mountpoint}: ${(e as Error).message}`);
+    }
+    installSignalUnmount(m, { exit: false });
+    console.error(`crfs: mounted at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount)`);
+    await m.closed;
+    console.error(`crfs: unmounted ${m.mountpoint}`);
+    return 0;
+  },
+};

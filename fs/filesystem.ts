@@ -1,0 +1,248 @@
+/**
+ * crfs's node tree served over FUSE: implements `FuseOps` (fs/fuse/ops.ts) on top of
+ * {@link FsNode}s and the {@link InodeTable}. Content under digests is immutable, so entries and
+ * attributes are cached by the kernel for a long time, negative lookups in immutable directories
+ * too, and file pages are kept across opens; tags and listings are refreshed after the tag TTL.
+ *
+ * @module
+ */
+import { decodeName, encodeName } from "../format/names.ts";
+import {
+  type Attr,
+  type AttrReply,
+  type DirItem,
+  type EntryReply,
+  Errno,
+  FuseError,
+  type FuseOps,
+  type OpendirReply,
+  type OpenReply,
+  type StatfsReply,
+} from "./fuse/ops.ts";
+import { InodeTable } from "./inode_table.ts";
+import { type FsNode, type NodeAttr, NodeError, type NodeKind } from "./node.ts";
+
+/** Options of the filesystem. */
+export interface FilesystemOptions {
+  /** TTL for tags and listings, in ms. */
+  tagTtlMs: number;
+  /** TTL for immutable content, in ms. Default one day. */
+  immutableTtlMs?: number;
+  /** Logs a line per failed operation. */
+  log?: (line: string) => void;
+}
+
+const TYPE_BITS: Record<NodeKind, number> = {
+  dir: 0o040000,
+  reg: 0o100000,
+  symlink: 0o120000,
+  char: 0o020000,
+  block: 0o060000,
+  fifo: 0o010000,
+};
+
+const ERRNO: Record<NodeError["code"], number> = {
+  ENOENT: Errno.ENOENT,
+  EIO: Errno.EIO,
+  ENOTDIR: Errno.ENOTDIR,
+  EISDIR: Errno.EISDIR,
+  EINVAL: Errno.EINVAL,
+  EACCES: Errno.EACCES,
+};
+
+/** The kernel's `new_encode_dev` form of a device number. */
+export function encodeDev(major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+}
+
+/** Converts node attributes to FUSE attributes. */
+export function fuseAttr(ino: number, a: NodeAttr): Attr {
+  return {
+    ino,
+    size: a.size,
+    blocks: Math.ceil(a.size / 512),
+    mtimeSec: a.mtimeSec,
+    mtimeNsec: a.mtimeNsec,
+    mode: TYPE_BITS[a.kind] | (a.mode & 0o7777),
+    nlink: a.nlink,
+    uid: a.uid,
+    gid: a.gid,
+    rdev: a.kind === "char" || a.kind === "block" ? encodeDev(a.devMajor, a.devMinor) : 0,
+    blksize: 4096,
+  };
+}
+
+const DT: Record<NodeKind, number> = { dir: 4, reg: 8, symlink: 10, char: 2, block: 6, fifo: 1 };
+
+/** crfs's filesystem, ready to be mounted. */
+export class CrfsFilesystem implements FuseOps {
+  readonly inodes: InodeTable;
+  readonly #tagTtl: number;
+  readonly #immutableTtl: number;
+  readonly #log: (line: string) => void;
+  readonly #dirHandles = new Map<number, [string, FsNode][]>();
+  #nextFh = 1;
+
+  constructor(root: FsNode, opts: FilesystemOptions) {
+    this.inodes = new InodeTable(root);
+    this.#tagTtl = opts.tagTtlMs;
+    this.#immutableTtl = opts.immutableTtlMs ?? 86_400_000;
+    this.#log = opts.log ?? ((l) => console.error(l));
+  }
+
+  #ttl(n: FsNode): number {
+    return n.volatility === "immutable" ? this.#immutableTtl : this.#tagTtl;
+  }
+
+  #node(ino: number): FsNode {
+    const n = this.inodes.get(ino);
+    if (!n) throw new FuseError(Errno.ENOENT, `unknown node ${ino}`);
+    return n;
+  }
+
+  /** Runs a node operation, mapping node errors to errnos and logging unexpected failures. */
+  async #guard<T>(what: string, f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (e) {
+      if (e instanceof FuseError) throw e;
+      if (e instanceof NodeError) {
+        // Node errors were logged where they arose.
+        throw new FuseError(ERRNO[e.code], e.message);
+      }
+      this.#log(`crfs: ${what}: ${(e as Error).message}`);
+      throw new FuseError(Errno.EIO, (e as Error).message);
+    }
+  }
+
+  #entry(child: FsNode): EntryReply {
+    const ino = this.inodes.assign(child);
+    const ttl = this.#ttl(child);
+    return { nodeId: ino, attr: fuseAttr(ino, child.attr()), entryTtlMs: ttl, attrTtlMs: ttl };
+  }
+
+  lookup(parent: number, name: Uint8Array): Promise<EntryReply> {
+    return this.#guard("lookup", async () => {
+      const dir = this.#node(parent);
+      if (!dir.lookup) throw new FuseError(Errno.ENOTDIR);
+      const child = await dir.lookup(decodeName(name));
+      if (!child) {
+        // A negative entry: in immutable directories the kernel may remember the absence.
+        if (dir.volatility === "immutable") {
+          return {
+            nodeId: 0,
+            attr: fuseAttr(0, dir.attr()),
+            entryTtlMs: this.#immutableTtl,
+            attrTtlMs: 0,
+          };
+        }
+        throw new FuseError(Errno.ENOENT);
+      }
+      return this.#entry(child);
+    });
+  }
+
+  getattr(nodeId: number): Promise<AttrReply> {
+    return this.#guard("getattr", () => {
+      const n = this.#node(nodeId);
+      return Promise.resolve({ attr: fuseAttr(nodeId, n.attr()), ttlMs: this.#ttl(n) });
+    });
+  }
+
+  readlink(nodeId: number): Promise<Uint8Array> {
+    return this.#guard("readlink", async () => {
+      const n = this.#node(nodeId);
+      if (!n.readlink) throw new FuseError(Errno.EINVAL);
+      return encodeName(await n.readlink());
+    });
+  }
+
+  open(nodeId: number, flags: number): Promise<OpenReply> {
+    return this.#guard("open", () => {
+      const n = this.#node(nodeId);
+      if ((flags & 3) !== 0) throw new FuseError(Errno.EROFS);
+      if (!n.read) throw new FuseError(n.list ? Errno.EISDIR : Errno.EACCES);
+      return Promise.resolve({ keepCache: n.volatility === "immutable" });
+    });
+  }
+
+  read(
+    nodeId: number,
+    _fh: number,
+    offset: number,
+    size: number,
+    signal?: AbortSignal,
+  ): Promise<Uint8Array> {
+    return this.#guard("read", () => {
+      const n = this.#node(nodeId);
+      if (!n.read) throw new FuseError(Errno.EISDIR);
+      return n.read(offset, size, signal);
+    });
+  }
+
+  opendir(nodeId: number): Promise<OpendirReply> {
+    return this.#guard("opendir", () => {
+      const n = this.#node(nodeId);
+      if (!n.list) throw new FuseError(Errno.ENOTDIR);
+      const fh = this.#nextFh++;
+      const immutable = n.volatility === "immutable";
+      return Promise.resolve({ fh, cacheDir: immutable, keepCache: immutable });
+    });
+  }
+
+  readdir(nodeId: number, fh: number, offset: number, limit = Infinity): Promise<DirItem[]> {
+    return this.#guard("readdir", async () => {
+      const n = this.#node(nodeId);
+      // One listing per open directory handle, so offsets stay stable while it is read.
+      let items = this.#dirHandles.get(fh);
+      if (!items || offset === 0) {
+        items = await n.list!();
+        this.#dirHandles.set(fh, items);
+      }
+      const out: DirItem[] = [];
+      const end = Math.min(items.length, offset + limit);
+      for (let i = offset; i < end; i++) {
+        const [name, child] = items[i];
+        const ino = this.inodes.assign(child);
+        out.push({ name: encodeName(name), type: DT[child.attr().kind], ino, next: i + 1 });
+      }
+      return out;
+    });
+  }
+
+  readdirplusEntry(_parent: number, item: DirItem): Promise<EntryReply> {
+    return this.#guard("readdirplus", () => Promise.resolve(this.#entry(this.#node(item.ino))));
+  }
+
+  releasedir(_nodeId: number, fh: number): void {
+    this.#dirHandles.delete(fh);
+  }
+
+  getxattr(nodeId: number, name: Uint8Array): Promise<Uint8Array> {
+    return this.#guard("getxattr", () => {
+      const v = this.#node(nodeId).xattrs?.().get(decodeName(name));
+      if (v === undefined) throw new FuseError(Errno.ENODATA);
+      return Promise.resolve(v);
+    });
+  }
+
+  listxattr(nodeId: number): Promise<Uint8Array[]> {
+    return this.#guard("listxattr", () => {
+      const x = this.#node(nodeId).xattrs?.();
+      return Promise.resolve(x ? [...x.keys()].map(encodeName) : []);
+    });
+  }
+
+  statfs(): Promise<StatfsReply> {
+    return Promise.resolve({
+      blocks: 0,
+      bfree: 0,
+      bavail: 0,
+      files: this.inodes.size,
+      ffree: 0,
+      bsize: 4096,
+      namelen: 255,
+      frsize: 4096,
+    });
+  }
+}
