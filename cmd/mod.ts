@@ -6,8 +6,15 @@
 import type { Command } from "./cli.ts";
 import { catCommand } from "./cat.ts";
 import { convertCommand } from "./convert.ts";
+import { demoCommand } from "./demo.ts";
 import { lsCommand } from "./ls.ts";
 import { mountCommand } from "./mount.ts";
 
 /** Every subcommand. */
-export const commands: Command[] = [mountCommand, lsCommand, catCommand, convertCommand];
+export const commands: Command[] = [
+  mountCommand,
+  lsCommand,
+  catCommand,
+  convertCommand,
+  demoCommand,
+];
