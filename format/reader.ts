@@ -33,10 +33,19 @@ export class StargzFormatError extends Error {
   }
 }
 
-/** A cache of decompressed chunks, shared by readers if wanted. Keys are opaque strings. */
+/** What a cache is told about a chunk: its size and, when the TOC has it, its digest. */
+export interface ChunkInfo {
+  size: number;
+  digest?: string;
+}
+
+/**
+ * A cache of decompressed chunks, shared by readers if wanted. Keys are opaque strings. `get`
+ * may answer later (a disk cache); what it returns must be the exact bytes that were `set`.
+ */
 export interface ChunkCache {
-  get(key: string): Uint8Array | undefined;
-  set(key: string, value: Uint8Array): void;
+  get(key: string, info: ChunkInfo): Uint8Array | undefined | Promise<Uint8Array | undefined>;
+  set(key: string, value: Uint8Array, info: ChunkInfo): void;
 }
 
 /** A least-recently-used in-memory {@link ChunkCache} bounded by total bytes. */
@@ -91,6 +100,48 @@ export interface OpenOptions {
   cacheKey?: string;
   /** Largest compressed extent fetched in one range request when coalescing. Default 8 MiB. */
   maxCoalesce?: number;
+  /**
+   * Bytes of a file fetched ahead in the background when it is read sequentially. Default
+   * 8 MiB; 0 turns read-ahead off.
+   */
+  readAhead?: number;
+}
+
+/** Counters of one reader, for status reports. */
+export interface ReaderStats {
+  /** Compressed bytes fetched from the source for content. */
+  bytesFetched: number;
+  /** Range requests made for content. */
+  requests: number;
+  /** Chunks served from the cache. */
+  cacheHits: number;
+  /** Chunks fetched from the source. */
+  chunksFetched: number;
+  /** Compressed bytes fetched by prefetch and read-ahead (included in `bytesFetched`). */
+  backgroundBytes: number;
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(v: T): void;
+  reject(e: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
+  promise.catch(() => {}); // rejections are observed by whoever awaits it
+  return { promise, resolve, reject };
+}
+
+/** A chunk with the file it belongs to. */
+interface Owned {
+  node: TOCNode;
+  chunk: Chunk;
 }
 
 /** Attributes of a node, in the form `stat` needs. */
@@ -133,11 +184,17 @@ export class StargzReader {
   readonly #cache: ChunkCache;
   readonly #cacheKey: string;
   readonly #maxCoalesce: number;
+  readonly #readAhead: number;
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
-  /** Compressed bytes fetched for content so far. */
-  bytesFetched = 0;
-  /** Range requests made for content so far. */
-  contentRequests = 0;
+  readonly #lastEnd = new WeakMap<TOCNode, number>();
+  /** Counters for status reports. */
+  readonly stats: ReaderStats = {
+    bytesFetched: 0,
+    requests: 0,
+    cacheHits: 0,
+    chunksFetched: 0,
+    backgroundBytes: 0,
+  };
 
   private constructor(
     source: RangeSource,
@@ -158,6 +215,7 @@ export class StargzReader {
     this.#cache = opts.cache ?? new MemoryChunkCache(32 << 20);
     this.#cacheKey = opts.cacheKey ?? "";
     this.#maxCoalesce = opts.maxCoalesce ?? 8 << 20;
+    this.#readAhead = opts.readAhead ?? 8 << 20;
   }
 
   /** Opens a blob: reads footer and TOC, verifies the TOC digest if expected, builds the tree. */
@@ -259,9 +317,20 @@ export class StargzReader {
     };
   }
 
+  /** Compressed bytes fetched for content so far. */
+  get bytesFetched(): number {
+    return this.stats.bytesFetched;
+  }
+
+  /** Range requests made for content so far. */
+  get contentRequests(): number {
+    return this.stats.requests;
+  }
+
   /**
    * Reads `length` bytes of a regular file from `offset` (fewer only at the end of the file).
-   * Throws {@link IntegrityError} when fetched bytes fail their digest.
+   * Throws {@link IntegrityError} when fetched bytes fail their digest. An aborted `signal`
+   * rejects the read; fetches other readers share go on.
    */
   async read(
     node: TOCNode,
@@ -283,8 +352,20 @@ export class StargzReader {
       else hi = mid - 1;
     }
     const needed: Chunk[] = [];
-    for (let i = lo; i < chunks.length && chunks[i].chunkOffset < end; i++) needed.push(chunks[i]);
-    const datas = await this.#chunks(node, needed, signal);
+    let i = lo;
+    for (; i < chunks.length && chunks[i].chunkOffset < end; i++) needed.push(chunks[i]);
+    const pending = this.#chunks(needed.map((chunk) => ({ node, chunk })), false);
+    // Sequential reading: fetch what follows in the background.
+    if (this.#readAhead > 0 && this.#lastEnd.get(node) === offset && i < chunks.length) {
+      const ahead: Owned[] = [];
+      for (let k = i, bytes = 0; k < chunks.length && bytes < this.#readAhead; k++) {
+        ahead.push({ node, chunk: chunks[k] });
+        bytes += chunks[k].chunkSize;
+      }
+      this.#chunks(ahead, true).catch(() => {});
+    }
+    this.#lastEnd.set(node, end);
+    const datas = await abortable(pending, signal);
     if (needed.length === 1) {
       const c = needed[0];
       return datas[0].subarray(offset - c.chunkOffset, end - c.chunkOffset);
@@ -315,64 +396,122 @@ export class StargzReader {
     return this.read(node, 0, node.size);
   }
 
-  /** Returns the decompressed bytes of `chunks` (all of one file), fetching what is missing. */
-  async #chunks(node: TOCNode, chunks: Chunk[], signal?: AbortSignal): Promise<Uint8Array[]> {
-    const out: (Uint8Array | Promise<Uint8Array>)[] = new Array(chunks.length);
-    let run: Chunk[] = [];
-    let runIdx: number[] = [];
-    const flush = () => {
-      if (run.length === 0) return;
-      const promises = this.#fetchRun(node, run, signal);
-      runIdx.forEach((idx, k) => (out[idx] = promises[k]));
-      run = [];
-      runIdx = [];
-    };
+  /**
+   * The decompressed bytes of `chunks` (in blob order), each from a fetch already under way,
+   * the cache, or the source — chunks adjacent in the blob fetched in one range request.
+   */
+  async #chunks(chunks: Owned[], background: boolean): Promise<Uint8Array[]> {
+    const out: Promise<Uint8Array>[] = new Array(chunks.length);
+    const mine: { o: Owned; d: Deferred<Uint8Array> }[] = [];
     for (let i = 0; i < chunks.length; i++) {
-      const c = chunks[i];
-      const cached = this.#cache.get(this.#cacheKey + c.offset);
-      if (cached) {
-        flush();
-        out[i] = cached;
-        continue;
-      }
-      const pending = this.#inflight.get(c.offset);
+      const { chunk } = chunks[i];
+      const pending = this.#inflight.get(chunk.offset);
       if (pending) {
-        flush();
         out[i] = pending;
         continue;
       }
-      const prev = run[run.length - 1];
-      if (prev && (prev.end !== c.offset || c.end - run[0].offset > this.#maxCoalesce)) flush();
-      run.push(c);
-      runIdx.push(i);
+      // Claim the chunk before any await, so concurrent reads share this fetch.
+      const d = deferred<Uint8Array>();
+      this.#inflight.set(chunk.offset, d.promise);
+      d.promise.finally(() => this.#inflight.delete(chunk.offset)).catch(() => {});
+      out[i] = d.promise;
+      mine.push({ o: chunks[i], d });
     }
-    flush();
+    if (mine.length > 0) {
+      const hits = await Promise.all(mine.map(({ o }) => this.#cached(o.chunk)));
+      const misses: { o: Owned; d: Deferred<Uint8Array> }[] = [];
+      mine.forEach((m, k) => {
+        const hit = hits[k];
+        if (hit) {
+          this.stats.cacheHits++;
+          m.d.resolve(hit);
+        } else misses.push(m);
+      });
+      let run: typeof misses = [];
+      for (const m of misses) {
+        const prev = run[run.length - 1];
+        if (
+          prev &&
+          (prev.o.chunk.end !== m.o.chunk.offset ||
+            m.o.chunk.end - run[0].o.chunk.offset > this.#maxCoalesce)
+        ) {
+          this.#fetchRun(run, background);
+          run = [];
+        }
+        run.push(m);
+      }
+      if (run.length > 0) this.#fetchRun(run, background);
+    }
     return await Promise.all(out);
   }
 
-  /** Fetches compressed-contiguous chunks in one range request; one promise per chunk. */
-  #fetchRun(node: TOCNode, run: Chunk[], signal?: AbortSignal): Promise<Uint8Array>[] {
-    const start = run[0].offset;
-    const length = run[run.length - 1].end - start;
-    const fetched = this.source.read(start, length, signal).then((bytes) => {
-      this.contentRequests++;
-      this.bytesFetched += bytes.length;
+  /** The chunk from the cache (checked against its size), or undefined. */
+  async #cached(c: Chunk): Promise<Uint8Array | undefined> {
+    const info = { size: c.chunkSize, digest: c.digest };
+    try {
+      const hit = await this.#cache.get(this.#cacheKey + c.offset, info);
+      return hit && hit.length === c.chunkSize ? hit : undefined;
+    } catch {
+      return undefined; // a broken cache entry is a miss
+    }
+  }
+
+  /** Fetches compressed-contiguous chunks in one range request and settles their promises. */
+  #fetchRun(run: { o: Owned; d: Deferred<Uint8Array> }[], background: boolean): void {
+    const start = run[0].o.chunk.offset;
+    const length = run[run.length - 1].o.chunk.end - start;
+    this.source.read(start, length).then(async (bytes) => {
+      this.stats.requests++;
+      this.stats.bytesFetched += bytes.length;
+      if (background) this.stats.backgroundBytes += bytes.length;
       if (bytes.length !== length) {
         throw new StargzFormatError(`short read at ${start}: ${bytes.length} of ${length} bytes`);
       }
-      return bytes;
+      for (const { o, d } of run) {
+        const c = o.chunk;
+        try {
+          const data = await this.#decode(
+            o.node,
+            c,
+            bytes.subarray(c.offset - start, c.end - start),
+          );
+          this.stats.chunksFetched++;
+          this.#cache.set(this.#cacheKey + c.offset, data, { size: c.chunkSize, digest: c.digest });
+          d.resolve(data);
+        } catch (e) {
+          d.reject(e);
+        }
+      }
+    }).catch((e) => {
+      for (const { d } of run) d.reject(e);
     });
-    return run.map((c) => {
-      const p = fetched.then((bytes) =>
-        this.#decode(node, c, bytes.subarray(c.offset - start, c.end - start))
-      );
-      this.#inflight.set(c.offset, p);
-      p.then(
-        (data) => this.#cache.set(this.#cacheKey + c.offset, data),
-        () => {},
-      ).finally(() => this.#inflight.delete(c.offset));
-      return p;
-    });
+  }
+
+  /**
+   * Fetches chunks in the background into the cache: the prioritized region before the
+   * `.prefetch.landmark` (`landmark`), or the whole blob (`all`), one range request at a time
+   * so foreground reads keep most of the bandwidth. Resolves with the bytes fetched; stops
+   * early when `signal` aborts.
+   */
+  async prefetch(mode: "landmark" | "all", signal?: AbortSignal): Promise<number> {
+    const limit = mode === "all" ? Infinity : this.index.prefetchLandmark ?? 0;
+    const todo = this.index.chunks.filter((o) => o.chunk.offset < limit);
+    const before = this.stats.backgroundBytes;
+    let batch: Owned[] = [];
+    const flush = async () => {
+      if (batch.length === 0 || signal?.aborted) return;
+      const b = batch;
+      batch = [];
+      await this.#chunks(b, true).catch(() => {});
+    };
+    for (const o of todo) {
+      if (signal?.aborted) break;
+      const first = batch[0];
+      if (first && o.chunk.end - first.chunk.offset > this.#maxCoalesce) await flush();
+      batch.push(o);
+    }
+    await flush();
+    return this.stats.backgroundBytes - before;
   }
 
   async #decode(node: TOCNode, c: Chunk, compressed: Uint8Array): Promise<Uint8Array> {
@@ -414,6 +553,17 @@ export class StargzReader {
     const lm = this.index.prefetchLandmark;
     return lm ? { start: 0, end: lm } : undefined;
   }
+}
+
+/** `p`, or a rejection as soon as `signal` aborts (the work behind `p` goes on). */
+function abortable<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 export type { TOCError };

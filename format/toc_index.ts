@@ -88,6 +88,8 @@ export interface TOCIndex {
   noPrefetchLandmark: boolean;
   /** Problems the index contained rather than rejected (e.g. a hardlink to a missing file). */
   warnings: string[];
+  /** Every chunk of every file still in the tree, with its file, in blob order. */
+  chunks: { node: TOCNode; chunk: Chunk }[];
 }
 
 function newDir(path: string, implicit: boolean): TOCNode {
@@ -325,7 +327,12 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     }
   }
   computeExtents(allChunks, boundaries, tocOffset);
-  return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings };
+  const chunks: { node: TOCNode; chunk: Chunk }[] = [];
+  for (const node of new Set(byPath.values())) {
+    for (const chunk of node.chunks) chunks.push({ node, chunk });
+  }
+  chunks.sort((a, b) => a.chunk.offset - b.chunk.offset);
+  return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings, chunks };
 }
 
 function makeChunk(e: TOCEntry, i: number, where: string, tocOffset: number): Chunk {

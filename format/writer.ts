@@ -20,7 +20,7 @@ import {
   TarError,
   type TarHeader,
 } from "./tar_header.ts";
-import { readTar, type TarEntry } from "./tar_reader.ts";
+import { readTar } from "./tar_reader.ts";
 import {
   formatModTime,
   LANDMARK_CONTENT,
@@ -47,6 +47,14 @@ export interface WriterOptions {
   pool?: CompressPool;
   /** Called with the number of input bytes consumed so far, now and then. */
   onProgress?: (inputBytes: number) => void;
+  /**
+   * Paths to put first, in this order (with their parent directories and hardlink targets),
+   * followed by the `.prefetch.landmark` that tells readers to prefetch them. The input is
+   * spooled to a temporary file to reorder it.
+   */
+  prioritized?: string[];
+  /** Directory for that temporary file; default the system's. */
+  tempDir?: string;
 }
 
 /** What {@link writeEStargz} produced. */
@@ -63,6 +71,139 @@ export interface WriteResult {
   blobSize: number;
   /** The TOC written. */
   toc: TOC;
+  /** Prioritized paths that the input did not have. */
+  missingPrioritized: string[];
+}
+
+/** What the writer reads a file's content from. */
+interface ContentReader {
+  read(n: number): Promise<Uint8Array>;
+  readonly remaining: number;
+}
+
+/** One input entry in output order, or the place of the landmark. */
+type Ordered =
+  | { h: TarHeader; clean: string; raw: Uint8Array; content: ContentReader }
+  | { landmark: typeof PREFETCH_LANDMARK | typeof NO_PREFETCH_LANDMARK };
+
+/** Checks and cleans an entry's name; undefined for entries a conversion writes anew. */
+function entryName(h: TarHeader): string | undefined {
+  const name = cleanPath(h.name);
+  if (typeof name !== "string") {
+    const why = name.problem === "dotdot" ? "a '..' component" : "a NUL byte";
+    throw new TarError(`tar: entry ${JSON.stringify(h.name)} has ${why}`);
+  }
+  if (name === TOC_TAR_NAME || name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK) {
+    return undefined; // from an earlier conversion
+  }
+  return name;
+}
+
+/** Input order, after the `.no.prefetch.landmark` (as the reference writer places it). */
+async function* streamOrder(input: AsyncIterable<Uint8Array>): AsyncGenerator<Ordered> {
+  yield { landmark: NO_PREFETCH_LANDMARK };
+  for await (const e of readTar(tarStream(input))) {
+    const clean = entryName(e.header);
+    if (clean !== undefined) yield { h: e.header, clean, raw: e.rawHeader, content: e };
+  }
+}
+
+/**
+ * Prioritized order: the input is spooled to a temporary file, then the prioritized paths come
+ * first (each after its parent directories and, for hardlinks, its target), then the
+ * `.prefetch.landmark`, then everything else in input order.
+ */
+async function* prioritizedOrder(
+  input: AsyncIterable<Uint8Array>,
+  prioritized: string[],
+  missing: string[],
+  tempDir?: string,
+): AsyncGenerator<Ordered> {
+  const path = await Deno.makeTempFile({ prefix: "crfs-spool-", dir: tempDir });
+  const file = await Deno.open(path, { read: true, write: true });
+  try {
+    const list: { h: TarHeader; clean: string; at: number; rawLen: number; size: number }[] = [];
+    let pos = 0;
+    const write = async (b: Uint8Array) => {
+      for (let o = 0; o < b.length;) o += await file.write(b.subarray(o));
+      pos += b.length;
+    };
+    for await (const e of readTar(tarStream(input))) {
+      const clean = entryName(e.header);
+      if (clean === undefined) continue;
+      const at = pos;
+      const size = e.remaining;
+      await write(e.rawHeader);
+      while (e.remaining > 0) await write(await e.read(1 << 20));
+      list.push({ h: e.header, clean, at, rawLen: e.rawHeader.length, size });
+    }
+    const byName = new Map<string, number[]>();
+    list.forEach((x, i) => byName.set(x.clean, [...(byName.get(x.clean) ?? []), i]));
+    const moved = new Set<number>();
+    const first: number[] = [];
+    const moveName = (name: string, depth = 0) => {
+      if (depth > 64) return;
+      const parts = name.split("/");
+      for (let k = 1; k < parts.length; k++) {
+        for (const i of byName.get(parts.slice(0, k).join("/")) ?? []) {
+          if (!moved.has(i)) (moved.add(i), first.push(i));
+        }
+      }
+      for (const i of byName.get(name) ?? []) {
+        if (moved.has(i)) continue;
+        const t = list[i].h.kind === "hardlink" ? cleanPath(list[i].h.linkName) : undefined;
+        if (typeof t === "string") moveName(t, depth + 1);
+        moved.add(i);
+        first.push(i);
+      }
+    };
+    for (const p of prioritized) {
+      const name = cleanPath(p);
+      if (typeof name !== "string" || !byName.has(name)) missing.push(p);
+      else moveName(name);
+    }
+    const spooled = (i: number): Ordered => {
+      const x = list[i];
+      let left = x.size;
+      let at = x.at + x.rawLen;
+      return {
+        h: x.h,
+        clean: x.clean,
+        raw: new Uint8Array(0), // filled below
+        content: {
+          get remaining() {
+            return left;
+          },
+          async read(n: number) {
+            const out = new Uint8Array(Math.min(n, left));
+            await file.seek(at, Deno.SeekMode.Start);
+            for (let o = 0; o < out.length;) {
+              const got = await file.read(out.subarray(o));
+              if (got === null) throw new TarError("tar: spool file ended early");
+              o += got;
+            }
+            at += out.length;
+            left -= out.length;
+            return out;
+          },
+        },
+      };
+    };
+    const withHeader = async (i: number): Promise<Ordered> => {
+      const o = spooled(i) as Extract<Ordered, { h: TarHeader }>;
+      const raw = new Uint8Array(list[i].rawLen);
+      await file.seek(list[i].at, Deno.SeekMode.Start);
+      for (let k = 0; k < raw.length;) k += (await file.read(raw.subarray(k)))!;
+      o.raw = raw;
+      return o;
+    };
+    for (const i of first) yield await withHeader(i);
+    yield { landmark: PREFETCH_LANDMARK };
+    for (let i = 0; i < list.length; i++) if (!moved.has(i)) yield await withHeader(i);
+  } finally {
+    file.close();
+    await Deno.remove(path).catch(() => {});
+  }
 }
 
 /** A sink for output bytes. */
@@ -278,7 +419,7 @@ export async function writeEStargz(
     name: string,
     clean: string,
     rawHeader: Uint8Array,
-    entry: TarEntry | undefined,
+    entry: ContentReader | undefined,
     content?: Uint8Array,
   ) => {
     member.push(rawHeader);
@@ -315,7 +456,14 @@ export async function writeEStargz(
       const target = cleanPath(h.linkName);
       if (typeof target === "string") byName.get(target)?.links.push(mine[0]);
     }
-    if (h.kind !== "reg") return;
+    if (h.kind !== "reg") {
+      // Content of other kinds (a GNU dump directory) is copied through as it is.
+      while (entry && entry.remaining > 0) member.push((await entry.read(1 << 20)).slice());
+      if (entry && h.kind === "dir") {
+        member.push(new Uint8Array(paddingFor(rawContentSize(rawHeader))));
+      }
+      return;
+    }
     e.size = h.size;
     const fileHash = createHash("sha256");
     let written = 0;
@@ -345,29 +493,20 @@ export async function writeEStargz(
     opts.onProgress?.(consumed);
   };
 
+  const missingPrioritized: string[] = [];
   try {
-    // No prioritized files: the landmark that says so comes first, as the reference writer does.
-    const lm = landmarkHeader(NO_PREFETCH_LANDMARK);
-    await addEntry(
-      lm,
-      NO_PREFETCH_LANDMARK,
-      NO_PREFETCH_LANDMARK,
-      encodeHeader(lm),
-      undefined,
-      new Uint8Array([LANDMARK_CONTENT]),
-    );
-    for await (const entry of readTar(tarStream(input))) {
-      const h = entry.header;
-      const name = cleanPath(h.name);
-      if (typeof name !== "string") {
-        const why = name.problem === "dotdot" ? "a '..' component" : "a NUL byte";
-        throw new TarError(`tar: entry ${JSON.stringify(h.name)} has ${why}`);
+    const order = opts.prioritized?.length
+      ? prioritizedOrder(input, opts.prioritized, missingPrioritized, opts.tempDir)
+      : streamOrder(input);
+    for await (const item of order) {
+      if ("landmark" in item) {
+        const lm = landmarkHeader(item.landmark);
+        const content = new Uint8Array([LANDMARK_CONTENT]);
+        await addEntry(lm, item.landmark, item.landmark, encodeHeader(lm), undefined, content);
+        continue;
       }
-      if (name === TOC_TAR_NAME || name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK) {
-        continue; // from an earlier conversion: written anew
-      }
-      consumed += entry.rawHeader.length;
-      await addEntry(h, h.name, name, entry.rawHeader, entry);
+      consumed += item.raw.length;
+      await addEntry(item.h, item.h.name, item.clean, item.raw, item.content);
     }
     await startMember();
     await pipe.flush();
@@ -387,10 +526,18 @@ export async function writeEStargz(
       blobDigest,
       blobSize: pipe.written,
       toc,
+      missingPrioritized,
     };
   } finally {
     if (!opts.pool) pool.close();
   }
+}
+
+/** The size field of the last header block in `raw` (the entry's own header). */
+function rawContentSize(raw: Uint8Array): number {
+  const block = raw.subarray(raw.length - 512);
+  const text = new TextDecoder().decode(block.subarray(124, 136)).replace(/[\0 ]+$/, "").trim();
+  return text ? parseInt(text, 8) || 0 : 0;
 }
 
 /** Leaves out a user name where the previous entry with that uid had the same one. */

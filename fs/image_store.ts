@@ -2,7 +2,9 @@
  * What the file tree knows about registries, cached: manifests by digest (forever: they are
  * immutable), tags to digests (for the tag TTL), repository catalogs (for the same TTL), and one
  * stargz reader per layer blob, opened once and shared by every view and image that contains
- * the layer. Every layer of an image is opened in parallel.
+ * the layer. Every layer of an image is opened in parallel. With a disk cache, manifests,
+ * configs, TOCs, chunks and tag resolutions outlive the process, so a second mount of an image
+ * reads cached files without any registry request.
  *
  * @module
  */
@@ -14,6 +16,8 @@ import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../driver
 import type { RepositoryName } from "../drivers/reference.ts";
 import type { RangeSource } from "../format/range_source.ts";
 import { isNotFound, isRegistryError } from "../drivers/errors.ts";
+import { parseManifest } from "../drivers/manifest.ts";
+import { type DiskCache, TieredChunkCache } from "./disk_cache.ts";
 import { NodeError } from "./node.ts";
 
 /** Options of an {@link ImageStore}. */
@@ -24,8 +28,12 @@ export interface ImageStoreOptions {
   platform?: string;
   /** Shared in-memory cache of decompressed chunks. */
   chunkCache?: ChunkCache;
-  /** Wraps each layer's blob source (the disk cache hooks in here). */
+  /** Wraps each layer's blob source (e.g. to count traffic). */
   wrapSource?: (digest: string, source: RangeSource) => RangeSource;
+  /** The disk cache. */
+  disk?: DiskCache;
+  /** Bytes of a file read ahead when it is read sequentially (0 = off; default the reader's). */
+  readAhead?: number;
   /** Logs one line per problem. */
   log?: (line: string) => void;
 }
@@ -49,6 +57,8 @@ export class ImageStore {
   readonly log: (line: string) => void;
   readonly #chunkCache: ChunkCache;
   readonly #wrap?: (digest: string, source: RangeSource) => RangeSource;
+  readonly #disk?: DiskCache;
+  readonly #readAhead?: number;
   readonly #manifests = new Map<string, Promise<Manifest>>();
   readonly #tags = new Map<string, Timed<string | undefined>>();
   readonly #catalogs = new Map<string, Timed<string[] | undefined>>();
@@ -62,8 +72,11 @@ export class ImageStore {
     this.tagTtlMs = opts.tagTtlMs ?? 60_000;
     this.platform = opts.platform;
     this.log = opts.log ?? ((l) => console.error(l));
-    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(128 << 20);
+    const memory = opts.chunkCache ?? new MemoryChunkCache(128 << 20);
+    this.#chunkCache = opts.disk ? new TieredChunkCache(memory, opts.disk) : memory;
     this.#wrap = opts.wrapSource;
+    this.#disk = opts.disk;
+    this.#readAhead = opts.readAhead;
   }
 
   /**
@@ -120,12 +133,18 @@ export class ImageStore {
    * undefined when the tag does not exist. Cached for the tag TTL.
    */
   resolveTag(repo: RepositoryName, tag: string): Promise<string | undefined> {
-    return this.#fresh(this.#tags, `${repo.host}/${repo.repository}:${tag}`, async () => {
+    const ref = `${repo.host}/${repo.repository}:${tag}`;
+    return this.#fresh(this.#tags, ref, async () => {
+      const recorded = `${ref}@${this.platform ?? "default"}`;
+      const known = await this.#disk?.tag(recorded, this.tagTtlMs);
+      if (known) return known;
       try {
         const r = await this.driver(repo.host).resolve({ ...repo, tag }, {
           platform: this.platform,
         });
         this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
+        await this.#disk?.putObject(r.manifest.digest, r.manifest.bytes);
+        await this.#disk?.putTag(recorded, r.manifest.digest);
         return r.manifest.digest;
       } catch (e) {
         if (isNotFound(e)) return undefined;
@@ -138,7 +157,7 @@ export class ImageStore {
   async manifest(repo: RepositoryName, digest: string): Promise<Manifest | undefined> {
     let p = this.#manifests.get(digest);
     if (!p) {
-      p = this.driver(repo.host).getManifest(repo, digest);
+      p = this.#fetchManifest(repo, digest);
       this.#manifests.set(digest, p);
       p.catch(() => this.#manifests.delete(digest));
     }
@@ -148,6 +167,16 @@ export class ImageStore {
       if (isNotFound(e)) return undefined;
       throw e;
     }
+  }
+
+  async #fetchManifest(repo: RepositoryName, digest: string): Promise<Manifest> {
+    const cached = await this.#disk?.object(digest);
+    if (cached) {
+      return parseManifest(cached, digest, undefined, `${repo.host}/${repo.repository}@${digest}`);
+    }
+    const m = await this.driver(repo.host).getManifest(repo, digest);
+    await this.#disk?.putObject(m.digest, m.bytes);
+    return m;
   }
 
   /**
@@ -170,7 +199,15 @@ export class ImageStore {
     const d = manifest.json.config.digest;
     let p = this.#configs.get(d);
     if (!p) {
-      p = this.driver(repo.host).getConfig(repo, manifest);
+      p = (async (): Promise<ImageConfig> => {
+        const cached = await this.#disk?.object(d);
+        if (cached) {
+          return { digest: d, bytes: cached, json: JSON.parse(new TextDecoder().decode(cached)) };
+        }
+        const c = await this.driver(repo.host).getConfig(repo, manifest);
+        await this.#disk?.putObject(c.digest, c.bytes);
+        return c;
+      })();
       this.#configs.set(d, p);
       p.catch(() => this.#configs.delete(d));
     }
@@ -220,13 +257,28 @@ export class ImageStore {
   async #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
     const where = `${repo.host}/${repo.repository}@${desc.digest}`;
     try {
-      let source: RangeSource = await this.driver(repo.host).blob(repo, desc.digest, desc.size);
+      let source: RangeSource = new LazyBlobSource(
+        () => this.driver(repo.host).blob(repo, desc.digest, desc.size),
+        desc.size,
+      );
       if (this.#wrap) source = this.#wrap(desc.digest, source);
-      const reader = await StargzReader.open(source, {
-        tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
-        cache: this.#chunkCache,
-        cacheKey: `${desc.digest}:`,
-      });
+      const open = (src: RangeSource) =>
+        StargzReader.open(src, {
+          tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
+          cache: this.#chunkCache,
+          cacheKey: `${desc.digest}:`,
+          readAhead: this.#readAhead,
+        });
+      let reader: StargzReader;
+      if (this.#disk) {
+        try {
+          reader = await open(this.#disk.tailCaching(desc.digest, source));
+        } catch {
+          // A damaged cached TOC must not make the layer unreadable: forget it, fetch again.
+          await this.#disk.dropTail(desc.digest);
+          reader = await open(this.#disk.tailCaching(desc.digest, source));
+        }
+      } else reader = await open(source);
       for (const w of reader.index.warnings) this.log(`crfs: ${where}: ${w}`);
       return { digest: desc.digest, reader };
     } catch (e) {
@@ -236,8 +288,43 @@ export class ImageStore {
     }
   }
 
+  /** Every layer opened so far (for status reports). */
+  async openLayers(): Promise<OpenLayer[]> {
+    const out: OpenLayer[] = [];
+    for (const p of this.#layers.values()) {
+      try {
+        out.push(await p);
+      } catch { /* failed opens are not layers */ }
+    }
+    return out;
+  }
+
   /** Opens every layer of a manifest, in parallel. */
   layers(repo: RepositoryName, manifest: ImageManifest): Promise<OpenLayer[]> {
     return Promise.all(manifest.json.layers.map((d) => this.layer(repo, d)));
+  }
+}
+
+/**
+ * A blob source that asks the driver for the blob only when first read: a layer whose TOC and
+ * chunks all come from the disk cache makes no registry request at all.
+ */
+class LazyBlobSource implements RangeSource {
+  readonly size: number;
+  readonly #open: () => Promise<RangeSource>;
+  #source?: Promise<RangeSource>;
+  constructor(open: () => Promise<RangeSource>, size: number) {
+    this.#open = open;
+    this.size = size;
+  }
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    if (!this.#source) {
+      const p = this.#open();
+      this.#source = p;
+      p.catch(() => {
+        if (this.#source === p) this.#source = undefined;
+      });
+    }
+    return (await this.#source).read(offset, length, signal);
   }
 }

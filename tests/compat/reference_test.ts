@@ -144,3 +144,20 @@ for (const [what, tarPath, chunkSize] of referenceInputs) {
     });
   }
 }
+
+Deno.test("the reference reader verifies a crfs blob with prioritized files and a .prefetch.landmark", async () => {
+  await withTemp(async (dir) => {
+    const tar = randomTar({ seed: 23, chunkSize: 1500, entries: 150 });
+    const expected = await expectedTree(once(tar));
+    const regs = [...expected].filter(([, n]) => n.type === "reg").map(([p]) => p);
+    const { writeEStargz } = await import("../../format/writer.ts");
+    const parts: Uint8Array<ArrayBuffer>[] = [];
+    const result = await writeEStargz(once(tar), (b) => {
+      parts.push(b.slice());
+    }, { chunkSize: 1500, prioritized: regs.slice(0, 5) });
+    await Deno.writeFile(`${dir}/p.estargz`, new Uint8Array(await new Blob(parts).arrayBuffer()));
+    const report = await verifyWithReference(`${dir}/p.estargz`, result.tocDigest);
+    assert.equal(report.verified, true);
+    assert.ok(report.entries.some((e) => e.name === ".prefetch.landmark"));
+  });
+});

@@ -141,3 +141,43 @@ Deno.test("GNU tar extracts the blob to exactly the input tree (a real directory
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+Deno.test("prioritized files come first, before a .prefetch.landmark, with parents and link targets", async () => {
+  const tar = randomTar({ seed: 31, chunkSize: 2000, entries: 200 });
+  const expected = await expectedTree(once(tar));
+  const regs = [...expected].filter(([p, n]) => n.type === "reg" && p.includes("/")).map(([p]) =>
+    p
+  );
+  const wanted = [regs[3], regs[0], regs[regs.length - 1]];
+  const out: Uint8Array[] = [];
+  const { writeEStargz } = await import("../../format/writer.ts");
+  const result = await writeEStargz(once(tar), (b) => {
+    out.push(b.slice());
+  }, { chunkSize: 2000, prioritized: [...wanted, "no/such/file"] });
+  assert.deepEqual(result.missingPrioritized, ["no/such/file"]);
+  const blob = new Uint8Array(out.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of out) {
+    blob.set(p, o);
+    o += p.length;
+  }
+  const r = await StargzReader.open(new BytesSource(blob));
+  const landmark = r.index.prefetchLandmark!;
+  assert.ok(landmark > 0, "the blob has a .prefetch.landmark");
+  assert.equal(r.index.noPrefetchLandmark, false);
+  const prioritizedNodes = new Set(wanted.map((p) => r.lookup(p)!));
+  for (const { node, chunk } of r.index.chunks) {
+    if (prioritizedNodes.has(node)) {
+      assert.ok(chunk.offset < landmark, `${node.path} before the landmark`);
+    }
+  }
+  assert.ok(r.index.chunks.some(({ chunk }) => chunk.offset > landmark), "the rest after it");
+  // Prefetching the landmark region fetches the prioritized chunks and nothing after them.
+  const fetched = await r.prefetch("landmark");
+  assert.ok(fetched > 0 && fetched <= landmark, `prefetched ${fetched} of ${landmark}`);
+  const requests = r.stats.requests;
+  for (const p of wanted) await r.readFile(r.lookup(p)!);
+  assert.equal(r.stats.requests, requests, "prioritized files are read from the cache");
+  // Same tree, same bytes, whatever the order.
+  await assertSameTree(r, expected, 31);
+});
