@@ -77,7 +77,7 @@ export const catCommand: Command = {
       if (target.rootDepth === 0) {
         throw new UserError(`${positionals[0]}: name a file inside an image`, 2);
       }
-      const setup = await setupRegistry(values);
+      const setup = await setupRegistry(values, { prefetch: false });
       if (target.repo) setup.store.hintRepository(target.repo);
       const root = rootNode(setup.store, { localDir: setup.localDir });
       const { node } = await walkTree(root, target, true);
@@ -87,6 +87,7 @@ export const catCommand: Command = {
       }
       const file: FsNode = node;
       await stream(positionals[0], a.size, (o, l) => file.read!(o, l));
+      await setup.disk?.flush();
     } catch (e) {
       throw userFacing(e);
     }

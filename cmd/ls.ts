@@ -69,11 +69,12 @@ export const lsCommand: Command = {
     }
     try {
       const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      const setup = await setupRegistry(values);
+      const setup = await setupRegistry(values, { prefetch: false });
       if (target.repo) setup.store.hintRepository(target.repo);
       const root = rootNode(setup.store, { localDir: setup.localDir });
       const found = await walkTree(root, target, true);
       await printListing(await fsListItem(found.name, found.node), opts, writeStdout);
+      await setup.disk?.flush();
     } catch (e) {
       throw userFacing(e);
     }

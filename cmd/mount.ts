@@ -26,6 +26,9 @@ Options:
       --host HOST        list HOST in layers/ and images/ (any host can be looked up); repeatable
       --allow-other      let other users access the mount (needs user_allow_other for non-root)
       --read-ahead KB    kernel readahead for the mount (default 1024)
+      --record FILE      write the path of every file read (in first-read order, one per
+                         line) to FILE: a workload's files, ready for 'crfs convert --prioritize-file'
+The root also holds crfs-status.json: bytes and requests fetched per layer, cache hits.
   -h, --help             show this help
 
 ${REGISTRY_HELP}`;
@@ -39,6 +42,7 @@ export const mountCommand: Command = {
       host: { type: "string", multiple: true },
       "allow-other": { type: "boolean" },
       "read-ahead": { type: "string" },
+      record: { type: "string" },
       ...registryFlags,
     });
     if (positionals.length > 1) {
@@ -54,7 +58,25 @@ export const mountCommand: Command = {
       hosts: values.host as string[] | undefined,
       localDir: setup.localDir,
     });
-    const fs = new CrfsFilesystem(root, { tagTtlMs: setup.tagTtlMs });
+    let record: ((path: string) => void) | undefined;
+    let recordDone = Promise.resolve();
+    if (values.record) {
+      let f: Deno.FsFile;
+      try {
+        f = await Deno.open(values.record as string, { write: true, create: true, truncate: true });
+      } catch (e) {
+        throw new UserError(`--record ${values.record}: ${(e as Error).message}`);
+      }
+      const enc = new TextEncoder();
+      // Lines are written in order as files are first read, so the list survives a kill.
+      record = (path) => {
+        recordDone = recordDone.then(async () => {
+          const b = enc.encode(`/${path}\n`);
+          for (let o = 0; o < b.length;) o += await f.write(b.subarray(o));
+        }).catch(() => {});
+      };
+    }
+    const fs = new CrfsFilesystem(root, { tagTtlMs: setup.tagTtlMs, onFirstRead: record });
     let m;
     try {
       m = await mount(mountpoint, fs, {
@@ -68,6 +90,9 @@ export const mountCommand: Command = {
     installSignalUnmount(m, { exit: false });
     console.error(`crfs: mounted at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount)`);
     await m.closed;
+    setup.store.stopBackground();
+    await recordDone;
+    await setup.disk?.flush();
     console.error(`crfs: unmounted ${m.mountpoint}`);
     return 0;
   },

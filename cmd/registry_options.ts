@@ -11,7 +11,8 @@ import {
   RegistryError,
 } from "../drivers/mod.ts";
 import { ImageStore } from "../fs/image_store.ts";
-import { type Options, UsageError, UserError } from "./cli.ts";
+import { defaultCacheDir, DiskCache } from "../fs/disk_cache.ts";
+import { type Options, parseSize, UsageError, UserError } from "./cli.ts";
 
 /** The flags, in `parseFlags` form. */
 export const registryFlags = {
@@ -22,6 +23,11 @@ export const registryFlags = {
   username: { type: "string" },
   "password-stdin": { type: "boolean" },
   "tag-ttl": { type: "string" },
+  "cache-dir": { type: "string" },
+  "cache-size": { type: "string" },
+  "no-cache": { type: "boolean" },
+  prefetch: { type: "string" },
+  "no-background-fetch": { type: "boolean" },
   debug: { type: "boolean" },
 } satisfies Options;
 
@@ -35,6 +41,14 @@ export const REGISTRY_HELP = `Registry options:
       --username USER           registry user (password from stdin with --password-stdin);
                                 otherwise credentials come from the docker config
       --tag-ttl SECONDS         how long a tag's digest and listings are trusted (default 60)
+      --cache-dir DIR           disk cache of chunks, TOCs, manifests and tags, shared by every
+                                crfs on the machine (default /var/cache/crfs for root,
+                                ~/.cache/crfs otherwise)
+      --cache-size SIZE         disk cache budget, least recently used entries go (default 10G)
+      --no-cache                no disk cache (memory only)
+      --prefetch MODE           after a layer opens, fetch in the background: landmark (the
+                                files its eStargz landmark prioritizes; default), all, off
+      --no-background-fetch     no prefetch and no read-ahead: fetch only what is read
       --debug                   log every registry request (credentials are never shown)
 `;
 
@@ -45,10 +59,18 @@ export interface RegistrySetup {
   tagTtlMs: number;
   localDir?: string;
   debug: boolean;
+  /** The disk cache, unless --no-cache. */
+  disk?: DiskCache;
 }
 
-/** Builds drivers and the image store from parsed flag values. */
-export async function setupRegistry(values: Record<string, unknown>): Promise<RegistrySetup> {
+/**
+ * Builds drivers and the image store from parsed flag values. One-shot commands pass
+ * `prefetch: false`: they read what they need and exit.
+ */
+export async function setupRegistry(
+  values: Record<string, unknown>,
+  opts: { prefetch?: boolean } = {},
+): Promise<RegistrySetup> {
   const debug = values.debug === true;
   let password: string | undefined;
   if (values["password-stdin"]) {
@@ -73,11 +95,36 @@ export async function setupRegistry(values: Record<string, unknown>): Promise<Re
       throw new UserError((e as Error).message);
     }
   }
+  let disk: DiskCache | undefined;
+  if (!values["no-cache"]) {
+    const dir = (values["cache-dir"] as string | undefined) ?? defaultCacheDir();
+    const maxBytes = values["cache-size"]
+      ? parseSize(values["cache-size"] as string, "--cache-size")
+      : undefined;
+    try {
+      disk = await DiskCache.open(dir, { maxBytes });
+    } catch (e) {
+      throw new UserError(
+        `cache directory ${dir}: ${(e as Error).message} (use --cache-dir or --no-cache)`,
+      );
+    }
+  }
+  const background = values["no-background-fetch"] !== true;
+  const prefetch = (values.prefetch as string | undefined) ?? "landmark";
+  if (!["off", "landmark", "all"].includes(prefetch)) {
+    throw new UsageError("--prefetch is one of landmark, all, off");
+  }
   const store = new ImageStore(drivers, {
     tagTtlMs: ttl * 1000,
     platform: values.platform as string | undefined,
+    disk,
+    prefetch: background && opts.prefetch !== false
+      ? prefetch as "off" | "landmark" | "all"
+      : "off",
+    readAhead: background ? undefined : 0,
   });
-  return { drivers, store, tagTtlMs: ttl * 1000, localDir, debug };
+  await store.init();
+  return { drivers, store, tagTtlMs: ttl * 1000, localDir, debug, disk };
 }
 
 /** Turns registry and reference errors into user errors (no stack traces for them). */

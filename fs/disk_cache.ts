@@ -61,6 +61,7 @@ export class DiskCache implements ChunkCache {
   readonly #lru = new Map<string, number>();
   readonly #log: (line: string) => void;
   #writeFailed = false;
+  readonly #pending = new Set<Promise<void>>();
 
   private constructor(dir: string, opts: DiskCacheOptions) {
     this.dir = dir;
@@ -71,7 +72,7 @@ export class DiskCache implements ChunkCache {
   /** Opens (creating if needed) the cache at `dir` and indexes what is there. */
   static async open(dir: string, opts: DiskCacheOptions = {}): Promise<DiskCache> {
     const c = new DiskCache(dir, opts);
-    for (const sub of ["chunks", "tails", "objects", "tags", "tmp"]) {
+    for (const sub of ["chunks", "tails", "objects", "tags", "repos", "tmp"]) {
       await Deno.mkdir(`${dir}/${sub}`, { recursive: true });
     }
     const found: { path: string; size: number; mtime: number }[] = [];
@@ -191,13 +192,20 @@ export class DiskCache implements ChunkCache {
     return data;
   }
 
-  /** Stores a chunk (in the background). */
+  /** Stores a chunk (in the background; {@link flush} waits for it). */
   set(key: string, value: Uint8Array, info: ChunkInfo): void {
     const hex = info.digest?.startsWith("sha256:") ? info.digest.slice(7) : sha256Hex(value);
     const file = new Uint8Array(value.length + 64);
     file.set(value);
     file.set(new TextEncoder().encode(hex), value.length);
-    this.#write(this.#chunkPath(key), file);
+    const p = this.#write(this.#chunkPath(key), file);
+    this.#pending.add(p);
+    p.finally(() => this.#pending.delete(p));
+  }
+
+  /** Waits for background writes (before a command exits). */
+  async flush(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 
   /** A manifest or config by digest, checked against the digest. */
@@ -239,6 +247,27 @@ export class DiskCache implements ChunkCache {
   async putTag(ref: string, digest: string): Promise<void> {
     const rec = JSON.stringify({ ref, digest, at: Date.now() });
     await this.#write(this.#tagPath(ref), new TextEncoder().encode(rec), false);
+  }
+
+  /** Records that repository `name` (host/repository) answered now. */
+  async putRepository(name: string): Promise<void> {
+    const rec = JSON.stringify({ name, at: Date.now() });
+    const path = `${this.dir}/repos/${sha256Hex(new TextEncoder().encode(name))}`;
+    await this.#write(path, new TextEncoder().encode(rec), false);
+  }
+
+  /** Repositories (host/repository) recorded less than `ttlMs` ago. */
+  async repositories(ttlMs: number): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      for await (const e of Deno.readDir(`${this.dir}/repos`)) {
+        try {
+          const rec = JSON.parse(await Deno.readTextFile(`${this.dir}/repos/${e.name}`));
+          if (typeof rec.name === "string" && Date.now() - rec.at < ttlMs) out.push(rec.name);
+        } catch { /* a damaged record is no record */ }
+      }
+    } catch { /* no records */ }
+    return out;
   }
 
   /** Wraps a layer blob's source so reads of its end (footer and TOC) are kept on disk. */

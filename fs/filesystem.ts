@@ -30,6 +30,8 @@ export interface FilesystemOptions {
   immutableTtlMs?: number;
   /** Logs a line per failed operation. */
   log?: (line: string) => void;
+  /** Called once per file with a path inside its image, the first time it is read. */
+  onFirstRead?: (path: string) => void;
 }
 
 const TYPE_BITS: Record<NodeKind, number> = {
@@ -81,6 +83,8 @@ export class CrfsFilesystem implements FuseOps {
   readonly #immutableTtl: number;
   readonly #log: (line: string) => void;
   readonly #dirHandles = new Map<number, [string, FsNode][]>();
+  readonly #onFirstRead?: (path: string) => void;
+  readonly #seen = new Set<string>();
   #nextFh = 1;
 
   constructor(root: FsNode, opts: FilesystemOptions) {
@@ -88,6 +92,7 @@ export class CrfsFilesystem implements FuseOps {
     this.#tagTtl = opts.tagTtlMs;
     this.#immutableTtl = opts.immutableTtlMs ?? 86_400_000;
     this.#log = opts.log ?? ((l) => console.error(l));
+    this.#onFirstRead = opts.onFirstRead;
   }
 
   #ttl(n: FsNode): number {
@@ -158,10 +163,11 @@ export class CrfsFilesystem implements FuseOps {
   }
 
   open(nodeId: number, flags: number): Promise<OpenReply> {
-    return this.#guard("open", () => {
+    return this.#guard("open", (): Promise<OpenReply> => {
       const n = this.#node(nodeId);
       if ((flags & 3) !== 0) throw new FuseError(Errno.EROFS);
       if (!n.read) throw new FuseError(n.list ? Errno.EISDIR : Errno.EACCES);
+      if (n.dynamic) return Promise.resolve({ directIo: true });
       return Promise.resolve({ keepCache: n.volatility === "immutable" });
     });
   }
@@ -176,6 +182,10 @@ export class CrfsFilesystem implements FuseOps {
     return this.#guard("read", () => {
       const n = this.#node(nodeId);
       if (!n.read) throw new FuseError(Errno.EISDIR);
+      if (this.#onFirstRead && n.path !== undefined && !this.#seen.has(n.path)) {
+        this.#seen.add(n.path);
+        this.#onFirstRead(n.path);
+      }
       return n.read(offset, size, signal);
     });
   }

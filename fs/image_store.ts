@@ -34,6 +34,11 @@ export interface ImageStoreOptions {
   disk?: DiskCache;
   /** Bytes of a file read ahead when it is read sequentially (0 = off; default the reader's). */
   readAhead?: number;
+  /**
+   * Background fetching once a layer opens: `landmark` (default) fetches the files its
+   * `.prefetch.landmark` marks as prioritized, `all` the whole layer, `off` nothing.
+   */
+  prefetch?: "off" | "landmark" | "all";
   /** Logs one line per problem. */
   log?: (line: string) => void;
 }
@@ -59,6 +64,8 @@ export class ImageStore {
   readonly #wrap?: (digest: string, source: RangeSource) => RangeSource;
   readonly #disk?: DiskCache;
   readonly #readAhead?: number;
+  readonly #prefetch: "off" | "landmark" | "all";
+  readonly #background = new AbortController();
   readonly #manifests = new Map<string, Promise<Manifest>>();
   readonly #tags = new Map<string, Timed<string | undefined>>();
   readonly #catalogs = new Map<string, Timed<string[] | undefined>>();
@@ -77,6 +84,15 @@ export class ImageStore {
     this.#wrap = opts.wrapSource;
     this.#disk = opts.disk;
     this.#readAhead = opts.readAhead;
+    this.#prefetch = opts.prefetch ?? "landmark";
+  }
+
+  /**
+   * Loads what the disk cache knows (repositories seen within the tag TTL), so a new mount
+   * walks to them without asking the registry.
+   */
+  async init(): Promise<void> {
+    for (const r of (await this.#disk?.repositories(this.tagTtlMs)) ?? []) this.#knownRepos.add(r);
   }
 
   /**
@@ -137,7 +153,10 @@ export class ImageStore {
     return this.#fresh(this.#tags, ref, async () => {
       const recorded = `${ref}@${this.platform ?? "default"}`;
       const known = await this.#disk?.tag(recorded, this.tagTtlMs);
-      if (known) return known;
+      if (known) {
+        this.#knownRepos.add(`${repo.host}/${repo.repository}`);
+        return known;
+      }
       try {
         const r = await this.driver(repo.host).resolve({ ...repo, tag }, {
           platform: this.platform,
@@ -145,6 +164,8 @@ export class ImageStore {
         this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
         await this.#disk?.putObject(r.manifest.digest, r.manifest.bytes);
         await this.#disk?.putTag(recorded, r.manifest.digest);
+        await this.#disk?.putRepository(`${repo.host}/${repo.repository}`);
+        this.#knownRepos.add(`${repo.host}/${repo.repository}`);
         return r.manifest.digest;
       } catch (e) {
         if (isNotFound(e)) return undefined;
@@ -280,12 +301,27 @@ export class ImageStore {
         }
       } else reader = await open(source);
       for (const w of reader.index.warnings) this.log(`crfs: ${where}: ${w}`);
+      if (this.#prefetch !== "off") {
+        reader.prefetch(this.#prefetch, this.#background.signal).catch((e) =>
+          this.log(`crfs: ${where}: prefetch stopped: ${(e as Error).message}`)
+        );
+      }
       return { digest: desc.digest, reader };
     } catch (e) {
       const msg = `layer ${where}: ${(e as Error).message}`;
       this.log(`crfs: ${msg}`);
       throw new NodeError("EIO", msg);
     }
+  }
+
+  /** The disk cache, if any. */
+  get disk(): DiskCache | undefined {
+    return this.#disk;
+  }
+
+  /** Stops background fetching (before unmounting). */
+  stopBackground(): void {
+    this.#background.abort();
   }
 
   /** Every layer opened so far (for status reports). */

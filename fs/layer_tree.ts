@@ -43,6 +43,7 @@ export function tocFileNode(key: string, reader: StargzReader, n: TOCNode, where
     volatility: "immutable",
     attr: () => tocAttr(n),
     xattrs: () => n.xattrs,
+    path: n.path,
   };
   if (n.type === "symlink") node.readlink = () => Promise.resolve(n.linkName);
   if (n.type === "reg") {

@@ -50,6 +50,10 @@ export interface FsNode {
   read?(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
   /** Extended attributes. */
   xattrs?(): Map<string, Uint8Array>;
+  /** Content that changes while open (status files): served without the page cache. */
+  readonly dynamic?: boolean;
+  /** The node's path inside its image or layer, for recording what a workload reads. */
+  readonly path?: string;
 }
 
 /** A node error carrying an errno name (`ENOENT`, `EIO`, …) for the FUSE layer. */

@@ -22,6 +22,7 @@ import type { RepositoryName } from "../drivers/reference.ts";
 import { isRegistryError } from "../drivers/errors.ts";
 import { ImageStore } from "./image_store.ts";
 import { layerRoot } from "./layer_tree.ts";
+import { statusNode } from "./status.ts";
 import { unionRoot } from "./union.ts";
 import { bytesNode, dirAttr, type FsNode, NodeError, staticDir, symlinkNode } from "./node.ts";
 
@@ -73,6 +74,7 @@ export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
   ) => [v, viewDir(store, v, seen, opts)]);
   return staticDir("root", [
     ["README-crfs.txt", bytesNode("readme", new TextEncoder().encode(README))],
+    ["crfs-status.json", statusNode(store)],
     ...views,
   ]);
 }
