@@ -1,10 +1,13 @@
 /**
- * `crfs convert`: turns a tar or tar.gz layer into an eStargz blob (local files or stdin/stdout).
- * The output file appears only when complete: it is written beside the target and renamed.
+ * `crfs convert`: turns a tar or tar.gz layer into an eStargz blob (local files or
+ * stdin/stdout), or a whole image into an eStargz image (registries, OCI layouts, docker
+ * archives; the work is in image_convert.ts). A layer's output file appears only when
+ * complete: it is written beside the target and renamed.
  *
  * @module
  */
 import { DEFAULT_CHUNK_SIZE, writeEStargz } from "../format/writer.ts";
+import { formatReference } from "../drivers/reference.ts";
 import {
   type Command,
   formatBytes,
@@ -15,22 +18,43 @@ import {
   UserError,
   writeStdout,
 } from "./cli.ts";
+import { convertImage, DEFAULT_JOBS, summarize } from "./image_convert.ts";
+import { type Endpoint, parseEndpoint } from "./image_endpoint.ts";
+import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
 
 const HELP = `Usage: crfs convert [options] IN OUT
+       crfs convert [options] SRC DST
 
 Converts a tar or tar.gz layer into an eStargz blob: every file's content in its own gzip
 members, large files split into chunks, a table of contents (TOC) at the end. The result is
-still a valid tar.gz. Prints the TOC digest.
+still a valid tar.gz. Prints the TOC digest. IN and OUT are local files; '-' means standard
+input / standard output.
 
-IN and OUT are local files; '-' means standard input / standard output.
+With an image on either side, converts every layer of the image SRC to eStargz and writes the
+image to DST (OCI media types, TOC digest and uncompressed size annotations on each layer,
+config diff_ids rewritten, everything else kept). Prints DST with the digest written.
+SRC and DST forms:
+  HOST/REPO[:TAG][@DIGEST]   a registry (docker:// prefix optional; a Docker Hub name as SRC)
+  oci:DIR[:TAG]              an OCI image layout (created when missing; TAG default latest)
+  docker-archive:FILE[:NAME:TAG]   a docker save / skopeo archive (SRC only)
+  FILE.tar, FILE.tar.gz      as SRC: a docker archive, or else one layer made into an image
+Blobs already at DST are not uploaded again; on the same registry they are mounted from SRC's
+repository when possible. Nothing is tagged unless every blob is in place.
 
 Options:
       --chunk-size SIZE   largest chunk of a file per gzip member (default 4M)
       --level N           gzip compression level 1-9 (default 6)
       --workers N         compression threads (default: one per core)
+      --jobs N            image layers converted at the same time (default ${DEFAULT_JOBS})
+      --all-platforms     convert every platform of a multi-platform SRC and write an index
+                          (attestation entries are left out); default: the --platform one
+      --meta-tag TAG      also write, under TAG in DST's repository, the metadata-only variant:
+                          the same config (env, entry point, …) with one empty layer, labelled
+                          and annotated io.crfs.stargz.image=REPO@DIGEST of the eStargz image
   -q, --quiet             no progress line, no summary
   -h, --help              show this help
-`;
+
+${REGISTRY_HELP}`;
 
 export const convertCommand: Command = {
   name: "convert",
@@ -42,11 +66,22 @@ export const convertCommand: Command = {
       level: { type: "string" },
       workers: { type: "string" },
       quiet: { type: "boolean", short: "q" },
+      jobs: { type: "string" },
+      "all-platforms": { type: "boolean" },
+      "meta-tag": { type: "string" },
+      ...registryFlags,
     });
     if (positionals.length !== 2) {
       throw new UsageError("convert takes IN and OUT; see 'crfs convert --help'");
     }
     const [inPath, outPath] = positionals;
+    const src = await parseEndpoint(inPath, "src").catch((e) => {
+      throw userFacing(e);
+    });
+    const dst = await parseEndpoint(outPath, "dst", src.kind === "file").catch((e) => {
+      throw userFacing(e);
+    });
+    const imageMode = src.kind !== "file" || dst.kind !== "file";
     const chunkSize = values["chunk-size"]
       ? parseSize(values["chunk-size"] as string, "--chunk-size")
       : DEFAULT_CHUNK_SIZE;
@@ -59,6 +94,16 @@ export const convertCommand: Command = {
       throw new UsageError("--workers must be a number 0-256");
     }
     const quiet = values.quiet === true;
+    if (imageMode) {
+      return await runImage(src, dst, values, { chunkSize, level, workers, quiet });
+    }
+    for (
+      const flag of ["jobs", "all-platforms", "meta-tag", ...Object.keys(registryFlags)]
+    ) {
+      if (values[flag] !== undefined) {
+        throw new UsageError(`--${flag} is for images; IN and OUT are layer files`);
+      }
+    }
 
     let input: ReadableStream<Uint8Array>;
     let inputSize = 0;
@@ -138,3 +183,66 @@ export const convertCommand: Command = {
     }
   },
 };
+
+/** The image half of `crfs convert`. */
+async function runImage(
+  src: Endpoint,
+  dst: Endpoint,
+  values: Record<string, unknown>,
+  o: { chunkSize: number; level: number; workers?: number; quiet: boolean },
+): Promise<number> {
+  const jobs = values.jobs === undefined ? undefined : Number(values.jobs);
+  if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)) {
+    throw new UsageError("--jobs must be a number 1-64");
+  }
+  const metaTag = values["meta-tag"] as string | undefined;
+  if (metaTag !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(metaTag)) {
+    throw new UsageError(`--meta-tag: bad tag ${JSON.stringify(metaTag)}`);
+  }
+  if (values["all-platforms"] && values.platform !== undefined) {
+    throw new UsageError("--platform and --all-platforms exclude each other");
+  }
+  if (values["password-stdin"] && (src.kind === "file" && src.path === "-")) {
+    throw new UsageError("--password-stdin and reading from standard input exclude each other");
+  }
+  const progress = new Progress(!o.quiet && Deno.stderr.isTerminal());
+  const controller = new AbortController();
+  const onSignal = () => controller.abort(new Error("interrupted"));
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  const started = performance.now();
+  try {
+    // Conversion reads whole blobs once: no disk cache, no prefetching.
+    const setup = await setupRegistry({ ...values, "no-cache": true }, { prefetch: false });
+    const result = await convertImage(src, dst, setup.drivers, {
+      platform: values.platform as string | undefined,
+      allPlatforms: values["all-platforms"] === true,
+      metaTag,
+      chunkSize: o.chunkSize,
+      level: o.level,
+      workers: o.workers,
+      jobs,
+      signal: controller.signal,
+      onProgress: (line) => progress.update(line),
+    });
+    progress.done();
+    const where = (tag: string) =>
+      dst.kind === "registry"
+        ? formatReference({ ...dst.ref, tag, digest: undefined })
+        : dst.kind === "oci"
+        ? `oci:${dst.dir}:${tag}`
+        : dst.text;
+    console.log(`${where(result.tag)}@${result.digest}`);
+    if (result.meta) console.log(`${where(result.meta.tag)}@${result.meta.digest}`);
+    if (!o.quiet) {
+      for (const line of summarize(result)) console.error(`crfs: ${line}`);
+      console.error(`crfs: done in ${((performance.now() - started) / 1000).toFixed(2)} s`);
+    }
+    return 0;
+  } catch (e) {
+    progress.done();
+    throw userFacing(e);
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  }
+}
