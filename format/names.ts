@@ -17,14 +17,16 @@ const encoder = new TextEncoder();
 
 /** Decodes bytes to a name string, escaping bytes that are not valid UTF-8. */
 export function decodeName(bytes: Uint8Array): string {
-  let ascii = true;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] >= 0x80) {
-      ascii = false;
-      break;
+  if (bytes.length < 256) {
+    let ascii = true;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] >= 0x80) {
+        ascii = false;
+        break;
+      }
     }
+    if (ascii) return String.fromCharCode(...bytes);
   }
-  if (ascii) return bytes.length < 4096 ? String.fromCharCode(...bytes) : utf8.decode(bytes);
   try {
     return utf8.decode(bytes);
   } catch {

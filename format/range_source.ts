@@ -14,6 +14,11 @@ export interface RangeSource {
    * Must reject rather than return partial or wrong data.
    */
   read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Optional: forget any cached copy of `[offset, offset + length)` because its bytes failed a
+   * check; the next read must fetch them afresh.
+   */
+  invalidate?(offset: number, length: number): Promise<void>;
 }
 
 /** A {@link RangeSource} over bytes already in memory. */

@@ -105,6 +105,12 @@ export interface OpenOptions {
    * 8 MiB; 0 turns read-ahead off.
    */
   readAhead?: number;
+  /**
+   * When a read must fetch, also fetch the chunks that follow in the blob up to this many
+   * compressed bytes in the same request (small files are read in bursts: a directory walk, a
+   * program start). Default 256 KiB; 0 fetches only what the read needs.
+   */
+  fetchWindow?: number;
 }
 
 /** Counters of one reader, for status reports. */
@@ -185,6 +191,10 @@ export class StargzReader {
   readonly #cacheKey: string;
   readonly #maxCoalesce: number;
   readonly #readAhead: number;
+  readonly #fetchWindow: number;
+  /** Where the last foreground fetch window ended, and how big windows are now. */
+  #windowEnd = -1;
+  #window = 0;
   readonly #inflight = new Map<number, Promise<Uint8Array>>();
   readonly #lastEnd = new WeakMap<TOCNode, number>();
   /** Counters for status reports. */
@@ -216,6 +226,7 @@ export class StargzReader {
     this.#cacheKey = opts.cacheKey ?? "";
     this.#maxCoalesce = opts.maxCoalesce ?? 8 << 20;
     this.#readAhead = opts.readAhead ?? 8 << 20;
+    this.#fetchWindow = opts.fetchWindow ?? 256 << 10;
   }
 
   /** Opens a blob: reads footer and TOC, verifies the TOC digest if expected, builds the tree. */
@@ -440,9 +451,73 @@ export class StargzReader {
         }
         run.push(m);
       }
-      if (run.length > 0) this.#fetchRun(run, background);
+      if (run.length > 0) {
+        if (!background && this.#fetchWindow > 0) this.#extend(run);
+        this.#fetchRun(run, background);
+      }
     }
     return await Promise.all(out);
+  }
+
+  /**
+   * Adds to `run` the chunks that follow it in the blob, up to the fetch window. Misses that
+   * walk the blob in order (a `find` reading everything, a program loading its libraries
+   * in the order the image was built) grow the window up to 4 MiB and start fetching the next
+   * window in the background, so the walk rarely waits for the network.
+   */
+  #extend(run: { o: Owned; d: Deferred<Uint8Array> }[]): void {
+    const all = this.index.chunks;
+    const last = run[run.length - 1].o.chunk;
+    const start = run[0].o.chunk.offset;
+    const sequential = this.#windowEnd >= 0 && start >= this.#windowEnd - this.#fetchWindow &&
+      start <= this.#windowEnd + this.#fetchWindow;
+    this.#window = sequential
+      ? Math.min(Math.max(this.#window, this.#fetchWindow) * 2, 4 << 20)
+      : this.#fetchWindow;
+    let k = this.#chunkIndexAfter(last.offset);
+    let end = last.end;
+    for (; k < all.length; k++) {
+      const o = all[k];
+      if (o.chunk.offset !== end || o.chunk.end - start > this.#window) break;
+      end = o.chunk.end;
+      if (this.#inflight.has(o.chunk.offset)) continue;
+      const d = deferred<Uint8Array>();
+      this.#inflight.set(o.chunk.offset, d.promise);
+      d.promise.finally(() => this.#inflight.delete(o.chunk.offset)).catch(() => {});
+      run.push({ o, d });
+    }
+    this.#windowEnd = end;
+    if (sequential) {
+      const next: Owned[] = [];
+      for (; k < all.length && all[k].chunk.end - end <= this.#window; k++) next.push(all[k]);
+      if (next.length > 0) queueMicrotask(() => this.#chunks(next, true).catch(() => {}));
+    }
+    // A chunk already in flight inside the window breaks contiguity of what we fetch: keep
+    // only the leading contiguous part.
+    for (let i = 1; i < run.length; i++) {
+      if (run[i].o.chunk.offset !== run[i - 1].o.chunk.end) {
+        for (const r of run.splice(i)) {
+          if (this.#inflight.get(r.o.chunk.offset) === r.d.promise) {
+            this.#inflight.delete(r.o.chunk.offset);
+          }
+          r.d.reject(new Error("not fetched"));
+        }
+        break;
+      }
+    }
+  }
+
+  /** Index in `index.chunks` of the first chunk after blob offset `offset`. */
+  #chunkIndexAfter(offset: number): number {
+    const all = this.index.chunks;
+    let lo = 0;
+    let hi = all.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (all[mid].chunk.offset <= offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /** The chunk from the cache (checked against its size), or undefined. */
@@ -456,8 +531,12 @@ export class StargzReader {
     }
   }
 
-  /** Fetches compressed-contiguous chunks in one range request and settles their promises. */
-  #fetchRun(run: { o: Owned; d: Deferred<Uint8Array> }[], background: boolean): void {
+  /**
+   * Fetches compressed-contiguous chunks in one range request and settles their promises. When
+   * bytes fail their checks and the source keeps a cache, the cached copy is dropped and the
+   * failed chunks fetched once more.
+   */
+  #fetchRun(run: { o: Owned; d: Deferred<Uint8Array> }[], background: boolean, retry = true): void {
     const start = run[0].o.chunk.offset;
     const length = run[run.length - 1].o.chunk.end - start;
     this.source.read(start, length).then(async (bytes) => {
@@ -467,20 +546,26 @@ export class StargzReader {
       if (bytes.length !== length) {
         throw new StargzFormatError(`short read at ${start}: ${bytes.length} of ${length} bytes`);
       }
-      for (const { o, d } of run) {
-        const c = o.chunk;
+      const failed: typeof run = [];
+      for (const m of run) {
+        const c = m.o.chunk;
         try {
           const data = await this.#decode(
-            o.node,
+            m.o.node,
             c,
             bytes.subarray(c.offset - start, c.end - start),
           );
           this.stats.chunksFetched++;
           this.#cache.set(this.#cacheKey + c.offset, data, { size: c.chunkSize, digest: c.digest });
-          d.resolve(data);
+          m.d.resolve(data);
         } catch (e) {
-          d.reject(e);
+          if (retry && this.source.invalidate && e instanceof IntegrityError) failed.push(m);
+          else m.d.reject(e);
         }
+      }
+      if (failed.length > 0) {
+        await this.source.invalidate!(start, length);
+        for (const m of failed) this.#fetchRun([m], background, false);
       }
     }).catch((e) => {
       for (const { d } of run) d.reject(e);

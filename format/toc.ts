@@ -101,7 +101,15 @@ const STRING_FIELDS = [
   "digest",
   "chunkDigest",
 ] as const;
-const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+/** A well-formed `sha256:<64 lowercase hex>` digest (a loop: this runs for every entry). */
+export function isSha256Digest(d: string): boolean {
+  if (d.length !== 71 || !d.startsWith("sha256:")) return false;
+  for (let i = 7; i < 71; i++) {
+    const c = d.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
 
 /**
  * Parses and shape-checks TOC JSON bytes. Unknown keys (such as google/crfs's `NumLink`) are
@@ -150,7 +158,7 @@ function checkEntry(e: unknown, i: number): TOCEntry {
     }
   }
   for (const k of ["digest", "chunkDigest"] as const) {
-    if (o[k] !== undefined && o[k] !== "" && !DIGEST_RE.test(o[k] as string)) {
+    if (o[k] !== undefined && o[k] !== "" && !isSha256Digest(o[k] as string)) {
       throw new TOCError(`${where()}: malformed ${k}`);
     }
   }
@@ -162,7 +170,7 @@ function checkEntry(e: unknown, i: number): TOCEntry {
       if (typeof v !== "string") throw new TOCError(`${where()}: xattr value is not base64`);
     }
   }
-  if (o.modtime !== undefined && o.modtime !== "" && parseModTime(o.modtime as string) === null) {
+  if (o.modtime !== undefined && o.modtime !== "" && cachedModTime(o.modtime as string) === null) {
     throw new TOCError(`${where()}: bad modtime ${JSON.stringify(o.modtime)}`);
   }
   return o as unknown as TOCEntry;
@@ -170,6 +178,22 @@ function checkEntry(e: unknown, i: number): TOCEntry {
 
 const RFC3339 =
   /^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)$/;
+
+const modTimes = new Map<string, { sec: number; nsec: number } | null>();
+
+/**
+ * {@link parseModTime} remembering recent answers: most entries of a layer share a handful of
+ * times, and this runs for every entry of every TOC.
+ */
+export function cachedModTime(text: string): { sec: number; nsec: number } | null {
+  let t = modTimes.get(text);
+  if (t === undefined) {
+    if (modTimes.size > 4096) modTimes.clear();
+    t = parseModTime(text);
+    modTimes.set(text, t);
+  }
+  return t;
+}
 
 /** Parses an RFC 3339 time into seconds and nanoseconds, or null when malformed. */
 export function parseModTime(text: string): { sec: number; nsec: number } | null {
@@ -221,7 +245,8 @@ const KEY_ORDER: (keyof TOCEntry)[] = [
 
 /**
  * Serializes a TOC deterministically: keys in the reference writer's order, zero values
- * omitted (name and type always present), tab-indented like the Go writers' output.
+ * omitted (name and type always present). Compact, unlike the Go writers' tab-indented output:
+ * a third smaller, which is time saved fetching, decompressing and parsing it on every open.
  */
 export function serializeTOC(toc: TOC): Uint8Array {
   const entries = toc.entries.map((e) => {
@@ -239,6 +264,6 @@ export function serializeTOC(toc: TOC): Uint8Array {
     return o;
   });
   return new TextEncoder().encode(
-    JSON.stringify({ version: toc.version, entries }, null, "\t"),
+    JSON.stringify({ version: toc.version, entries }),
   );
 }

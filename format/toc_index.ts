@@ -8,8 +8,8 @@
  */
 import { baseOf, cleanPath, encodeName, parentOf } from "./names.ts";
 import {
+  cachedModTime,
   NO_PREFETCH_LANDMARK,
-  parseModTime,
   PREFETCH_LANDMARK,
   type TOC,
   TOC_TAR_NAME,
@@ -92,6 +92,33 @@ export interface TOCIndex {
   chunks: { node: TOCNode; chunk: Chunk }[];
 }
 
+/** The xattrs of nodes that have none (shared; never modified). */
+const NO_XATTRS: Map<string, Uint8Array> = new Map();
+
+function newNode(path: string, type: NodeType): TOCNode {
+  return {
+    path,
+    type,
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    userName: "",
+    groupName: "",
+    size: 0,
+    mtimeSec: 0,
+    mtimeNsec: 0,
+    linkName: "",
+    devMajor: 0,
+    devMinor: 0,
+    xattrs: NO_XATTRS,
+    chunks: [],
+    nlink: 1,
+    children: undefined,
+    implicit: false,
+    entryIndex: -1,
+  };
+}
+
 function newDir(path: string, implicit: boolean): TOCNode {
   return {
     path,
@@ -107,7 +134,7 @@ function newDir(path: string, implicit: boolean): TOCNode {
     linkName: "",
     devMajor: 0,
     devMinor: 0,
-    xattrs: new Map(),
+    xattrs: NO_XATTRS,
     chunks: [],
     nlink: 2,
     children: new Map(),
@@ -116,12 +143,8 @@ function newDir(path: string, implicit: boolean): TOCNode {
   };
 }
 
-function decodeXattrs(
-  x: Record<string, string> | undefined,
-  where: string,
-): Map<string, Uint8Array> {
+function decodeXattrs(x: Record<string, string>, where: () => string): Map<string, Uint8Array> {
   const m = new Map<string, Uint8Array>();
-  if (!x) return m;
   for (const [k, v] of Object.entries(x)) {
     try {
       const bin = atob(v);
@@ -129,10 +152,10 @@ function decodeXattrs(
       for (let i = 0; i < bin.length; i++) b[i] = bin.charCodeAt(i);
       m.set(k, b);
     } catch {
-      throw new TOCError(`${where}: xattr ${JSON.stringify(k)} is not valid base64`);
+      throw new TOCError(`${where()}: xattr ${JSON.stringify(k)} is not valid base64`);
     }
   }
-  return m;
+  return m.size > 0 ? m : NO_XATTRS;
 }
 
 /**
@@ -209,14 +232,16 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
       throw new TOCError(`${where(i, e)}: name ${why}`);
     }
     const path = cleaned;
-    if (path.split("/").length > maxDepth) throw new TOCError(`${where(i, e)}: path too deep`);
+    if (path.length > maxDepth && path.split("/").length > maxDepth) {
+      throw new TOCError(`${where(i, e)}: path too deep`);
+    }
 
     if ((e.type === "reg" || e.type === "chunk") && (e.offset ?? 0) > 0) boundaries.push(e.offset!);
     if (e.type === "chunk") {
       if (!last || path !== lastName) {
         throw new TOCError(`${where(i, e)}: chunk entry does not follow its file`);
       }
-      const c = makeChunk(e, i, where(i, e), tocOffset);
+      const c = makeChunk(e, () => where(i, e), tocOffset);
       last.chunks.push(c);
       allChunks.push(c);
       continue;
@@ -232,7 +257,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (path === "") {
       // The root's own entry (tar "./"): take its attributes.
       if (e.type !== "dir") throw new TOCError(`${where(i, e)}: the root is not a directory`);
-      applyAttrs(root, e, where(i, e), names);
+      applyAttrs(root, e, () => where(i, e), names);
       root.implicit = false;
       root.entryIndex = i;
       continue;
@@ -261,32 +286,27 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (e.type === "dir") {
       const existing = parent.children!.get(name);
       if (existing && existing.type === "dir") {
-        applyAttrs(existing, e, where(i, e), names);
+        applyAttrs(existing, e, () => where(i, e), names);
         existing.implicit = false;
         existing.entryIndex = i;
         continue;
       }
       const dir = newDir(path, false);
-      applyAttrs(dir, e, where(i, e), names);
+      applyAttrs(dir, e, () => where(i, e), names);
       dir.entryIndex = i;
       attach(parent, name, dir);
       byPath.set(path, dir);
       continue;
     }
 
-    const node: TOCNode = {
-      ...newDir(path, false),
-      type: e.type as NodeType,
-      children: undefined,
-      nlink: 1,
-      entryIndex: i,
-    };
-    applyAttrs(node, e, where(i, e), names);
+    const node = newNode(path, e.type as NodeType);
+    node.entryIndex = i;
+    applyAttrs(node, e, () => where(i, e), names);
     if (e.type === "reg") {
       node.size = e.size ?? 0;
       node.digest = e.digest || undefined;
       if (node.size > 0) {
-        const c = makeChunk(e, i, where(i, e), tocOffset);
+        const c = makeChunk(e, () => where(i, e), tocOffset);
         node.chunks.push(c);
         allChunks.push(c);
         last = node;
@@ -335,12 +355,11 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
   return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings, chunks };
 }
 
-function makeChunk(e: TOCEntry, i: number, where: string, tocOffset: number): Chunk {
+function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
   const offset = e.offset ?? 0;
   if (offset <= 0 || offset >= tocOffset) {
-    throw new TOCError(`${where}: content offset ${offset} lies outside the blob's data`);
+    throw new TOCError(`${where()}: content offset ${offset} lies outside the blob's data`);
   }
-  void i;
   return {
     offset,
     end: 0,
@@ -357,7 +376,7 @@ interface NameMemory {
   groups: Map<number, string>;
 }
 
-function applyAttrs(node: TOCNode, e: TOCEntry, where: string, names: NameMemory): void {
+function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: NameMemory): void {
   node.mode = (e.mode ?? (e.type === "dir" ? 0o755 : 0)) & 0o7777;
   node.uid = e.uid ?? 0;
   node.gid = e.gid ?? 0;
@@ -365,12 +384,12 @@ function applyAttrs(node: TOCNode, e: TOCEntry, where: string, names: NameMemory
   if (e.groupName) names.groups.set(node.gid, e.groupName);
   node.userName = e.userName || (names.users.get(node.uid) ?? "");
   node.groupName = e.groupName || (names.groups.get(node.gid) ?? "");
-  const t = e.modtime ? parseModTime(e.modtime) : { sec: 0, nsec: 0 };
+  const t = e.modtime ? cachedModTime(e.modtime) : null;
   node.mtimeSec = t?.sec ?? 0;
   node.mtimeNsec = t?.nsec ?? 0;
   node.devMajor = e.devMajor ?? 0;
   node.devMinor = e.devMinor ?? 0;
-  node.xattrs = decodeXattrs(e.xattrs, where);
+  node.xattrs = e.xattrs ? decodeXattrs(e.xattrs, where) : NO_XATTRS;
 }
 
 /**

@@ -17,7 +17,7 @@ import type { RepositoryName } from "../drivers/reference.ts";
 import type { RangeSource } from "../format/range_source.ts";
 import { isNotFound, isRegistryError } from "../drivers/errors.ts";
 import { parseManifest } from "../drivers/manifest.ts";
-import { type DiskCache, TieredChunkCache } from "./disk_cache.ts";
+import type { DiskCache } from "./disk_cache.ts";
 import { NodeError } from "./node.ts";
 
 /** Options of an {@link ImageStore}. */
@@ -79,8 +79,7 @@ export class ImageStore {
     this.tagTtlMs = opts.tagTtlMs ?? 60_000;
     this.platform = opts.platform;
     this.log = opts.log ?? ((l) => console.error(l));
-    const memory = opts.chunkCache ?? new MemoryChunkCache(128 << 20);
-    this.#chunkCache = opts.disk ? new TieredChunkCache(memory, opts.disk) : memory;
+    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(128 << 20);
     this.#wrap = opts.wrapSource;
     this.#disk = opts.disk;
     this.#readAhead = opts.readAhead;
@@ -292,12 +291,13 @@ export class ImageStore {
         });
       let reader: StargzReader;
       if (this.#disk) {
+        const cached = this.#disk.caching(desc.digest, source);
         try {
-          reader = await open(this.#disk.tailCaching(desc.digest, source));
+          reader = await open(cached);
         } catch {
           // A damaged cached TOC must not make the layer unreadable: forget it, fetch again.
-          await this.#disk.dropTail(desc.digest);
-          reader = await open(this.#disk.tailCaching(desc.digest, source));
+          await cached.invalidate(0, desc.size);
+          reader = await open(cached);
         }
       } else reader = await open(source);
       for (const w of reader.index.warnings) this.log(`crfs: ${where}: ${w}`);

@@ -26,8 +26,11 @@ export interface NodeAttr {
   devMinor: number;
 }
 
-/** How long the kernel may cache what it learns about a node. */
-export type Volatility = "immutable" | "tag" | "listing";
+/**
+ * How long the kernel may cache what it learns about a node: content under digests never
+ * changes; tags and listings for the tag TTL; volatile nodes (status files) not at all.
+ */
+export type Volatility = "immutable" | "tag" | "listing" | "volatile";
 
 /** A node of the tree. */
 export interface FsNode {
@@ -50,8 +53,11 @@ export interface FsNode {
   read?(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
   /** Extended attributes. */
   xattrs?(): Map<string, Uint8Array>;
-  /** Content that changes while open (status files): served without the page cache. */
-  readonly dynamic?: boolean;
+  /**
+   * Content that changes (status files): each lookup takes a snapshot, a node of its own with
+   * fixed bytes and a fresh key, so the kernel never serves stale cached pages.
+   */
+  snapshot?(): Promise<FsNode>;
   /** The node's path inside its image or layer, for recording what a workload reads. */
   readonly path?: string;
 }

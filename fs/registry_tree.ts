@@ -319,7 +319,11 @@ function localDir(store: ImageStore, view: View, opts: TreeOptions): FsNode {
     const out: string[] = [];
     try {
       for await (const e of Deno.readDir(dir)) {
-        if (e.isFile && e.name.endsWith(".stargz")) out.push(e.name);
+        if (!e.name.endsWith(".stargz")) continue;
+        // Symlinks to blobs elsewhere count too.
+        const file = e.isFile ||
+          (e.isSymlink && (await Deno.stat(`${dir}/${e.name}`).catch(() => null))?.isFile);
+        if (file) out.push(e.name);
       }
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) fail(store, dir, e);

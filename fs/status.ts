@@ -31,17 +31,23 @@ export async function statusJson(store: ImageStore): Promise<string> {
   return JSON.stringify({ total, layers, diskCache: disk }, null, 2) + "\n";
 }
 
-/** The status file node. */
+/** The status file node: every lookup gives a fresh snapshot of the status. */
 export function statusNode(store: ImageStore): FsNode {
-  let last = new Uint8Array();
+  let n = 0;
+  const snapshot = async (): Promise<FsNode> => {
+    const bytes = new TextEncoder().encode(await statusJson(store));
+    return {
+      key: `status:${++n}`,
+      volatility: "volatile",
+      attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: bytes.length }),
+      read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)),
+    };
+  };
   return {
     key: "status",
-    volatility: "listing",
-    dynamic: true,
-    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: last.length }),
-    async read(offset, length) {
-      if (offset === 0) last = new TextEncoder().encode(await statusJson(store));
-      return last.subarray(offset, offset + length);
-    },
+    volatility: "volatile",
+    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: 0 }),
+    read: async (offset, length) => (await snapshot()).read!(offset, length),
+    snapshot,
   };
 }

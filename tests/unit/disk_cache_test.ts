@@ -1,7 +1,8 @@
 /**
- * The disk cache: verified chunks, LRU eviction within the size budget, damaged entries turned
- * into misses, digests checked for objects, tags honoured for their TTL, and a reopened layer
- * (a second mount, a second process) that reads nothing from its source.
+ * The disk cache: cached ranges serve reads exactly, a reopened layer (a second mount, a second
+ * process) reads nothing from its source, damaged ranges are detected by the reader's checks,
+ * dropped and fetched again (never returned), the size budget evicts the least recently used
+ * ranges, objects are checked against their digest, tags expire with their TTL.
  *
  * @module
  */
@@ -13,7 +14,6 @@ import { StargzReader } from "../../format/reader.ts";
 import { randomTar } from "./random_tar.ts";
 import { convert, expectedTree } from "./tree_helpers.ts";
 
-const D = `sha256:${"ab".repeat(32)}`;
 const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 async function withDir(f: (dir: string) => Promise<void>) {
@@ -25,55 +25,105 @@ async function withDir(f: (dir: string) => Promise<void>) {
   }
 }
 
-async function settle() {
-  // Writes happen in the background; give them a moment.
-  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 5));
+async function* once(b: Uint8Array) {
+  yield b;
 }
 
-Deno.test("chunks come back exactly; damaged or mismatched entries are misses", async () => {
+const tar = randomTar({ seed: 3, chunkSize: 3000, entries: 120 });
+const { blob } = await convert(tar, { chunkSize: 3000 });
+const digest = sha(blob);
+const expected = await expectedTree(once(tar));
+
+async function readAll(r: StargzReader) {
+  for (const [p, n] of expected) {
+    if (n.type === "reg") assert.deepEqual(await r.readFile(r.lookup(p)!), n.content, p);
+  }
+}
+
+Deno.test("cached ranges serve exactly what the source would", async () => {
   await withDir(async (dir) => {
     const c = await DiskCache.open(dir);
-    const data = crypto.getRandomValues(new Uint8Array(5000));
-    c.set(`${D}:100`, data, { size: data.length, digest: sha(data) });
-    await settle();
-    assert.deepEqual(await c.get(`${D}:100`, { size: data.length, digest: sha(data) }), data);
-    assert.equal(await c.get(`${D}:101`, { size: 1 }), undefined);
-    // Wrong expected digest or size: a miss.
-    assert.equal(
-      await c.get(`${D}:100`, { size: data.length, digest: sha(new Uint8Array(1)) }),
-      undefined,
+    const src = new BytesSource(blob);
+    const cs = c.caching(digest, src);
+    const a = await cs.read(100, 5000);
+    await c.flush();
+    const reads = src.reads;
+    assert.deepEqual(await cs.read(100, 5000), a);
+    assert.deepEqual(
+      await cs.read(1000, 10),
+      blob.subarray(1000, 1010),
+      "a sub-range of a cached range",
     );
-    // A flipped byte on disk: a miss, and the file is gone.
-    c.set(`${D}:200`, data, { size: data.length });
-    await settle();
-    const path = `${dir}/chunks/ab/sha256-${"ab".repeat(32)}/200`;
-    const raw = await Deno.readFile(path);
-    raw[10] ^= 1;
-    await Deno.writeFile(path, raw);
-    assert.equal(await c.get(`${D}:200`, { size: data.length }), undefined);
-    assert.equal(c.stats.corrupt >= 1, true);
-    await assert.rejects(() => Deno.stat(path));
+    assert.equal(src.reads, reads, "served from disk");
+    await cs.read(6000, 10);
+    assert.equal(src.reads, reads + 1, "outside the cached range: fetched");
   });
 });
 
-Deno.test("the least recently used entries go when the budget is exceeded", async () => {
+Deno.test("a layer reopened through the cache reads nothing from its source", async () => {
   await withDir(async (dir) => {
-    const c = await DiskCache.open(dir, { maxBytes: 3 * 1064 });
-    const b = (i: number) => new Uint8Array(1000).fill(i);
-    for (const i of [1, 2, 3]) {
-      c.set(`${D}:${i}`, b(i), { size: 1000 });
-      await settle();
+    const first = await DiskCache.open(dir);
+    const src1 = new BytesSource(blob);
+    await readAll(await StargzReader.open(first.caching(digest, src1)));
+    assert.ok(src1.reads > 0);
+    await first.flush();
+    // "Another process": a new cache object over the same directory, a source that counts.
+    const second = await DiskCache.open(dir);
+    const src2 = new BytesSource(blob);
+    await readAll(await StargzReader.open(second.caching(digest, src2)));
+    assert.equal(src2.reads, 0, "no byte came from the source");
+    assert.ok(second.stats.hits > 0);
+  });
+});
+
+Deno.test("damaged cached bytes are detected, dropped and fetched again", async () => {
+  await withDir(async (dir) => {
+    const c = await DiskCache.open(dir);
+    await readAll(await StargzReader.open(c.caching(digest, new BytesSource(blob))));
+    await c.flush();
+    // Flip a byte inside the first file chunk, in whichever cached range holds it.
+    const r0 = await StargzReader.open(new BytesSource(blob));
+    const target = r0.index.chunks.find(({ node }) =>
+      !node.path.includes("landmark")
+    )!.chunk.offset + 20;
+    const hexDir = `${dir}/ranges/${digest.slice(7)}`;
+    let flipped = 0;
+    for await (const e of Deno.readDir(hexDir)) {
+      const [start, end] = e.name.split("-").map(Number);
+      if (target < start || target >= end) continue;
+      const b = await Deno.readFile(`${hexDir}/${e.name}`);
+      b[target - start] ^= 0x55;
+      await Deno.writeFile(`${hexDir}/${e.name}`, b);
+      flipped++;
     }
-    assert.ok(await c.get(`${D}:1`, { size: 1000 }), "1 is used again");
-    c.set(`${D}:4`, b(4), { size: 1000 });
-    await settle();
-    assert.equal(await c.get(`${D}:2`, { size: 1000 }), undefined, "2 was the least recently used");
-    assert.ok(await c.get(`${D}:1`, { size: 1000 }));
-    assert.ok(await c.get(`${D}:4`, { size: 1000 }));
-    assert.ok(c.stats.bytes <= c.maxBytes);
-    // A new process sees the same entries and the same budget.
-    const again = await DiskCache.open(dir, { maxBytes: 3 * 1064 });
-    assert.ok(await again.get(`${D}:4`, { size: 1000 }));
+    assert.ok(flipped > 0);
+    const again = await DiskCache.open(dir);
+    const src = new BytesSource(blob);
+    await readAll(await StargzReader.open(again.caching(digest, src)));
+    assert.ok(again.stats.corrupt > 0, "damage was noticed");
+    assert.ok(src.reads > 0, "and the bytes fetched again");
+  });
+});
+
+Deno.test("the least recently used ranges go when the budget is exceeded", async () => {
+  await withDir(async (dir) => {
+    const c = await DiskCache.open(dir, { maxBytes: 3000 });
+    await c.whenIndexed();
+    const src = new BytesSource(blob);
+    const cs = c.caching(digest, src);
+    for (const at of [0, 1000, 2000]) {
+      await cs.read(at, 1000);
+      await c.flush();
+    }
+    await cs.read(0, 1000); // used again
+    await cs.read(5000, 1000);
+    await c.flush();
+    assert.ok(c.stats.bytes <= 3000);
+    const reads = src.reads;
+    await cs.read(0, 1000);
+    assert.equal(src.reads, reads, "0 was used recently: kept");
+    await cs.read(1000, 1000);
+    assert.equal(src.reads, reads + 1, "1000 was the least recently used: evicted");
   });
 });
 
@@ -83,43 +133,13 @@ Deno.test("objects are checked against their digest; tags expire with their TTL"
     const m = new TextEncoder().encode('{"schemaVersion":2}');
     await c.putObject(sha(m), m);
     assert.deepEqual(await c.object(sha(m)), m);
-    await c.putObject(D, m); // wrong digest: refused
-    assert.equal(await c.object(D), undefined);
+    await c.putObject(`sha256:${"ab".repeat(32)}`, m); // wrong digest: refused
+    assert.equal(await c.object(`sha256:${"ab".repeat(32)}`), undefined);
     await c.putTag("h/r:t", sha(m));
     assert.equal(await c.tag("h/r:t", 60_000), sha(m));
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(await c.tag("h/r:t", 10), undefined);
-  });
-});
-
-Deno.test("a layer reopened through the cache reads nothing from its source", async () => {
-  await withDir(async (dir) => {
-    const tar = randomTar({ seed: 3, chunkSize: 3000, entries: 120 });
-    const { blob } = await convert(tar, { chunkSize: 3000 });
-    const expected = await expectedTree((async function* () {
-      yield tar;
-    })());
-    const digest = sha(blob);
-    const first = await DiskCache.open(dir);
-    const src1 = new BytesSource(blob);
-    const r1 = await StargzReader.open(first.tailCaching(digest, src1), {
-      cache: first,
-      cacheKey: `${digest}:`,
-    });
-    for (const [p, n] of expected) if (n.type === "reg") await r1.readFile(r1.lookup(p)!);
-    assert.ok(src1.reads > 0);
-    await settle();
-    // "Another process": a new cache object over the same directory, a source that counts.
-    const second = await DiskCache.open(dir);
-    const src2 = new BytesSource(blob);
-    const r2 = await StargzReader.open(second.tailCaching(digest, src2), {
-      cache: second,
-      cacheKey: `${digest}:`,
-    });
-    for (const [p, n] of expected) {
-      if (n.type === "reg") assert.deepEqual(await r2.readFile(r2.lookup(p)!), n.content, p);
-    }
-    assert.equal(src2.reads, 0, "no byte came from the source");
-    assert.ok(second.stats.hits > 0);
+    await c.putRepository("h/r");
+    assert.deepEqual(await c.repositories(60_000), ["h/r"]);
   });
 });

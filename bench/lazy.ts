@@ -1,0 +1,298 @@
+/**
+ * The headline benchmark: a real image of more than 300 MB (a Debian root filesystem made with
+ * debootstrap, plus a second layer of Go's standard library sources from this machine), pushed
+ * as eStargz to a local docker-registry, then
+ *
+ * - full pull: `skopeo copy` to an OCI directory, extract every layer, read a few files;
+ * - crfs, cold cache: mount, read the same files; again after a remount (warm cache);
+ * - worst case: `find` plus reading every file, crfs (cold) against the full pull.
+ *
+ * Time to the first byte of the first file, total time, bytes and requests the registry served
+ * (from its own log). Run with `deno task bench lazy`.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { defaultDrivers } from "../drivers/mod.ts";
+import { MediaType } from "../drivers/manifest.ts";
+import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
+import { writeEStargz } from "../format/writer.ts";
+import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
+import { DENO, MAIN, OUT, table } from "./common.ts";
+
+const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+const enc = new TextEncoder();
+
+/** The files "a container" reads: what a shell start and a Go tool start touch. */
+const FILES = [
+  "etc/os-release",
+  "usr/bin/bash",
+  "usr/lib/x86_64-linux-gnu/libc.so.6",
+  "etc/passwd",
+  "usr/share/go-1.19/src/fmt/print.go",
+  "usr/lib/x86_64-linux-gnu/libtinfo.so.6",
+];
+
+async function run(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, cwd: opts.cwd, stdout: "piped", stderr: "piped" })
+    .output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** The layer tarballs (made once, kept in bench/out/). */
+export async function layerTars(): Promise<string[]> {
+  await Deno.mkdir(OUT, { recursive: true });
+  const rootTar = `${OUT}debian-rootfs.tar`;
+  try {
+    await Deno.stat(rootTar);
+  } catch {
+    const dir = `${OUT}debian-rootfs`;
+    console.error("bench: debootstrap --variant=minbase bookworm (about a minute, once)");
+    await run("debootstrap", [
+      "--variant=minbase",
+      "bookworm",
+      dir,
+      "http://deb.debian.org/debian",
+    ]);
+    await run("tar", ["-cf", rootTar, "--numeric-owner", "--xattrs", "-C", dir, "."]);
+    await Deno.remove(dir, { recursive: true });
+  }
+  const goTar = `${OUT}go-src.tar`;
+  try {
+    await Deno.stat(goTar);
+  } catch {
+    await run("tar", ["-cf", goTar, "-C", "/", "usr/share/go-1.19"]);
+  }
+  return [rootTar, goTar];
+}
+
+/** Converts and pushes the image; returns its total compressed size. */
+export async function pushImage(reg: TestRegistry, tars: string[]): Promise<number> {
+  const drivers = defaultDrivers();
+  const repo = { host: reg.host, repository: "bench/debian" };
+  const driver = drivers.forHost(reg.host);
+  const layers = [];
+  for (const t of tars) {
+    const blobPath = `${t}.estargz`;
+    const out = await Deno.open(blobPath, { write: true, create: true, truncate: true });
+    using input = await Deno.open(t);
+    const r = await writeEStargz(input.readable, async (b) => {
+      for (let o = 0; o < b.length;) o += await out.write(b.subarray(o));
+    });
+    out.close();
+    const f = await Deno.open(blobPath);
+    await driver.uploadBlob(repo, r.blobDigest, r.blobSize, f.readable);
+    layers.push(r);
+  }
+  const config = enc.encode(JSON.stringify({
+    architecture: "amd64",
+    os: "linux",
+    rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
+  }));
+  await driver.uploadBlob(repo, sha256(config), config.length, config);
+  const manifest = enc.encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.OCI_MANIFEST,
+    config: { mediaType: MediaType.OCI_CONFIG, digest: sha256(config), size: config.length },
+    layers: layers.map((l) => ({
+      mediaType: MediaType.OCI_LAYER_GZIP,
+      digest: l.blobDigest,
+      size: l.blobSize,
+      annotations: {
+        [TOC_DIGEST_ANNOTATION]: l.tocDigest,
+        [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.uncompressedSize),
+      },
+    })),
+  }));
+  await driver.putManifest(repo, "v1", MediaType.OCI_MANIFEST, manifest);
+  return layers.reduce((a, l) => a + l.blobSize, 0);
+}
+
+interface Measure {
+  firstByteS: number;
+  totalS: number;
+  bytes: number;
+  requests: number;
+}
+
+async function traffic(reg: TestRegistry): Promise<{ bytes: number; requests: number }> {
+  const log = await reg.accessLog();
+  let bytes = 0;
+  for (const e of log) bytes += e.bytes;
+  return { bytes, requests: log.length };
+}
+
+/** Reads files (cat > /dev/null), returning when the first finished and when all did. */
+async function readFiles(root: string, t0: number): Promise<{ first: number; all: number }> {
+  let first = 0;
+  for (const f of FILES) {
+    await run("sh", ["-c", `cat "$1" > /dev/null`, "sh", `${root}/${f}`]);
+    if (!first) first = performance.now() - t0;
+  }
+  return { first, all: performance.now() - t0 };
+}
+
+async function fullPull(reg: TestRegistry, work: string, worst: boolean): Promise<Measure> {
+  reg.clearLog();
+  const oci = `${work}/oci`;
+  const rootfs = `${work}/rootfs`;
+  await Deno.remove(oci, { recursive: true }).catch(() => {});
+  await Deno.remove(rootfs, { recursive: true }).catch(() => {});
+  await Deno.mkdir(rootfs, { recursive: true });
+  const t0 = performance.now();
+  await run("skopeo", [
+    "copy",
+    "--src-tls-verify=false",
+    `docker://${reg.host}/bench/debian:v1`,
+    `oci:${oci}:v1`,
+  ]);
+  const index = JSON.parse(await Deno.readTextFile(`${oci}/index.json`));
+  const manifest = JSON.parse(
+    await Deno.readTextFile(`${oci}/blobs/sha256/${index.manifests[0].digest.slice(7)}`),
+  );
+  for (const l of manifest.layers) {
+    await run("tar", [
+      "-xzf",
+      `${oci}/blobs/sha256/${l.digest.slice(7)}`,
+      "--numeric-owner",
+      "-C",
+      rootfs,
+    ]);
+  }
+  let first: number;
+  let all: number;
+  if (worst) {
+    first = performance.now() - t0;
+    await run("sh", ["-c", `find "$1" -type f -print0 | xargs -0 cat > /dev/null`, "sh", rootfs]);
+    all = performance.now() - t0;
+  } else ({ first, all } = await readFiles(rootfs, t0));
+  const t = await traffic(reg);
+  return { firstByteS: first / 1000, totalS: all / 1000, ...t };
+}
+
+async function crfsRun(
+  reg: TestRegistry,
+  work: string,
+  cache: string,
+  worst: boolean,
+): Promise<Measure> {
+  reg.clearLog();
+  const mnt = `${work}/mnt`;
+  const t0 = performance.now();
+  const child = new Deno.Command(DENO, {
+    args: ["run", "-A", MAIN, "mount", mnt, "--cache-dir", cache, ...EXTRA],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const errText = new Response(child.stderr).text();
+  try {
+    // Ready when the root is served.
+    for (let i = 0;; i++) {
+      try {
+        await Deno.stat(`${mnt}/README-crfs.txt`);
+        break;
+      } catch {
+        if (i > 400) throw new Error(`crfs mount did not come up: ${await errText}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    const img = `${mnt}/images/${reg.host}/bench/debian/v1`;
+    let first: number;
+    let all: number;
+    if (worst) {
+      await run("ls", [img]);
+      first = performance.now() - t0;
+      await run("sh", ["-c", `find "$1" -type f -print0 | xargs -0 cat > /dev/null`, "sh", img]);
+      all = performance.now() - t0;
+    } else ({ first, all } = await readFiles(img, t0));
+    const t = await traffic(reg);
+    return { firstByteS: first / 1000, totalS: all / 1000, ...t };
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await errText;
+  }
+}
+
+const mb = (n: number) => (n / 1e6).toFixed(1);
+/** Extra `crfs mount` flags for experiments (`BENCH_CRFS_ARGS="--prefetch all"`). */
+const EXTRA = (Deno.env.get("BENCH_CRFS_ARGS") ?? "").split(" ").filter(Boolean);
+
+if (import.meta.main) {
+  const tars = await layerTars();
+  const reg = await startRegistry();
+  const work = await Deno.makeTempDir({ prefix: "crfs-bench-lazy-" });
+  try {
+    const size = await pushImage(reg, tars);
+    let uncompressed = 0;
+    for (const t of tars) uncompressed += (await Deno.stat(t)).size;
+    const cache = `${work}/cache`;
+    if (Deno.env.get("BENCH_WORST_ONLY")) {
+      await Deno.remove(cache, { recursive: true }).catch(() => {});
+      const w = await crfsRun(reg, work, cache, true);
+      console.log(
+        `crfs worst case ${EXTRA.join(" ")}: ${w.totalS.toFixed(2)} s, ${
+          mb(w.bytes)
+        } MB, ${w.requests} requests`,
+      );
+      Deno.exit(0);
+    }
+    // The better of two full pulls: the first one also warms this machine's own caches.
+    const full1 = await fullPull(reg, work, false);
+    const full2 = await fullPull(reg, work, false);
+    const full = full1.totalS < full2.totalS ? full1 : full2;
+    const cold = await crfsRun(reg, work, cache, false);
+    const warm = await crfsRun(reg, work, cache, false);
+    const row = (name: string, m: Measure) => [
+      name,
+      m.firstByteS.toFixed(2),
+      m.totalS.toFixed(2),
+      mb(m.bytes),
+      m.requests,
+    ];
+    table(
+      `lazy pull: ${FILES.length} files of a ${mb(uncompressed)} MB image (${
+        mb(size)
+      } MB as eStargz, 2 layers)`,
+      ["method", "first byte (s)", "total (s)", "MB from registry", "requests"],
+      [
+        row("full pull (skopeo copy + tar -x)", full),
+        row("crfs, cold cache", cold),
+        row("crfs, warm cache (remount)", warm),
+      ],
+    );
+    console.log(
+      `\ncrfs cold vs full pull: ${
+        (full.firstByteS / cold.firstByteS).toFixed(1)
+      }× faster to first byte, ${
+        (full.bytes / Math.max(1, cold.bytes)).toFixed(0)
+      }× fewer bytes; warm remount: ${warm.bytes} bytes, ${warm.requests} requests`,
+    );
+    const fullWorst = await fullPull(reg, work, true);
+    await Deno.remove(cache, { recursive: true });
+    const crfsWorst = await crfsRun(reg, work, cache, true);
+    table("worst case: find + read every file", [
+      "method",
+      "total (s)",
+      "MB from registry",
+      "requests",
+    ], [
+      [
+        "full pull, then read everything",
+        fullWorst.totalS.toFixed(2),
+        mb(fullWorst.bytes),
+        fullWorst.requests,
+      ],
+      ["crfs (cold cache)", crfsWorst.totalS.toFixed(2), mb(crfsWorst.bytes), crfsWorst.requests],
+    ]);
+    console.log(
+      `\ncrfs / full pull, worst case: ${(crfsWorst.totalS / fullWorst.totalS).toFixed(2)}×`,
+    );
+  } finally {
+    await reg.stop();
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
