@@ -7,7 +7,7 @@
 import { rootNode } from "../fs/registry_tree.ts";
 import type { FsNode } from "../fs/node.ts";
 import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
-import { parseImageArg, walkTree } from "./image_path.ts";
+import { parseImageArg, treeError, walkTree } from "./image_path.ts";
 import { openLocalBlob, splitLocalArg } from "./local_blob.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
 
@@ -89,7 +89,7 @@ export const catCommand: Command = {
       await stream(positionals[0], a.size, (o, l) => file.read!(o, l));
       await setup.disk?.flush();
     } catch (e) {
-      throw userFacing(e);
+      throw userFacing(treeError(e));
     }
     return 0;
   },

@@ -14,7 +14,7 @@
  * @module
  */
 import { parseReference } from "../drivers/reference.ts";
-import type { FsNode } from "../fs/node.ts";
+import { type FsNode, NodeError } from "../fs/node.ts";
 import { UserError } from "./cli.ts";
 
 /** Where an argument points in the tree. */
@@ -29,10 +29,14 @@ export interface TreeTarget {
   repo?: { host: string; repository: string };
 }
 
+const BARE_HOST = /^(?:localhost|\[[0-9a-fA-F:.]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d+)?$/i;
 const HOSTLIKE = /^(?:localhost|local|\[[0-9a-fA-F:.]+\])(?::\d+)?$|[.:]/;
 
 /** Maps an image argument to a tree path. `layer` selects one layer (`N` or a digest). */
 export function parseImageArg(text: string, layer?: string): TreeTarget {
+  // A bare registry host (`127.0.0.1:5000`, `gcr.io`) lists the registry, as `HOST/` does;
+  // `name:tag` without a dot in the name stays a Docker Hub image (`busybox:1`).
+  if (!text.includes("/") && BARE_HOST.test(text)) return parseImageArg(`${text}/`, layer);
   const slash = text.indexOf("/");
   const first = slash < 0 ? text : text.slice(0, slash);
   const hasHost = slash >= 0 && HOSTLIKE.test(first);
@@ -155,4 +159,16 @@ export async function walkTree(
     names.push(name);
   }
   return { node: stack[stack.length - 1], name: names[names.length - 1] ?? "/" };
+}
+
+/**
+ * Tree errors (registry failures the tree turned into EIO, layers that are not eStargz) as user
+ * errors: one line, no stack trace.
+ */
+export function treeError(e: unknown): unknown {
+  if (!(e instanceof NodeError)) return e;
+  const hint = /not stargz/.test(e.message)
+    ? "; make an eStargz copy of the image with 'crfs convert SRC DST'"
+    : "";
+  return new UserError(`${e.message}${hint}`);
 }

@@ -7,7 +7,7 @@
  */
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
-import { parseImageArg, walkTree } from "./image_path.ts";
+import { parseImageArg, treeError, walkTree } from "./image_path.ts";
 import { printListing } from "./listing.ts";
 import { openLocalBlob, splitLocalArg, tocListItem } from "./local_blob.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
@@ -73,10 +73,20 @@ export const lsCommand: Command = {
       if (target.repo) setup.store.hintRepository(target.repo);
       const root = rootNode(setup.store, { localDir: setup.localDir });
       const found = await walkTree(root, target, true);
-      await printListing(await fsListItem(found.name, found.node), opts, writeStdout);
+      const item = await fsListItem(found.name, found.node);
+      // A repository the registry does not know walks fine (the name was only a hint) but
+      // lists nothing: say so instead of printing nothing.
+      if (target.repo && target.rootDepth === 0 && item.children) {
+        const children = await item.children();
+        if (children.length === 0) {
+          throw new UserError(`${positionals[0]}: no such repository (or it has no tags)`);
+        }
+        item.children = () => Promise.resolve(children);
+      }
+      await printListing(item, opts, writeStdout);
       await setup.disk?.flush();
     } catch (e) {
-      throw userFacing(e);
+      throw userFacing(treeError(e));
     }
     return 0;
   },

@@ -141,7 +141,7 @@ Deno.test("convert: registry image → registry eStargz image, checked by skopeo
 
   // crfs ls -R of the merged image: exactly the expected paths, whiteouts applied.
   const merged = mergedTree(testLayers());
-  const ls = await crfs(["ls", "-R", "--json", dst]);
+  const ls = await crfs(["ls", "--no-cache", "-R", "--json", dst]);
   assertEquals(ls.code, 0, ls.stderr);
   const listed = JSON.parse(ls.stdout) as { path: string; type: string; size: number }[];
   const kinds: Record<string, string> = { reg: "reg", dir: "dir", symlink: "symlink" };
@@ -156,7 +156,7 @@ Deno.test("convert: registry image → registry eStargz image, checked by skopeo
   // crfs cat of every regular file gives the bytes.
   for (const [path, n] of merged) {
     if (n.type !== "reg") continue;
-    const cat = await crfs(["cat", `${dst}/${path}`]);
+    const cat = await crfs(["cat", "--no-cache", `${dst}/${path}`]);
     assertEquals(cat.code, 0, `${path}: ${cat.stderr}`);
     assertEquals(hex(cat.stdoutBytes), hex(n.bytes!), path);
   }
@@ -337,9 +337,9 @@ Deno.test("convert: --meta-tag pushes the metadata-only variant", async () => {
   const nonEmpty = config.history.filter((h: { empty_layer?: boolean }) => !h.empty_layer);
   assertEquals(nonEmpty.length, 1, "history matches the one layer");
   // The merged view of the meta image is empty; the stargz one it points at has the files.
-  const ls = await crfs(["ls", `${reg.host}/dst/img:v2meta`]);
+  const ls = await crfs(["ls", "--no-cache", `${reg.host}/dst/img:v2meta`]);
   assertEquals([ls.code, ls.stdout], [0, ""]);
-  const cat = await crfs(["cat", `${where}/etc/hello.txt`]);
+  const cat = await crfs(["cat", "--no-cache", `${where}/etc/hello.txt`]);
   assertEquals(cat.stdout, "hello again\n");
 });
 
