@@ -312,6 +312,7 @@ async function convertLayer(ctx: JobContext, desc: Descriptor): Promise<Converte
   let result;
   try {
     result = await writeEStargz(input(), async (bytes) => {
+      signal.throwIfAborted();
       written.update(bytes);
       for (let o = 0; o < bytes.length;) o += await out.write(bytes.subarray(o));
     }, { pool: ctx.pool, chunkSize: ctx.chunkSize, level: ctx.level });
@@ -336,6 +337,7 @@ async function convertLayer(ctx: JobContext, desc: Descriptor): Promise<Converte
     throw new Error(`${what}: the converted blob's digest changed while it was written`);
   }
   const seconds = (performance.now() - started) / 1000;
+  signal.throwIfAborted();
   let transfer: ConvertedLayer["transfer"] = "uploaded";
   if (await sink.hasBlob(result.blobDigest, signal)) transfer = "present";
   else if (source.repo && (await sink.mountBlob(result.blobDigest, source.repo, signal))) {
@@ -574,6 +576,7 @@ export async function convertImage(
       await Promise.allSettled(jobs);
     }
 
+    signal.throwIfAborted();
     // Configs and manifests: blobs first, then manifests, then the tag.
     const images: ConvertedImage[] = [];
     const manifests: { bytes: Uint8Array; desc: Descriptor; config: Record<string, unknown> }[] =
@@ -655,6 +658,7 @@ export async function convertImage(
       } else metaTop = { bytes: metas[0].bytes, type: MediaType.OCI_MANIFEST };
     }
 
+    signal.throwIfAborted();
     const unchanged = before === digest;
     if (!unchanged) await sink.putManifest(topBytes, topType, tag, signal);
     let meta: ConvertImageResult["meta"];

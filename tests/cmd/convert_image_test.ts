@@ -8,7 +8,7 @@
  */
 import { assert, assertEquals, assertMatch } from "./helpers.ts";
 import { startRegistry, type TestRegistry } from "../helpers/registry.ts";
-import { sha256, skopeoCopy, writeOciLayout } from "../helpers/images.ts";
+import { randomBytes, sha256, skopeoCopy, writeOciLayout } from "../helpers/images.ts";
 import { verifyWithReference } from "../helpers/reference.ts";
 import {
   buildTarImage,
@@ -468,4 +468,137 @@ Deno.test("convert: bad references, missing tags and images, a stopped registry:
     assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
     assert(r.ms < 60_000, `took ${r.ms} ms`);
   }
+});
+
+Deno.test("convert: podman pulls the converted image (diff IDs checked) and its files are the merged tree; the meta image carries the metadata", async () => {
+  await using env = await setup();
+  const { reg, work, ref } = env;
+  const dst = `${reg.host}/dst/img:pod`;
+  await convert("--meta-tag", "pod-meta", ref, dst);
+  const podman = async (...args: string[]) => {
+    const out = await new Deno.Command("podman", {
+      args: [
+        "--runtime",
+        "runc",
+        "--storage-driver",
+        "vfs",
+        "--root",
+        `${work}/podman/root`,
+        "--runroot",
+        `${work}/podman/run`,
+        ...args,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert(out.success, `podman ${args.join(" ")}:\n${new TextDecoder().decode(out.stderr)}`);
+    return text.trim();
+  };
+  try {
+    await podman("pull", "--quiet", "--tls-verify=false", dst);
+    const id = await podman("create", dst);
+    await podman("export", "-o", `${work}/rootfs.tar`, id);
+    const root = await extract(await Deno.readFile(`${work}/rootfs.tar`), work);
+    const snap = await snapshot(root);
+    const merged = mergedTree(testLayers());
+    const types: Record<string, string> = { reg: "file", dir: "dir", symlink: "symlink" };
+    // podman adds its own mount points (dev, proc, etc/hosts, …); everything of the image is there.
+    for (const [path, n] of merged) {
+      const got = snap.get(path);
+      assert(got, `${path} missing from podman's rootfs`);
+      assertEquals(got.type, types[n.type], path);
+      if (n.type === "reg") assertEquals(got.sha256, hex(n.bytes!), path);
+      if (n.type === "symlink") assertEquals(got.target, n.target, path);
+    }
+    for (const gone of ["etc/gone.txt", "dir-gone", "opaque/old.txt", "opaque/sub"]) {
+      assert(!snap.has(gone), `${gone} is whited out`);
+    }
+    assertEquals(snap.get("usr/bin/tool")!.linkGroup, "usr/bin/tool", "hardlink kept");
+    await podman("pull", "--quiet", "--tls-verify=false", `${reg.host}/dst/img:pod-meta`);
+    const env = await podman(
+      "image",
+      "inspect",
+      "--format",
+      "{{json .Config.Env}}",
+      `${reg.host}/dst/img:pod-meta`,
+    );
+    assertEquals(JSON.parse(env), ["PATH=/usr/bin:/bin", "GREETING=hello"]);
+  } finally {
+    await podman("system", "reset", "-f").catch(() => {});
+  }
+});
+
+Deno.test("convert: progress per layer on a terminal; Ctrl-C stops it and leaves nothing behind", async () => {
+  await using env = await setup();
+  const { reg, work, ref } = env;
+  // On a terminal (script(1) gives the command a pty): a redrawn progress line per layer.
+  const term = await new Deno.Command("script", {
+    args: [
+      "-qec",
+      `${Deno.execPath()} run -A main.ts convert ${ref} ${reg.host}/dst/img:tty`,
+      "/dev/null",
+    ],
+    cwd: new URL("../../", import.meta.url).pathname,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const screen = new TextDecoder().decode(term.stdout);
+  assert(term.success, screen);
+  assertMatch(
+    screen,
+    new RegExp("\r\u001b\\[Klayers \\d/3 done · [0-9a-f]{12} (fetching|converting)"),
+  );
+
+  // SIGINT while converting: exit 130, no tag, no OCI directory, no temporary files.
+  const big = await buildTarImage([{ "big.bin": randomBytes(48 << 20, 5) }], work);
+  await writeOciLayout(`${work}/big-layout`, [...big.layers, big.config, big.manifest], {
+    v1: big.manifest,
+  });
+  await skopeoCopy(`oci:${work}/big-layout:v1`, `docker://${reg.host}/src/big:v1`);
+  const tmpBefore = [...Deno.readDirSync("/tmp")].filter((e) => e.name.startsWith("crfs-convert-"));
+  for (const dst of [`oci:${work}/interrupted:v1`, `${reg.host}/dst/big:v1`]) {
+    reg.clearLog();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "main.ts",
+        "convert",
+        "--workers",
+        "1",
+        "--level",
+        "9",
+        `${reg.host}/src/big:v1`,
+        dst,
+      ],
+      cwd: new URL("../../", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // Interrupt once the layer is being read.
+    const until = Date.now() + 30_000;
+    while (
+      !(await reg.accessLog()).some((e) =>
+        e.method === "GET" && e.path.includes(big.layers[0].digest)
+      ) &&
+      Date.now() < until
+    ) await new Promise((r) => setTimeout(r, 20));
+    child.kill("SIGINT");
+    const out = await child.output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 130, stderr);
+    assertMatch(stderr, /crfs: interrupted; nothing was written/);
+  }
+  assert(!(await Deno.stat(`${work}/interrupted`).catch(() => undefined)));
+  assertEquals(
+    [...Deno.readDirSync(work)].filter((e) => e.name.startsWith(".interrupted")).length,
+    0,
+    "no staging directory",
+  );
+  const head = await fetch(`${reg.url}/v2/dst/big/manifests/v1`, { method: "HEAD" });
+  assertEquals(head.status, 404);
+  const tmpAfter = [...Deno.readDirSync("/tmp")].filter((e) => e.name.startsWith("crfs-convert-"));
+  assertEquals(tmpAfter.length, tmpBefore.length, "temporary files removed");
 });
