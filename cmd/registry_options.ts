@@ -28,6 +28,7 @@ export const registryFlags = {
   "no-cache": { type: "boolean" },
   prefetch: { type: "string" },
   "no-background-fetch": { type: "boolean" },
+  verify: { type: "string" },
   debug: { type: "boolean" },
 } satisfies Options;
 
@@ -49,6 +50,9 @@ export const REGISTRY_HELP = `Registry options:
       --prefetch MODE           after a layer opens, fetch in the background: landmark (the
                                 files its eStargz landmark prioritizes; default), all, off
       --no-background-fetch     no prefetch and no read-ahead: fetch only what is read
+      --verify POLICY           strict (default): check every digest the data carries; require:
+                                also refuse layers without TOC digest annotations or chunk
+                                digests; none: gzip CRCs only
       --debug                   log every registry request (credentials are never shown)
 `;
 
@@ -114,7 +118,12 @@ export async function setupRegistry(
   if (!["off", "landmark", "all"].includes(prefetch)) {
     throw new UsageError("--prefetch is one of landmark, all, off");
   }
+  const verify = (values.verify as string | undefined) ?? "strict";
+  if (!["strict", "require", "none"].includes(verify)) {
+    throw new UsageError("--verify is one of strict, require, none");
+  }
   const store = new ImageStore(drivers, {
+    verify: verify as "strict" | "require" | "none",
     tagTtlMs: ttl * 1000,
     platform: values.platform as string | undefined,
     disk,

@@ -39,6 +39,12 @@ export interface ImageStoreOptions {
    * `.prefetch.landmark` marks as prioritized, `all` the whole layer, `off` nothing.
    */
   prefetch?: "off" | "landmark" | "all";
+  /**
+   * Verification: `strict` (default) checks every digest the data carries (TOC digest against
+   * the manifest annotation, chunk digests, file digests); `require` also refuses layers
+   * without a TOC digest annotation or chunk digests; `none` keeps only gzip CRC checks.
+   */
+  verify?: "strict" | "require" | "none";
   /** Logs one line per problem. */
   log?: (line: string) => void;
 }
@@ -65,6 +71,7 @@ export class ImageStore {
   readonly #disk?: DiskCache;
   readonly #readAhead?: number;
   readonly #prefetch: "off" | "landmark" | "all";
+  readonly #verify: "strict" | "require" | "none";
   readonly #background = new AbortController();
   readonly #manifests = new Map<string, Promise<Manifest>>();
   readonly #tags = new Map<string, Timed<string | undefined>>();
@@ -84,6 +91,7 @@ export class ImageStore {
     this.#disk = opts.disk;
     this.#readAhead = opts.readAhead;
     this.#prefetch = opts.prefetch ?? "landmark";
+    this.#verify = opts.verify ?? "strict";
   }
 
   /**
@@ -282,9 +290,14 @@ export class ImageStore {
         desc.size,
       );
       if (this.#wrap) source = this.#wrap(desc.digest, source);
+      const tocDigest = desc.annotations?.[TOC_DIGEST_ANNOTATION];
+      if (this.#verify === "require" && !tocDigest) {
+        throw new Error(`no ${TOC_DIGEST_ANNOTATION} annotation (--verify require)`);
+      }
       const open = (src: RangeSource) =>
         StargzReader.open(src, {
-          tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
+          tocDigest: this.#verify === "none" ? undefined : tocDigest,
+          verify: this.#verify === "none" ? "none" : "strict",
           cache: this.#chunkCache,
           cacheKey: `${desc.digest}:`,
           readAhead: this.#readAhead,
@@ -301,6 +314,9 @@ export class ImageStore {
         }
       } else reader = await open(source);
       for (const w of reader.index.warnings) this.log(`crfs: ${where}: ${w}`);
+      if (this.#verify === "require" && reader.index.chunks.some(({ chunk }) => !chunk.digest)) {
+        throw new Error("the TOC has no chunk digests (--verify require)");
+      }
       if (this.#prefetch !== "off") {
         reader.prefetch(this.#prefetch, this.#background.signal).catch((e) =>
           this.log(`crfs: ${where}: prefetch stopped: ${(e as Error).message}`)
