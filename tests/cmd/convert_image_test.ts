@@ -166,7 +166,7 @@ Deno.test("convert: a converted image converts again into a valid image; a secon
   await using env = await setup();
   const { reg, work, image, ref } = env;
   const once = `${reg.host}/dst/img:once`;
-  const twice = `${reg.host}/dst/img:twice`;
+  const twice = `${reg.host}/other/img:twice`;
   await convert(ref, once);
   reg.clearLog();
   await convert(ref, once);
@@ -176,7 +176,15 @@ Deno.test("convert: a converted image converts again into a valid image; a secon
   );
   assertEquals(uploads, [], "nothing uploaded again");
 
+  reg.clearLog();
   const out = await convert(once, twice);
+  // Converting again gives the same layer blobs: on the same registry they are mounted from
+  // the source repository instead of uploaded.
+  const log = await reg.accessLog();
+  const mounts = log.filter((e) => e.method === "POST" && /[?&]mount=/.test(e.path));
+  assertEquals(mounts.map((e) => e.status), [201, 201, 201]);
+  const patches = log.filter((e) => e.method === "PATCH");
+  assert(patches.length <= 1, `only the small config is uploaded: ${JSON.stringify(patches)}`);
   const layout = await pullToOci(twice, `${work}/twice`);
   const top = await layout.top("pulled");
   await checkConverted(layout, top.json, image, work);
@@ -187,6 +195,21 @@ Deno.test("convert: a converted image converts again into a valid image; a secon
     top.json.layers.map((l: { digest: string }) => l.digest),
   );
   assertMatch(out, /@sha256:/);
+});
+
+Deno.test("convert: a Docker v2 schema 2 source image becomes an OCI eStargz image", async () => {
+  await using env = await setup();
+  const { reg, work, image } = env;
+  const src = `${reg.host}/src/docker:v1`;
+  await skopeoCopy(`oci:${work}/src-layout:v1`, `docker://${src}`, { format: "v2s2" });
+  const manifest = await (await fetch(`${reg.url}/v2/src/docker/manifests/v1`, {
+    headers: { accept: "application/vnd.docker.distribution.manifest.v2+json" },
+  })).json();
+  assertEquals(manifest.mediaType, "application/vnd.docker.distribution.manifest.v2+json");
+  const dst = `${reg.host}/dst/docker:v1`;
+  await convert(src, dst);
+  const layout = await pullToOci(dst, `${work}/docker`);
+  await checkConverted(layout, (await layout.top("pulled")).json, image, work);
 });
 
 Deno.test("convert: two-platform index with --all-platforms and with --platform", async () => {
@@ -443,6 +466,11 @@ Deno.test("convert: bad references, missing tags and images, a stopped registry:
       /exclude/,
     ],
     [["convert", ref], 2, /takes IN and OUT/],
+    [
+      ["convert", "--platform", "linux/arm64", ref, `${reg.host}/x/y:z`],
+      1,
+      /single-platform image for linux\/amd64, not linux\/arm64/,
+    ],
   ];
   for (const [args, code, message] of cases) {
     const r = await crfs(args);

@@ -51,23 +51,18 @@ export interface CrfsOptions {
   timeoutMs?: number;
 }
 
-let isolated: string | undefined;
-
-/** An empty directory used as HOME, DOCKER_CONFIG and cache for every run (made once). */
-async function isolation(): Promise<string> {
-  isolated ??= await Deno.makeTempDir({ prefix: "crfs-cmd-home-" });
-  return isolated;
-}
-
-/** Removes the isolation directory (call from the last test, or leave to the OS tmp cleaner). */
-export async function cleanupIsolation(): Promise<void> {
-  if (isolated) await Deno.remove(isolated, { recursive: true }).catch(() => {});
-  isolated = undefined;
-}
-
 /** Runs `deno run -A main.ts ARGS` in the repository. Never throws on a non-zero exit. */
 export async function crfs(args: string[], opts: CrfsOptions = {}): Promise<CrfsRun> {
-  const home = await isolation();
+  // An empty HOME, docker config and cache: nothing of the machine leaks in.
+  const home = await Deno.makeTempDir({ prefix: "crfs-cmd-home-" });
+  try {
+    return await runIn(home, args, opts);
+  } finally {
+    await Deno.remove(home, { recursive: true }).catch(() => {});
+  }
+}
+
+async function runIn(home: string, args: string[], opts: CrfsOptions): Promise<CrfsRun> {
   const started = performance.now();
   const child = new Deno.Command(DENO, {
     args: ["run", "-A", `${ROOT}main.ts`, ...args],
