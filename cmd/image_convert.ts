@@ -372,17 +372,22 @@ function layerError(what: string, e: unknown): unknown {
 
 const enc = new TextEncoder();
 
-/** The converted config: the source's JSON with `rootfs.diff_ids` replaced. */
-function convertedConfig(source: ImageSource, bytes: Uint8Array, diffIds: string[]) {
-  let json: Record<string, unknown>;
+/** The source config as a JSON object. */
+function parseConfig(source: ImageSource, bytes: Uint8Array): Record<string, unknown> {
   try {
-    json = JSON.parse(new TextDecoder().decode(bytes));
-    if (!json || typeof json !== "object" || Array.isArray(json)) throw new Error();
+    const json = JSON.parse(new TextDecoder().decode(bytes));
+    if (json && typeof json === "object" && !Array.isArray(json)) return json;
   } catch {
-    throw new RegistryError(`${source.what}: the image config is not a JSON object`, {
-      code: "BAD_RESPONSE",
-    });
+    // reported below
   }
+  throw new RegistryError(`${source.what}: the image config is not a JSON object`, {
+    code: "BAD_RESPONSE",
+  });
+}
+
+/** The converted config: the source's JSON with `rootfs.diff_ids` replaced. */
+function convertedConfig(source: Record<string, unknown>, diffIds: string[]) {
+  const json = { ...source };
   const rootfs = (json.rootfs && typeof json.rootfs === "object" ? json.rootfs : {}) as Record<
     string,
     unknown
@@ -524,10 +529,10 @@ export async function convertImage(
         );
       }
       for (const l of p.manifest.json.layers) checkLayerType(source, l);
-      return await source.config(desc, signal);
+      return parseConfig(source, await source.config(desc, signal));
     }));
     if (top.kind === "image" && platform) {
-      const c = JSON.parse(new TextDecoder().decode(configs[0])) as Partial<Platform>;
+      const c = configs[0] as Partial<Platform>;
       const have = { os: c.os ?? "", architecture: c.architecture ?? "", variant: c.variant };
       if (have.os !== platform.os || have.architecture !== platform.architecture) {
         throw new RegistryError(
@@ -584,7 +589,7 @@ export async function convertImage(
     for (let i = 0; i < picked.length; i++) {
       const p = picked[i];
       const layers = converted[i];
-      const config = convertedConfig(source, configs[i], layers.map((l) => l.diffId));
+      const config = convertedConfig(configs[i], layers.map((l) => l.diffId));
       const configDesc = await putSmallBlob(
         sink,
         enc.encode(JSON.stringify(config)),

@@ -17,7 +17,7 @@ import {
   extract,
   gunzip,
   hex,
-  type Layout,
+  Layout,
   mergedTree,
   pullToOci,
   snapshot,
@@ -292,7 +292,6 @@ Deno.test("convert: oci: as source and destination, and docker-archive: as sourc
   // OCI layout → OCI layout (a new directory, and a second tag in an existing one).
   const out = await convert(`oci:${work}/src-layout:v1`, `oci:${work}/converted:esgz`);
   assertEquals(out.split("@")[0], `oci:${work}/converted:esgz`);
-  const { Layout } = await import("./helpers.ts");
   const layout = new Layout(`${work}/converted`);
   const top = await layout.top("esgz");
   assertEquals(top.digest, out.split("@")[1]);
@@ -328,6 +327,23 @@ Deno.test("convert: oci: as source and destination, and docker-archive: as sourc
   assertMatch(missing.stderr, /no image tagged "other\/img:v9".*my\/img:v1/);
   // A plain file that is a docker archive works as SRC as well.
   await convert(`${work}/img.tar`, `oci:${work}/plain-file:v1`);
+  const plainFile = new Layout(`${work}/plain-file`);
+  await checkConverted(plainFile, (await plainFile.top("v1")).json, image, work);
+
+  // A single layer file (tar.gz or tar) becomes a one-layer image for the chosen platform.
+  await Deno.writeFile(`${work}/layer0.tar.gz`, image.layers[0].bytes);
+  await Deno.writeFile(`${work}/layer1.tar`, image.layers[1].tar);
+  for (const [file, i] of [["layer0.tar.gz", 0], ["layer1.tar", 1]] as const) {
+    await convert("--platform", "linux/arm64", `${work}/${file}`, `${reg.host}/single/l${i}:v1`);
+    const single = await pullToOci(`${reg.host}/single/l${i}:v1`, `${work}/single${i}`);
+    const m = (await single.top("pulled")).json;
+    assertEquals(m.layers.length, 1);
+    const config = await single.json(m.config.digest);
+    assertEquals([config.os, config.architecture], ["linux", "arm64"]);
+    const a = await extract(image.layers[i].tar, work);
+    const b = await extract(await single.blob(m.layers[0].digest), work);
+    assertEquals(await snapshot(b, ESTARGZ_EXTRAS), await snapshot(a));
+  }
 });
 
 Deno.test("convert: --meta-tag pushes the metadata-only variant", async () => {
