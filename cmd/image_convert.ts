@@ -689,7 +689,7 @@ export async function convertImage(
     await Promise.allSettled(jobs);
     await sink?.abort();
     if (signal.aborted && opts.signal?.aborted) {
-      throw new UserError("interrupted; nothing was written", 130);
+      throw new UserError("interrupted; nothing was tagged", 130);
     }
     throw e;
   } finally {

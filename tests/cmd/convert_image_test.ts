@@ -633,7 +633,7 @@ Deno.test("convert: progress per layer on a terminal; Ctrl-C stops it and leaves
     const out = await child.output();
     const stderr = new TextDecoder().decode(out.stderr);
     assertEquals(out.code, 130, stderr);
-    assertMatch(stderr, /crfs: interrupted; nothing was written/);
+    assertMatch(stderr, /crfs: interrupted; nothing was tagged/);
   }
   assert(!(await Deno.stat(`${work}/interrupted`).catch(() => undefined)));
   assertEquals(
