@@ -120,27 +120,12 @@ function newNode(path: string, type: NodeType): TOCNode {
 }
 
 function newDir(path: string, implicit: boolean): TOCNode {
-  return {
-    path,
-    type: "dir",
-    mode: 0o755,
-    uid: 0,
-    gid: 0,
-    userName: "",
-    groupName: "",
-    size: 0,
-    mtimeSec: 0,
-    mtimeNsec: 0,
-    linkName: "",
-    devMajor: 0,
-    devMinor: 0,
-    xattrs: NO_XATTRS,
-    chunks: [],
-    nlink: 2,
-    children: new Map(),
-    implicit,
-    entryIndex: -1,
-  };
+  const dir = newNode(path, "dir");
+  dir.mode = 0o755;
+  dir.nlink = 2;
+  dir.children = new Map();
+  dir.implicit = implicit;
+  return dir;
 }
 
 function decodeXattrs(x: Record<string, string>, where: () => string): Map<string, Uint8Array> {
