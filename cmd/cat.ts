@@ -77,7 +77,7 @@ export const catCommand: Command = {
       if (target.rootDepth === 0) {
         throw new UserError(`${positionals[0]}: name a file inside an image`, 2);
       }
-      const setup = await setupRegistry(values, { prefetch: false });
+      const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
       if (target.repo) setup.store.hintRepository(target.repo);
       const root = rootNode(setup.store, { localDir: setup.localDir });
       const { node } = await walkTree(root, target, true);

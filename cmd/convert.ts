@@ -46,6 +46,10 @@ Options:
       --level N           gzip compression level 1-9 (default 6)
       --workers N         compression threads (default: one per core)
       --jobs N            image layers converted at the same time (default ${DEFAULT_JOBS})
+      --prioritize PATHS  put these files (comma-separated, repeatable) first in every layer,
+                          followed by a .prefetch.landmark: crfs and stargz-snapshotter fetch
+                          them in the background as soon as the layer is opened
+      --prioritize-file F the same, one path per line (what 'crfs mount --record F' writes)
       --all-platforms     convert every platform of a multi-platform SRC and write an index
                           (attestation entries are left out); default: the --platform one
       --meta-tag TAG      also write, under TAG in DST's repository, the metadata-only variant:
@@ -69,6 +73,8 @@ export const convertCommand: Command = {
       jobs: { type: "string" },
       "all-platforms": { type: "boolean" },
       "meta-tag": { type: "string" },
+      prioritize: { type: "string", multiple: true },
+      "prioritize-file": { type: "string" },
       ...registryFlags,
     });
     if (positionals.length !== 2) {
@@ -94,8 +100,9 @@ export const convertCommand: Command = {
       throw new UsageError("--workers must be a number 0-256");
     }
     const quiet = values.quiet === true;
+    const prioritized = await prioritizedPaths(values);
     if (imageMode) {
-      return await runImage(src, dst, values, { chunkSize, level, workers, quiet });
+      return await runImage(src, dst, values, { chunkSize, level, workers, quiet, prioritized });
     }
     for (
       const flag of ["jobs", "all-platforms", "meta-tag", ...Object.keys(registryFlags)]
@@ -141,6 +148,7 @@ export const convertCommand: Command = {
         chunkSize,
         level,
         workers,
+        prioritized,
         onProgress: (n) =>
           progress.update(
             inputSize
@@ -156,6 +164,11 @@ export const convertCommand: Command = {
         await Deno.rename(tmpPath, outPath);
       }
       const secs = (performance.now() - started) / 1000;
+      if (result.missingPrioritized.length > 0 && !quiet) {
+        console.error(
+          `crfs: not in the input, not prioritized: ${result.missingPrioritized.join(", ")}`,
+        );
+      }
       if (toStdout) console.error(result.tocDigest);
       else console.log(result.tocDigest);
       if (!quiet) {
@@ -184,12 +197,31 @@ export const convertCommand: Command = {
   },
 };
 
+/** The paths of `--prioritize` and `--prioritize-file`, in order (undefined when none). */
+async function prioritizedPaths(values: Record<string, unknown>): Promise<string[] | undefined> {
+  const out: string[] = [];
+  for (const v of (values.prioritize as string[] | undefined) ?? []) {
+    out.push(...v.split(",").map((p) => p.trim()).filter(Boolean));
+  }
+  const file = values["prioritize-file"] as string | undefined;
+  if (file) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (e) {
+      throw new UserError(`--prioritize-file ${file}: ${(e as Error).message}`);
+    }
+    out.push(...text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#")));
+  }
+  return out.length > 0 ? out : undefined;
+}
+
 /** The image half of `crfs convert`. */
 async function runImage(
   src: Endpoint,
   dst: Endpoint,
   values: Record<string, unknown>,
-  o: { chunkSize: number; level: number; workers?: number; quiet: boolean },
+  o: { chunkSize: number; level: number; workers?: number; quiet: boolean; prioritized?: string[] },
 ): Promise<number> {
   const jobs = values.jobs === undefined ? undefined : Number(values.jobs);
   if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1 || jobs > 64)) {
@@ -222,6 +254,7 @@ async function runImage(
       level: o.level,
       workers: o.workers,
       jobs,
+      prioritized: o.prioritized,
       signal: controller.signal,
       onProgress: (line) => progress.update(line),
     });

@@ -105,6 +105,8 @@ export interface ConvertImageOptions {
   workers?: number;
   /** Layers converted at the same time; default {@link DEFAULT_JOBS}. */
   jobs?: number;
+  /** Paths to put first in every layer, before a `.prefetch.landmark` (see format/writer.ts). */
+  prioritized?: string[];
   /** Cancels the conversion (everything written is undone as on any failure). */
   signal?: AbortSignal;
   /** Receives a one-line progress summary now and then. */
@@ -204,6 +206,7 @@ interface JobContext {
   pool: CompressPool;
   chunkSize: number;
   level: number;
+  prioritized?: string[];
   signal: AbortSignal;
   board: ProgressBoard;
 }
@@ -315,7 +318,13 @@ async function convertLayer(ctx: JobContext, desc: Descriptor): Promise<Converte
       signal.throwIfAborted();
       written.update(bytes);
       for (let o = 0; o < bytes.length;) o += await out.write(bytes.subarray(o));
-    }, { pool: ctx.pool, chunkSize: ctx.chunkSize, level: ctx.level });
+    }, {
+      pool: ctx.pool,
+      chunkSize: ctx.chunkSize,
+      level: ctx.level,
+      prioritized: ctx.prioritized,
+      tempDir: ctx.tmpDir,
+    });
     // The tar reader stops at the end-of-archive marker: read the rest so that the whole
     // blob is checked against its digest.
     while (!(await reader.read()).done) { /* drained through the digester */ }
@@ -556,6 +565,7 @@ export async function convertImage(
       pool,
       chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
       level: opts.level ?? 6,
+      prioritized: opts.prioritized,
       signal,
       board,
     };

@@ -69,7 +69,7 @@ export const lsCommand: Command = {
     }
     try {
       const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      const setup = await setupRegistry(values, { prefetch: false });
+      const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
       if (target.repo) setup.store.hintRepository(target.repo);
       const root = rootNode(setup.store, { localDir: setup.localDir });
       const found = await walkTree(root, target, true);

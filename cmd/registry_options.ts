@@ -73,7 +73,7 @@ export interface RegistrySetup {
  */
 export async function setupRegistry(
   values: Record<string, unknown>,
-  opts: { prefetch?: boolean } = {},
+  opts: { prefetch?: boolean; log?: (line: string) => void } = {},
 ): Promise<RegistrySetup> {
   const debug = values.debug === true;
   let password: string | undefined;
@@ -123,6 +123,7 @@ export async function setupRegistry(
     throw new UsageError("--verify is one of strict, require, none");
   }
   const store = new ImageStore(drivers, {
+    log: opts.log,
     verify: verify as "strict" | "require" | "none",
     tagTtlMs: ttl * 1000,
     platform: values.platform as string | undefined,

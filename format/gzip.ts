@@ -207,10 +207,16 @@ export async function* gunzipStream(
       for await (const chunk of input) {
         if (error) break;
         if (!gunzip.write(chunk)) {
-          await new Promise((r) => {
-            gunzip.once("drain", r);
-            gunzip.once("error", r);
-            gunzip.once("close", r);
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              gunzip.off("drain", done);
+              gunzip.off("error", done);
+              gunzip.off("close", done);
+              resolve();
+            };
+            gunzip.on("drain", done);
+            gunzip.on("error", done);
+            gunzip.on("close", done);
           });
         }
       }

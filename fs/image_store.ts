@@ -16,7 +16,7 @@ import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../driver
 import type { RepositoryName } from "../drivers/reference.ts";
 import type { RangeSource } from "../format/range_source.ts";
 import { isNotFound, isRegistryError } from "../drivers/errors.ts";
-import { parseManifest } from "../drivers/manifest.ts";
+import { IMAGE_MEDIA_TYPES, parseManifest } from "../drivers/manifest.ts";
 import type { DiskCache } from "./disk_cache.ts";
 import { NodeError } from "./node.ts";
 
@@ -165,15 +165,22 @@ export class ImageStore {
         return known;
       }
       try {
-        const r = await this.driver(repo.host).resolve({ ...repo, tag }, {
-          platform: this.platform,
-        });
-        this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
-        await this.#disk?.putObject(r.manifest.digest, r.manifest.bytes);
-        await this.#disk?.putTag(recorded, r.manifest.digest);
+        // A HEAD says what the tag is (and is free of Docker Hub's pull limits); only an index
+        // needs its body, to pick the platform. An image manifest is fetched when opened.
+        const driver = this.driver(repo.host);
+        const head = await driver.headManifest(repo, tag);
+        if (!head) return undefined;
+        let digest = head.digest;
+        if (!IMAGE_MEDIA_TYPES.includes(head.mediaType)) {
+          const r = await driver.resolve({ ...repo, tag }, { platform: this.platform });
+          this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
+          await this.#disk?.putObject(r.manifest.digest, r.manifest.bytes);
+          digest = r.manifest.digest;
+        }
+        await this.#disk?.putTag(recorded, digest);
         await this.#disk?.putRepository(`${repo.host}/${repo.repository}`);
         this.#knownRepos.add(`${repo.host}/${repo.repository}`);
-        return r.manifest.digest;
+        return digest;
       } catch (e) {
         if (isNotFound(e)) return undefined;
         throw e;

@@ -87,7 +87,10 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
     return merged;
   };
 
-  const top = sources[0];
+  // Attributes come from the topmost layer that has the directory as an entry of its own: a
+  // directory an upper layer only implies (it holds files there) keeps the lower one's owner,
+  // mode and time, as applying the layers would.
+  const top = sources.find((s) => !s.dir.implicit) ?? sources[0];
   return {
     key: `image:${id}:${path}`,
     volatility: "immutable",
