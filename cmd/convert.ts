@@ -62,7 +62,7 @@ ${REGISTRY_HELP}`;
 
 export const convertCommand: Command = {
   name: "convert",
-  summary: "convert a tar/tar.gz layer into an eStargz blob",
+  summary: "convert an image (or a layer) to eStargz, for lazy pulling",
   help: HELP,
   async run(args) {
     const { values, positionals } = parseFlags(args, {
