@@ -9,10 +9,12 @@ import { convertCommand } from "./convert.ts";
 import { demoCommand } from "./demo.ts";
 import { lsCommand } from "./ls.ts";
 import { mountCommand } from "./mount.ts";
+import { storeCommand } from "./store.ts";
 
 /** Every subcommand. */
 export const commands: Command[] = [
   mountCommand,
+  storeCommand,
   lsCommand,
   catCommand,
   convertCommand,

@@ -9,6 +9,7 @@ import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
+import { mountLayerStore } from "./store.ts";
 
 const HELP = `Usage: crfs mount [options] [MOUNTPOINT]
 
@@ -26,6 +27,8 @@ Options:
       --host HOST        list HOST in layers/ and images/ (any host can be looked up); repeatable
       --allow-other      let other users access the mount (needs user_allow_other for non-root)
       --read-ahead KB    kernel readahead for the mount (default 1024)
+      --layer-store DIR  also serve an additional layer store for podman/CRI-O at DIR, sharing
+                         this mount's caches (see 'crfs store --help')
       --record FILE      write the path of every file read (in first-read order, one per
                          line) to FILE: a workload's files, ready for 'crfs convert --prioritize-file'
 The root also holds crfs-status.json: bytes and requests fetched per layer, cache hits.
@@ -43,6 +46,7 @@ export const mountCommand: Command = {
       "allow-other": { type: "boolean" },
       "read-ahead": { type: "string" },
       record: { type: "string" },
+      "layer-store": { type: "string" },
       ...registryFlags,
     });
     if (positionals.length > 1) {
@@ -87,9 +91,24 @@ export const mountCommand: Command = {
     } catch (e) {
       throw new UserError(`cannot mount at ${mountpoint}: ${(e as Error).message}`);
     }
-    installSignalUnmount(m, { exit: false });
+    const mounts = [m];
+    if (values["layer-store"]) {
+      try {
+        mounts.push(
+          await mountLayerStore(values["layer-store"] as string, setup, {
+            allowOther: values["allow-other"] === true,
+            readAheadKb,
+          }),
+        );
+      } catch (e) {
+        await m.unmount();
+        throw e;
+      }
+      console.error(`crfs: layer store at ${mounts[1].mountpoint}`);
+    }
+    installSignalUnmount(mounts, { exit: false });
     console.error(`crfs: mounted at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount)`);
-    await m.closed;
+    await Promise.all(mounts.map((x) => x.closed));
     setup.store.stopBackground();
     await recordDone;
     await setup.disk?.flush();

@@ -11,6 +11,7 @@ import {
   type Attr,
   type AttrReply,
   type DirItem,
+  type EntryChange,
   type EntryReply,
   Errno,
   FuseError,
@@ -50,6 +51,7 @@ const ERRNO: Record<NodeError["code"], number> = {
   EISDIR: Errno.EISDIR,
   EINVAL: Errno.EINVAL,
   EACCES: Errno.EACCES,
+  EROFS: Errno.EROFS,
 };
 
 /** The kernel's `new_encode_dev` form of a device number. */
@@ -242,6 +244,15 @@ export class CrfsFilesystem implements FuseOps {
     return this.#guard("listxattr", () => {
       const x = this.#node(nodeId).xattrs?.();
       return Promise.resolve(x ? [...x.keys()].map(encodeName) : []);
+    });
+  }
+
+  /** Name changes go to the directory's `change` (only a writable mount asks); EROFS without. */
+  changeEntry(change: EntryChange, parent: number, name: Uint8Array): Promise<void> {
+    return this.#guard("changeEntry", async () => {
+      const dir = this.#node(parent);
+      if (!dir.change) throw new FuseError(Errno.EROFS);
+      await dir.change(change, decodeName(name));
     });
   }
 

@@ -54,6 +54,12 @@ export interface FsNode {
   /** Extended attributes. */
   xattrs?(): Map<string, Uint8Array>;
   /**
+   * Directories on a writable mount: a program creates (`create`, `mknod`, `mkdir`) or removes
+   * (`unlink`, `rmdir`) `name` here. Throw a {@link NodeError} to refuse; resolving means a
+   * removal happened. Without it such requests are refused with EROFS.
+   */
+  change?(change: "create" | "mknod" | "mkdir" | "unlink" | "rmdir", name: string): Promise<void>;
+  /**
    * Content that changes (status files): each lookup takes a snapshot, a node of its own with
    * fixed bytes and a fresh key, so the kernel never serves stale cached pages.
    */
@@ -65,7 +71,7 @@ export interface FsNode {
 /** A node error carrying an errno name (`ENOENT`, `EIO`, …) for the FUSE layer. */
 export class NodeError extends Error {
   /** POSIX error name. */
-  readonly code: "ENOENT" | "EIO" | "ENOTDIR" | "EISDIR" | "EINVAL" | "EACCES";
+  readonly code: "ENOENT" | "EIO" | "ENOTDIR" | "EISDIR" | "EINVAL" | "EACCES" | "EROFS";
   constructor(code: NodeError["code"], message: string) {
     super(message);
     this.name = "NodeError";

@@ -23,6 +23,11 @@ export interface MountOptions {
   onError?: (err: unknown, op: string) => void;
   /** Let users other than the mounting one access the mount (`allow_other`). */
   allowOther?: boolean;
+  /**
+   * Mount without `ro`, so that name changes reach the filesystem's `changeEntry` (all other
+   * writes are still answered EROFS by the session). Default false.
+   */
+  writable?: boolean;
   /** Source shown in /proc/mounts. Default "crfs". */
   fsName?: string;
   /** Filesystem subtype: the type shows as `fuse.<subtype>`. Default "crfs". */
@@ -257,8 +262,8 @@ async function waitClosed(closed: Promise<void>, ms: number): Promise<boolean> {
 }
 
 /**
- * Mounts `ops` read-only at `mountpoint` (created if missing; a stale mount there is cleared)
- * and serves it until unmounted. Resolves once the kernel's INIT has been answered.
+ * Mounts `ops` (read-only unless `writable`) at `mountpoint` (created if missing; a stale mount
+ * there is cleared) and serves it until unmounted. Resolves once the kernel's INIT has been answered.
  */
 export async function mount(
   mountpoint: string,
@@ -269,7 +274,7 @@ export async function mount(
   await clearStaleMount(mp, options.staleProbeMs);
   await Deno.mkdir(mp, { recursive: true });
   const opts = [
-    "ro",
+    ...(options.writable ? [] : ["ro"]),
     "default_permissions",
     `fsname=${optValue(options.fsName ?? "crfs")}`,
     `subtype=${optValue(options.subtype ?? "crfs")}`,

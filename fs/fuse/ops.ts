@@ -113,6 +113,12 @@ export interface StatfsReply {
   frsize: number;
 }
 
+/**
+ * A request to add or remove a name in a directory (CREATE, MKNOD, MKDIR, UNLINK, RMDIR), for
+ * filesystems that answer some of them themselves (see `FuseOps.changeEntry`).
+ */
+export type EntryChange = "create" | "mknod" | "mkdir" | "unlink" | "rmdir";
+
 /** Result of `getattr`. */
 export interface AttrReply {
   attr: Attr;
@@ -123,7 +129,7 @@ export interface AttrReply {
  * A read-only filesystem served by `mount()`. Optional methods fall back to sensible defaults
  * (no-op for `forget`/`release`/`releasedir`, handle 0 for `opendir`, ENOSYS for `access`,
  * plain READDIR when `readdirplusEntry` is absent). Write operations are answered with EROFS by
- * the session itself.
+ * the session itself, except the name changes a filesystem takes with `changeEntry`.
  */
 export interface FuseOps {
   /** Resolves `name` in directory `parent`. Each successful answer counts as one lookup. */
@@ -168,4 +174,11 @@ export interface FuseOps {
   statfs(nodeId: number): Promise<StatfsReply>;
   /** Permission check; only asked without `default_permissions`. */
   access?(nodeId: number, mask: number): Promise<void>;
+  /**
+   * Creating or removing `name` in directory `parent` (which the kernel asks only of a mount
+   * made without `ro`). Reject with `FuseError(errno)` to refuse, e.g. ENOENT; resolving means
+   * success, which only `unlink` and `rmdir` can report (the others are then answered EROFS).
+   * Without this op all of them are answered EROFS.
+   */
+  changeEntry?(change: EntryChange, parent: number, name: Uint8Array): Promise<void>;
 }

@@ -42,7 +42,7 @@ import {
   WRITE_IN_SIZE,
   WRITE_OPS,
 } from "./abi.ts";
-import type { Attr, EntryReply, FuseOps } from "./ops.ts";
+import type { Attr, EntryChange, EntryReply, FuseOps } from "./ops.ts";
 import { errnoOf, FuseError } from "./ops.ts";
 
 /** The descriptor-level I/O a session needs; `libfuse.ts` provides it over `/dev/fuse`. */
@@ -97,6 +97,15 @@ const PAGE = 4096;
 const DIRENT_MIN = direntSize(1);
 const DIRENTPLUS_MIN = direntPlusSize(1);
 const READ_POOL_MAX = 64;
+
+/** Name-changing requests `FuseOps.changeEntry` may take, with the size of their fixed part. */
+const ENTRY_CHANGES = new Map<number, [EntryChange, number]>([
+  [Op.CREATE, ["create", 16]], // fuse_create_in
+  [Op.MKNOD, ["mknod", 16]], // fuse_mknod_in
+  [Op.MKDIR, ["mkdir", 8]], // fuse_mkdir_in
+  [Op.UNLINK, ["unlink", 0]],
+  [Op.RMDIR, ["rmdir", 0]],
+]);
 
 const errnoNames = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));
 const dec = new TextDecoder("utf-8", { fatal: false });
@@ -434,6 +443,21 @@ export class FuseSession {
           break;
         case Op.NOTIFY_REPLY:
           break;
+        case Op.CREATE:
+        case Op.MKNOD:
+        case Op.MKDIR:
+        case Op.UNLINK:
+        case Op.RMDIR: {
+          if (!this.#ops.changeEntry) {
+            now = () => this.#replyErr(unique, Errno.EROFS);
+            break;
+          }
+          const [change, fixed] = ENTRY_CHANGES.get(opcode)!;
+          const name = cstringAt(buf, B + fixed, len);
+          if (debug) detail = ` name=${JSON.stringify(dec.decode(name))}`;
+          work = () => this.#changeEntry(unique, change, nodeId, name);
+          break;
+        }
         default: {
           const errno = WRITE_OPS.has(opcode) ? Errno.EROFS : Errno.ENOSYS;
           now = () => this.#replyErr(unique, errno);
@@ -680,6 +704,12 @@ export class FuseSession {
     if (this.#dead) return;
     encodeStatfsOut(this.#scratchDv, OUT_HEADER_SIZE, s);
     this.#replyScratch(unique, 80);
+  }
+
+  async #changeEntry(unique: number, change: EntryChange, parent: number, name: Uint8Array) {
+    await this.#ops.changeEntry!(change, parent, name);
+    // Success has no body only for removals; creating would need an entry (and open) reply.
+    this.#replyErr(unique, change === "unlink" || change === "rmdir" ? 0 : Errno.EROFS);
   }
 
   async #access(unique: number, nodeId: number, mask: number) {

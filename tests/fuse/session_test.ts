@@ -412,6 +412,50 @@ Deno.test("unsupported ops get ENOSYS, write ops EROFS, access ENOSYS without th
   }
 });
 
+Deno.test("name changes go to changeEntry when the filesystem has it: names after the fixed part, errnos passed on", async () => {
+  const seen: string[] = [];
+  const t = await started(opsOf(sampleFs(), {
+    changeEntry(change, parent, name) {
+      const text = new TextDecoder().decode(name);
+      seen.push(`${change} ${parent} ${text}`);
+      if (text === "use") return Promise.reject(new FuseError(Errno.ENOENT));
+      if (text === "boom") return Promise.reject(new Error("unexpected"));
+      return Promise.resolve();
+    },
+  }));
+  const named = (fixed: number, name: string) => {
+    const b = new Uint8Array(fixed + name.length + 1).fill(0x41, 0, fixed);
+    b.set(enc.encode(name), fixed);
+    return b;
+  };
+  try {
+    assert.equal((await t.call(Op.CREATE, 5, named(16, "use"))).errno, Errno.ENOENT);
+    assert.equal((await t.call(Op.MKNOD, 5, named(16, "use"))).errno, Errno.ENOENT);
+    assert.equal((await t.call(Op.MKDIR, 5, named(8, "use"))).errno, Errno.ENOENT);
+    assert.equal((await t.call(Op.UNLINK, 5, named(0, "use"))).errno, Errno.ENOENT);
+    assert.equal((await t.call(Op.RMDIR, 3, named(0, "sha256:x"))).errno, 0, "rmdir succeeds");
+    assert.equal((await t.call(Op.UNLINK, 3, named(0, "f"))).errno, 0, "unlink succeeds");
+    assert.equal((await t.call(Op.CREATE, 3, named(16, "f"))).errno, Errno.EROFS, "no entry reply");
+    assert.equal((await t.call(Op.RMDIR, 3, named(0, "boom"))).errno, Errno.EIO);
+    // Other writes still never reach the filesystem.
+    for (const op of [Op.SETATTR, Op.WRITE, Op.RENAME, Op.SYMLINK, Op.LINK, Op.SETXATTR]) {
+      assert.equal((await t.call(op, 2, new Uint8Array(64))).errno, Errno.EROFS, `op ${op}`);
+    }
+    assert.deepEqual(seen, [
+      "create 5 use",
+      "mknod 5 use",
+      "mkdir 5 use",
+      "unlink 5 use",
+      "rmdir 3 sha256:x",
+      "unlink 3 f",
+      "create 3 f",
+      "rmdir 3 boom",
+    ]);
+  } finally {
+    await t.stop();
+  }
+});
+
 Deno.test("xattrs: size 0 asks for the length, too small is ERANGE, empty values work", async () => {
   const t = await started(sampleFs());
   const get = (name: string, size: number) =>

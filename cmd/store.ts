@@ -1,0 +1,104 @@
+/**
+ * `crfs store DIR`: serves an Additional Layer Store for containers/storage (podman, CRI-O) at
+ * DIR over FUSE until SIGINT/SIGTERM, so that pulling an eStargz image takes its layers from
+ * crfs (fetched lazily as the container reads them) instead of downloading them. The tree is
+ * fs/layer_store.ts; `crfs mount --layer-store DIR` serves the same next to the mount.
+ *
+ * @module
+ */
+import { CrfsFilesystem } from "../fs/filesystem.ts";
+import { type FuseMount, installSignalUnmount, mount } from "../fs/fuse/mount.ts";
+import { layerStoreRoot } from "../fs/layer_store.ts";
+import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
+import {
+  REGISTRY_HELP,
+  registryFlags,
+  type RegistrySetup,
+  setupRegistry,
+} from "./registry_options.ts";
+
+const HELP = `Usage: crfs store [options] DIR
+
+Serves an Additional Layer Store for podman, CRI-O and buildah (containers/storage) at DIR until
+interrupted. Pulling an eStargz image then downloads no layer: containers/storage takes each
+layer from DIR, and files are fetched from the registry only when a container reads them.
+Layers that are not eStargz are not in the store: podman pulls those as usual.
+
+  DIR/<base64 of the image reference>/<layer digest or TOC digest>/{diff/,info,blob}
+
+Use it with the ':ref' option, for one command:
+
+  podman --storage-opt overlay.additionallayerstore=DIR:ref pull HOST/NAME:TAG
+
+or for every command, in /etc/containers/storage.conf:
+
+  [storage.options]
+  additionallayerstores = ["DIR:ref"]
+
+Options:
+      --allow-other      let other users access the store (rootless podman; needs
+                         user_allow_other in /etc/fuse.conf for non-root)
+      --read-ahead KB    kernel readahead for the mount (default 1024)
+  -h, --help             show this help
+
+${REGISTRY_HELP}`;
+
+/** The podman flag that uses a store at `dir`. */
+export function storageOpt(dir: string): string {
+  return `--storage-opt overlay.additionallayerstore=${dir}:ref`;
+}
+
+/** Mounts the layer store of `setup`'s image store at `dir` (writable: see fs/layer_store.ts). */
+export async function mountLayerStore(
+  dir: string,
+  setup: RegistrySetup,
+  opts: { allowOther?: boolean; readAheadKb?: number } = {},
+): Promise<FuseMount> {
+  const fs = new CrfsFilesystem(layerStoreRoot(setup.store), { tagTtlMs: setup.tagTtlMs });
+  try {
+    return await mount(dir, fs, {
+      debug: setup.debug ? (line) => console.error(`fuse(store): ${line}`) : undefined,
+      allowOther: opts.allowOther,
+      readAheadKb: opts.readAheadKb,
+      writable: true,
+      fsName: "crfs-store",
+    });
+  } catch (e) {
+    throw new UserError(`cannot mount the layer store at ${dir}: ${(e as Error).message}`);
+  }
+}
+
+export const storeCommand: Command = {
+  name: "store",
+  summary: "serve an additional layer store: podman/CRI-O run eStargz images lazily",
+  help: HELP,
+  async run(args) {
+    const { values, positionals } = parseFlags(args, {
+      "allow-other": { type: "boolean" },
+      "read-ahead": { type: "string" },
+      ...registryFlags,
+    });
+    if (positionals.length !== 1) {
+      throw new UsageError("store takes one directory; see 'crfs store --help'");
+    }
+    const readAheadKb = values["read-ahead"] === undefined ? 1024 : Number(values["read-ahead"]);
+    if (!Number.isInteger(readAheadKb) || readAheadKb < 0) {
+      throw new UsageError("--read-ahead takes a number of KiB");
+    }
+    const setup = await setupRegistry(values);
+    const m = await mountLayerStore(positionals[0], setup, {
+      allowOther: values["allow-other"] === true,
+      readAheadKb,
+    });
+    installSignalUnmount(m, { exit: false });
+    console.error(
+      `crfs: layer store at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount); use it with\n` +
+        `  podman ${storageOpt(m.mountpoint)} …`,
+    );
+    await m.closed;
+    setup.store.stopBackground();
+    await setup.disk?.flush();
+    console.error(`crfs: unmounted ${m.mountpoint}`);
+    return 0;
+  },
+};

@@ -1,0 +1,313 @@
+/**
+ * The tree of an Additional Layer Store, the directory layout through which containers/storage
+ * (podman, CRI-O, buildah) takes layers it does not have to pull. With the store's `:ref`
+ * option, containers/storage looks a layer up as
+ *
+ * ```
+ * <base64 of the image reference>/<digest>/
+ *   diff/   the layer's root in overlayfs form (whiteouts as 0/0 character devices, opaque
+ *           directories with trusted.overlay.opaque=y), used as an overlayfs lower directory;
+ *           the eStargz TOC and landmark files are left out (format details: the original
+ *           image has none; a normal pull of the eStargz blob would extract them as files)
+ *   info    JSON: compressed-diff-digest, compressed-size, diff-digest (the config's diff_id),
+ *           diff-size, compression (2 = gzip), toc-digest
+ *   blob    the compressed layer blob, read lazily (containers/storage reads it only to push or
+ *           save the image)
+ * ```
+ *
+ * The reference is the one the image is pulled by, `host/name:tag` or `host/name@digest`, in
+ * standard padded base64 (`docker.io/library/x:tag` and `x:tag` both work). `<digest>` is the
+ * layer's blob digest (what podman 4.x asks for) or its eStargz TOC digest (what newer
+ * containers/storage asks for); both name the same layer, under distinct inodes. Only layers
+ * whose descriptor carries the eStargz TOC digest annotation and whose TOC opens are served:
+ * any other lookup is ENOENT, and containers/storage then pulls the layer itself.
+ *
+ * containers/storage reports using a layer by creating and removing `<layer>/use`, and
+ * releasing it by removing the layer directory; a store that keeps count answers ENOENT to
+ * both. Layers here live as long as crfs serves them, so both are answered ENOENT (and no
+ * other change is allowed: EROFS). The mount must be writable for those requests to arrive.
+ *
+ * @module
+ */
+import type { Descriptor, ImageManifest } from "../drivers/manifest.ts";
+import { parseReference, type Reference } from "../drivers/reference.ts";
+import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
+import type { ImageStore, OpenLayer } from "./image_store.ts";
+import { layerRoot } from "./layer_tree.ts";
+import { bytesNode, dirAttr, type FsNode, NodeError } from "./node.ts";
+
+/** What containers/storage reads from a layer's `info` file (its `Layer` JSON fields). */
+export interface LayerInfo {
+  /** The layer blob's digest. */
+  "compressed-diff-digest": string;
+  /** The layer blob's size. */
+  "compressed-size": number;
+  /** The uncompressed layer's digest: the image config's diff_id for the layer. */
+  "diff-digest": string;
+  /** The uncompressed size, when the descriptor's annotation gives it. */
+  "diff-size"?: number;
+  /** containers/storage's compression number: 2 is gzip. */
+  compression: number;
+  /** The eStargz TOC digest (newer containers/storage indexes layers by it). */
+  "toc-digest": string;
+}
+
+/** containers/storage's number for gzip compression (`archive.Gzip`). */
+export const GZIP_COMPRESSION = 2;
+
+/** The name under which containers/storage looks up a reference: standard padded base64. */
+export function encodeRefName(ref: string): string {
+  const bytes = new TextEncoder().encode(ref);
+  return btoa(String.fromCharCode(...bytes));
+}
+
+/**
+ * The reference a directory name stands for, or undefined when the name is not the canonical
+ * base64 of a reference with a tag or a digest.
+ */
+export function decodeRefName(name: string): Reference | undefined {
+  if (name.length === 0 || name.length % 4 !== 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(name)) {
+    return undefined;
+  }
+  let text: string;
+  try {
+    const raw = atob(name);
+    text = new TextDecoder("utf-8", { fatal: true }).decode(
+      Uint8Array.from(raw, (c) => c.charCodeAt(0)),
+    );
+  } catch {
+    return undefined;
+  }
+  // One name per reference: the re-encoding must give the name back.
+  if (encodeRefName(text) !== name) return undefined;
+  try {
+    const ref = parseReference(text, { defaultTag: null });
+    return ref.tag === undefined && ref.digest === undefined ? undefined : ref;
+  } catch {
+    return undefined;
+  }
+}
+
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+
+/** The `info` document of a layer. */
+export function layerInfo(desc: Descriptor, diffId: string, tocDigest: string): LayerInfo {
+  const info: LayerInfo = {
+    "compressed-diff-digest": desc.digest,
+    "compressed-size": desc.size,
+    "diff-digest": diffId,
+    compression: GZIP_COMPRESSION,
+    "toc-digest": tocDigest,
+  };
+  const usize = Number(desc.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION]);
+  if (Number.isSafeInteger(usize) && usize > 0) info["diff-size"] = usize;
+  return info;
+}
+
+/** Options of the store tree. */
+export interface LayerStoreOptions {
+  /** Logs one line per layer declined for a reason other than not being eStargz. */
+  log?: (line: string) => void;
+}
+
+/** The root of the layer store: one directory per image reference looked up. */
+export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}): FsNode {
+  const log = opts.log ?? store.log;
+  const seen = new Set<string>();
+  // Layer directories by `<ref name>/<manifest digest>/<digest>`; failures are not kept.
+  const layers = new Map<string, Promise<FsNode | undefined>>();
+  const refDirs = new Map<string, FsNode>();
+
+  const refDir = (name: string, ref: Reference): FsNode => {
+    let dir = refDirs.get(name);
+    if (!dir) {
+      dir = referenceDir(store, name, ref, layers, log);
+      refDirs.set(name, dir);
+    }
+    return dir;
+  };
+  return {
+    key: "als:root",
+    volatility: "listing",
+    attr: () => dirAttr(2 + seen.size),
+    lookup(name) {
+      const ref = decodeRefName(name);
+      if (!ref) return Promise.resolve(undefined);
+      seen.add(name);
+      return Promise.resolve(refDir(name, ref));
+    },
+    list() {
+      return Promise.resolve(
+        [...seen].sort().map((n) => [n, refDir(n, decodeRefName(n)!)] as [string, FsNode]),
+      );
+    },
+    change: () => Promise.reject(new NodeError("EROFS", "the layer store is read-only")),
+  };
+}
+
+/** `<base64 ref>/`: the eStargz layers of the image the reference names now. */
+function referenceDir(
+  store: ImageStore,
+  name: string,
+  ref: Reference,
+  layers: Map<string, Promise<FsNode | undefined>>,
+  log: (line: string) => void,
+): FsNode {
+  const repo = { host: ref.host, repository: ref.repository };
+  const where = `${ref.host}/${ref.repository}${ref.digest ? `@${ref.digest}` : `:${ref.tag}`}`;
+
+  /** The single-platform manifest the reference names, or undefined when there is none. */
+  const manifest = async (): Promise<ImageManifest | undefined> => {
+    try {
+      const digest = ref.digest ?? await store.resolveTag(repo, ref.tag!);
+      return digest ? await store.imageManifest(repo, digest) : undefined;
+    } catch (e) {
+      log(`crfs: layer store: ${where}: ${(e as Error).message}`);
+      return undefined;
+    }
+  };
+
+  const open = (m: ImageManifest, index: number, dirName: string) => {
+    const key = `${name}/${m.digest}/${dirName}`;
+    let p = layers.get(key);
+    if (!p) {
+      p = openLayerDir(store, repo, m, index, `${name}/${dirName}`, where, log);
+      layers.set(key, p);
+      p.then((n) => n ?? layers.delete(key), () => layers.delete(key));
+    }
+    return p;
+  };
+
+  return {
+    key: `als:ref:${name}`,
+    volatility: ref.digest ? "immutable" : "tag",
+    attr: () => dirAttr(2),
+    async lookup(dirName) {
+      if (!DIGEST_RE.test(dirName)) return undefined;
+      const m = await manifest();
+      const i =
+        m?.json.layers.findIndex((d) =>
+          d.digest === dirName || d.annotations?.[TOC_DIGEST_ANNOTATION] === dirName
+        ) ?? -1;
+      return i < 0 ? undefined : await open(m!, i, dirName);
+    },
+    async list() {
+      const m = await manifest();
+      if (!m) return [];
+      const names: [string, number][] = [];
+      m.json.layers.forEach((d, i) => {
+        const toc = d.annotations?.[TOC_DIGEST_ANNOTATION];
+        if (!toc) return;
+        names.push([d.digest, i]);
+        if (DIGEST_RE.test(toc) && toc !== d.digest) names.push([toc, i]);
+      });
+      const nodes = await Promise.all(names.map(([n, i]) => open(m, i, n).catch(() => undefined)));
+      return names.flatMap(([n], k) => nodes[k] ? [[n, nodes[k]] as [string, FsNode]] : []);
+    },
+    // containers/storage releases a layer by removing its directory: ENOENT says "counted".
+    change(change, child) {
+      if (change === "rmdir" && DIGEST_RE.test(child)) {
+        return Promise.reject(new NodeError("ENOENT", `${where}/${child} stays served`));
+      }
+      return Promise.reject(new NodeError("EROFS", "the layer store is read-only"));
+    },
+  };
+}
+
+/**
+ * `<base64 ref>/<digest>/` for layer `index` of `m`, or undefined when the layer is not
+ * eStargz (no TOC digest annotation, or its TOC does not open) or the config has no diff_id
+ * for it.
+ */
+async function openLayerDir(
+  store: ImageStore,
+  repo: { host: string; repository: string },
+  m: ImageManifest,
+  index: number,
+  id: string,
+  where: string,
+  log: (line: string) => void,
+): Promise<FsNode | undefined> {
+  const desc = m.json.layers[index];
+  const tocDigest = desc.annotations?.[TOC_DIGEST_ANNOTATION];
+  // Not eStargz: decline without a request; containers/storage pulls it the usual way.
+  if (!tocDigest) return undefined;
+  let layer: OpenLayer;
+  try {
+    layer = await store.layer(repo, desc);
+  } catch {
+    // Logged by the image store; a layer that does not open is pulled the usual way.
+    return undefined;
+  }
+  let diffId: string | undefined;
+  try {
+    diffId = (await store.config(repo, m)).json.rootfs?.diff_ids?.[index];
+  } catch (e) {
+    log(`crfs: layer store: ${where}: config: ${(e as Error).message}`);
+    throw new NodeError("EIO", `${where}: config: ${(e as Error).message}`);
+  }
+  if (!diffId || !DIGEST_RE.test(diffId)) {
+    log(`crfs: layer store: ${where}: the config has no diff_id for layer ${index}; declined`);
+    return undefined;
+  }
+  const info = new TextEncoder().encode(JSON.stringify(layerInfo(desc, diffId, tocDigest)));
+  const children: [string, FsNode][] = [
+    ["diff", diffRoot(layerRoot(layer.reader, id))],
+    ["info", bytesNode(`als:info:${id}`, info)],
+    ["blob", blobNode(`als:blob:${id}`, layer, `${where}@${desc.digest}`)],
+  ];
+  const map = new Map(children);
+  return {
+    key: `als:layer:${id}`,
+    volatility: "immutable",
+    attr: () => dirAttr(3),
+    lookup: (name) => Promise.resolve(map.get(name)),
+    list: () => Promise.resolve(children),
+    // containers/storage says it uses the layer by creating `use`: ENOENT says "counted".
+    change(change, name) {
+      if (name === "use" && change !== "mkdir" && change !== "rmdir") {
+        return Promise.reject(new NodeError("ENOENT", `${where}: use noted`));
+      }
+      return Promise.reject(new NodeError("EROFS", "the layer store is read-only"));
+    },
+  };
+}
+
+/**
+ * `diff/`: the layer root, except that the directory itself shows as containers/storage makes
+ * the layer directories it extracts into (mode 0555, owned by root; a layer's own `./` entry is
+ * not applied). A container's `/` takes its mode from there, so it is the same as after a normal
+ * pull.
+ */
+function diffRoot(root: FsNode): FsNode {
+  return {
+    ...root,
+    attr: () => ({
+      ...root.attr(),
+      mode: 0o555,
+      uid: 0,
+      gid: 0,
+      userName: "root",
+      groupName: "root",
+    }),
+  };
+}
+
+/** `blob`: the compressed layer, each read a range of the blob (through the disk cache). */
+function blobNode(key: string, layer: OpenLayer, where: string): FsNode {
+  const source = layer.reader.source;
+  return {
+    key,
+    volatility: "immutable",
+    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: source.size }),
+    async read(offset, length, signal) {
+      const n = Math.min(length, source.size - offset);
+      if (n <= 0) return new Uint8Array(0);
+      try {
+        return await source.read(offset, n, signal);
+      } catch (e) {
+        throw new NodeError("EIO", `${where}: blob: ${(e as Error).message}`);
+      }
+    },
+  };
+}
