@@ -221,7 +221,7 @@ const mb = (n: number) => (n / 1e6).toFixed(1);
 /** Extra `crfs mount` flags for experiments (`BENCH_CRFS_ARGS="--prefetch all"`). */
 const EXTRA = (Deno.env.get("BENCH_CRFS_ARGS") ?? "").split(" ").filter(Boolean);
 
-if (import.meta.main) {
+async function main(): Promise<void> {
   const tars = await layerTars();
   const reg = await startRegistry();
   const work = await Deno.makeTempDir({ prefix: "crfs-bench-lazy-" });
@@ -238,7 +238,7 @@ if (import.meta.main) {
           mb(w.bytes)
         } MB, ${w.requests} requests`,
       );
-      Deno.exit(0);
+      return;
     }
     // The better of two full pulls: the first one also warms this machine's own caches.
     const full1 = await fullPull(reg, work, false);
@@ -296,3 +296,5 @@ if (import.meta.main) {
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
 }
+
+if (import.meta.main) await main();
