@@ -533,8 +533,8 @@ export class StargzReader {
 
   /**
    * Fetches compressed-contiguous chunks in one range request and settles their promises. When
-   * bytes fail their checks and the source keeps a cache, the cached copy is dropped and the
-   * failed chunks fetched once more.
+   * bytes fail their checks, any cached copy is dropped and the failed chunks are fetched once
+   * more; a second failure is the reader's answer.
    */
   #fetchRun(run: { o: Owned; d: Deferred<Uint8Array> }[], background: boolean, retry = true): void {
     const start = run[0].o.chunk.offset;
@@ -559,12 +559,13 @@ export class StargzReader {
           this.#cache.set(this.#cacheKey + c.offset, data, { size: c.chunkSize, digest: c.digest });
           m.d.resolve(data);
         } catch (e) {
-          if (retry && this.source.invalidate && e instanceof IntegrityError) failed.push(m);
+          if (retry && e instanceof IntegrityError) failed.push(m);
           else m.d.reject(e);
         }
       }
       if (failed.length > 0) {
-        await this.source.invalidate!(start, length);
+        // Bytes damaged in a cache or in transit: drop any cached copy and fetch once more.
+        await this.source.invalidate?.(start, length);
         for (const m of failed) this.#fetchRun([m], background, false);
       }
     }).catch((e) => {
