@@ -225,22 +225,30 @@ export class Podman {
   }
 }
 
-/** A `crfs store` subprocess serving a layer store. */
+/** A crfs subprocess serving FUSE mounts. */
 export interface StoreProcess {
-  /** The store's directory (the mount point). */
+  /** The store's directory (the first mount point waited for). */
   dir: string;
   /** What crfs wrote to stderr so far. */
   stderr(): string;
-  /** SIGTERM, wait for the exit; throws if the mount is still there afterwards. */
+  /** SIGTERM, wait for the exit; throws if a mount is still there afterwards. */
   stop(): Promise<void>;
 }
 
 /** Starts `crfs store DIR ...extra` with a fresh HOME and cache; resolves once it is mounted. */
-export async function startStore(dir: string, extra: string[] = []): Promise<StoreProcess> {
+export function startStore(dir: string, extra: string[] = []): Promise<StoreProcess> {
+  return startCrfs(["store", dir, ...extra], [dir]);
+}
+
+/**
+ * Starts `crfs ARGS --cache-dir <fresh>` with a fresh HOME; resolves once FUSE mounts are at
+ * every one of `mountpoints` (absolute paths).
+ */
+export async function startCrfs(args: string[], mountpoints: string[]): Promise<StoreProcess> {
   const home = await Deno.makeTempDir({ prefix: "crfs-store-home-" });
-  await Deno.mkdir(dir, { recursive: true });
+  for (const m of mountpoints) await Deno.mkdir(m, { recursive: true });
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, "store", dir, "--cache-dir", `${home}/cache`, ...extra],
+    args: ["run", "-A", `${ROOT}main.ts`, ...args, "--cache-dir", `${home}/cache`],
     cwd: ROOT,
     stdin: "null",
     stdout: "null",
@@ -256,8 +264,12 @@ export async function startStore(dir: string, extra: string[] = []): Promise<Sto
     exited = true;
     return s;
   });
-  const mounted = async () =>
-    (await readMountinfo()).some((m) => m.mountPoint === dir && m.fsType.startsWith("fuse"));
+  const mounted = async () => {
+    const table = await readMountinfo();
+    return mountpoints.filter((p) =>
+      table.some((m) => m.mountPoint === p && m.fsType.startsWith("fuse"))
+    );
+  };
   const stop = async () => {
     if (!exited) child.kill("SIGTERM");
     const timer = setTimeout(() => {
@@ -271,18 +283,17 @@ export async function startStore(dir: string, extra: string[] = []): Promise<Sto
     clearTimeout(timer);
     await pump;
     await Deno.remove(home, { recursive: true }).catch(() => {});
-    if (await mounted()) {
-      await new Deno.Command("umount", { args: ["-l", dir] }).output();
-      throw new Error(`crfs store left its mount at ${dir}`);
-    }
+    const left = await mounted();
+    for (const p of left) await new Deno.Command("umount", { args: ["-l", p] }).output();
+    if (left.length) throw new Error(`crfs left its mounts at ${left.join(", ")}`);
   };
   const deadline = Date.now() + 30_000;
-  while (!(await mounted())) {
+  while ((await mounted()).length < mountpoints.length) {
     if (exited || Date.now() > deadline) {
       await stop().catch(() => {});
-      throw new Error(`crfs store did not mount ${dir}:\n${err}`);
+      throw new Error(`crfs ${args.join(" ")} did not mount ${mountpoints.join(", ")}:\n${err}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { dir, stderr: () => err, stop };
+  return { dir: mountpoints[0], stderr: () => err, stop };
 }

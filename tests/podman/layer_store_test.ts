@@ -18,7 +18,7 @@ import { assert, assertEquals, buildTarImage, crfs, type TestImage } from "../cm
 import { skopeoCopy, writeOciLayout } from "../helpers/images.ts";
 import { type AccessLogEntry, startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { encodeRefName } from "../../fs/layer_store.ts";
-import { Podman, startStore, type StoreProcess, testImageLayers } from "./helpers.ts";
+import { Podman, startCrfs, startStore, type StoreProcess, testImageLayers } from "./helpers.ts";
 import { run, sh } from "../fuse/helpers.ts";
 
 const TOC = "containerd.io/snapshot/stargz/toc.digest";
@@ -344,4 +344,34 @@ Deno.test("a plain gzip image through the same store (storage.conf) is pulled no
     f.dstManifest.layers.map((l) => l.digest),
   );
   assertEquals(lazy.filter((e) => e.status !== 206), []);
+});
+
+Deno.test("crfs mount --layer-store serves the store next to the mount; SIGTERM unmounts both", async () => {
+  await using f = await fixture();
+  const mnt = `${f.work}/mnt`;
+  const dir = `${f.work}/store`;
+  const crfsProc = await startCrfs(["mount", mnt, "--layer-store", dir], [dir, mnt]);
+  try {
+    const layer = f.dstManifest.layers[2];
+    const info = JSON.parse(
+      await Deno.readTextFile(`${dir}/${encodeRefName(f.dst)}/${layer.digest}/info`),
+    );
+    assertEquals(info["compressed-diff-digest"], layer.digest);
+    // Both views read the same layer, fetched once.
+    const viaMount = await Deno.readTextFile(`${mnt}/images/${f.reg.host}/dst/img/v1/pair/a`);
+    const viaStore = await Deno.readTextFile(
+      `${dir}/${encodeRefName(f.dst)}/${layer.digest}/diff/pair/a`,
+    );
+    assertEquals([viaMount, viaStore], ["same inode\n", "same inode\n"]);
+    const tocReads = layerRequests(await f.reg.accessLog(), [layer.digest]);
+    assert(
+      tocReads.length <= 3,
+      `the layer opened once for both views: ${JSON.stringify(tocReads)}`,
+    );
+    // The main mount stays read-only; only the store takes the use/rmdir notifications.
+    const touch = await sh(`: > "$1"`, `${mnt}/x`);
+    assert(/Read-only/.test(touch.err), touch.err);
+  } finally {
+    await crfsProc.stop();
+  }
 });
