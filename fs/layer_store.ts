@@ -156,14 +156,18 @@ function referenceDir(
   const repo = { host: ref.host, repository: ref.repository };
   const where = `${ref.host}/${ref.repository}${ref.digest ? `@${ref.digest}` : `:${ref.tag}`}`;
 
-  /** The single-platform manifest the reference names, or undefined when there is none. */
+  /**
+   * The single-platform manifest the reference names, or undefined when there is none; EIO
+   * when the registry fails (containers/storage then pulls as usual, and nothing is cached).
+   */
   const manifest = async (): Promise<ImageManifest | undefined> => {
     try {
       const digest = ref.digest ?? await store.resolveTag(repo, ref.tag!);
       return digest ? await store.imageManifest(repo, digest) : undefined;
     } catch (e) {
+      if (e instanceof NodeError) throw e;
       log(`crfs: layer store: ${where}: ${(e as Error).message}`);
-      return undefined;
+      throw new NodeError("EIO", `${where}: ${(e as Error).message}`);
     }
   };
 
@@ -180,7 +184,9 @@ function referenceDir(
 
   return {
     key: `als:ref:${name}`,
-    volatility: ref.digest ? "immutable" : "tag",
+    // Never "immutable", even by digest: an absence may be a registry failure, which the kernel
+    // must not remember (layer directories themselves are immutable and cached as such).
+    volatility: "tag",
     attr: () => dirAttr(2),
     async lookup(dirName) {
       if (!DIGEST_RE.test(dirName)) return undefined;

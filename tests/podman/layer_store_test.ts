@@ -16,7 +16,12 @@
  */
 import { assert, assertEquals, buildTarImage, crfs, type TestImage } from "../cmd/helpers.ts";
 import { skopeoCopy, writeOciLayout } from "../helpers/images.ts";
-import { type AccessLogEntry, startRegistry, type TestRegistry } from "../helpers/registry.ts";
+import {
+  type AccessLogEntry,
+  freePort,
+  startRegistry,
+  type TestRegistry,
+} from "../helpers/registry.ts";
 import { encodeRefName } from "../../fs/layer_store.ts";
 import { Podman, startCrfs, startStore, type StoreProcess, testImageLayers } from "./helpers.ts";
 import { run, sh } from "../fuse/helpers.ts";
@@ -188,6 +193,10 @@ Deno.test("layer store tree: refs, layer and TOC digests, info, blob, diff/ in o
     [],
     "declining plain layers costs no blob request",
   );
+  // A registry failure is an I/O error, not an absence the kernel would remember.
+  const dead = `127.0.0.1:${freePort()}/x/y@sha256:${"1".repeat(64)}`;
+  const failed = await run("stat", [`${s.dir}/${encodeRefName(dead)}/${data.digest}`]);
+  assert(/Input\/output error/.test(failed.err), failed.err);
   // A listing shows each eStargz layer under both names.
   const listed = [];
   for await (const e of Deno.readDir(refDir)) listed.push(e.name);
