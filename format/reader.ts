@@ -255,12 +255,17 @@ export class StargzReader {
       );
     }
     if (footer.tocOffset < tailStart) {
-      tail = await source.read(footer.tocOffset, tocEnd - footer.tocOffset);
-      tailStart = footer.tocOffset;
+      // The TOC is bigger than the guess: fetch only the part before what we already have.
+      const head = await source.read(footer.tocOffset, tailStart - footer.tocOffset);
       requests++;
-      if (tail.length !== tocEnd - footer.tocOffset) {
+      if (head.length !== tailStart - footer.tocOffset) {
         throw new StargzFormatError("short read of the TOC");
       }
+      const joined = new Uint8Array(head.length + tail.length);
+      joined.set(head);
+      joined.set(tail, head.length);
+      tail = joined;
+      tailStart = footer.tocOffset;
     }
     const tocMember = tail.subarray(footer.tocOffset - tailStart, tocEnd - tailStart);
     let tocTar: Uint8Array;
