@@ -29,6 +29,8 @@ Options:
       --read-ahead KB    kernel readahead for the mount (default 1024)
       --layer-store DIR  also serve an additional layer store for podman/CRI-O at DIR, sharing
                          this mount's caches (see 'crfs store --help')
+      --entry-ttl SECONDS  how long the kernel keeps names and attributes of immutable content
+                         (default one day; tests use short ones to prove inodes stay stable)
       --record FILE      write the path of every file read (in first-read order, one per
                          line) to FILE: a workload's files, ready for 'crfs convert --prioritize-file'
 The root also holds crfs-status.json: bytes and requests fetched per layer, cache hits.
@@ -46,6 +48,7 @@ export const mountCommand: Command = {
       "allow-other": { type: "boolean" },
       "read-ahead": { type: "string" },
       record: { type: "string" },
+      "entry-ttl": { type: "string" },
       "layer-store": { type: "string" },
       ...registryFlags,
     });
@@ -80,7 +83,13 @@ export const mountCommand: Command = {
         }).catch(() => {});
       };
     }
-    const fs = new CrfsFilesystem(root, { tagTtlMs: setup.tagTtlMs, onFirstRead: record });
+    const entryTtl = values["entry-ttl"] === undefined ? undefined : Number(values["entry-ttl"]);
+    if (entryTtl !== undefined && !(entryTtl >= 0)) throw new UsageError("--entry-ttl takes seconds");
+    const fs = new CrfsFilesystem(root, {
+      tagTtlMs: setup.tagTtlMs,
+      immutableTtlMs: entryTtl === undefined ? undefined : entryTtl * 1000,
+      onFirstRead: record,
+    });
     let m;
     try {
       m = await mount(mountpoint, fs, {
