@@ -70,9 +70,13 @@ export async function layerTars(): Promise<string[]> {
 }
 
 /** Converts and pushes the image; returns its total compressed size. */
-export async function pushImage(reg: TestRegistry, tars: string[]): Promise<number> {
+export async function pushImage(
+  reg: TestRegistry,
+  tars: string[],
+  repository = "bench/debian",
+): Promise<number> {
   const drivers = defaultDrivers();
-  const repo = { host: reg.host, repository: "bench/debian" };
+  const repo = { host: reg.host, repository };
   const driver = drivers.forHost(reg.host);
   const layers = [];
   for (const t of tars) {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-const ALL = ["convert", "toc_open", "lazy", "podman"];
+const ALL = ["convert", "toc_open", "lazy", "mount", "podman"];
 const chosen = Deno.args.length > 0 ? Deno.args : ALL;
 for (const name of chosen) {
   if (!ALL.includes(name)) {
