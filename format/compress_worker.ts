@@ -1,29 +1,12 @@
 /**
- * Worker side of the compression pool: compresses batches of gzip members off the main thread.
- * Messages in: `{ id, level, members: Uint8Array[] }`; out: `{ id, members: Uint8Array[] }` or
- * `{ id, error }`.
+ * Worker side of the compression pool: compresses a batch of gzip members off the main thread.
  *
  * @module
  */
 import { gzipMember } from "./gzip.ts";
+import { serveJobs } from "./worker_pool.ts";
 
-interface Job {
-  id: number;
-  level: number;
-  members: Uint8Array[];
-}
-
-const scope = self as unknown as {
-  onmessage: ((e: MessageEvent<Job>) => void) | null;
-  postMessage(msg: unknown, transfer?: Transferable[]): void;
-};
-
-scope.onmessage = (e: MessageEvent<Job>) => {
-  const { id, level, members } = e.data;
-  try {
-    const out = members.map((m) => gzipMember([m], level));
-    scope.postMessage({ id, members: out }, out.map((m) => m.buffer as ArrayBuffer));
-  } catch (err) {
-    scope.postMessage({ id, error: String(err) });
-  }
-};
+serveJobs((job: { level: number; members: Uint8Array[] }) => {
+  const out = job.members.map((m) => gzipMember([m], job.level));
+  return { result: out, transfer: out.map((m) => m.buffer as ArrayBuffer) };
+});

@@ -9,7 +9,9 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { GzipError, GzipLimitError, inflateMember, inflateMembers, inflatePrefix } from "./gzip.ts";
+import { inflateMembers } from "./gzip.ts";
+import { decodeChunk } from "./chunk_decode.ts";
+import type { DecodePool } from "./decode_pool.ts";
 import { ESTARGZ_FOOTER_SIZE, type Footer, parseFooter } from "./footer.ts";
 import type { RangeSource } from "./range_source.ts";
 import { parseTOC, type TOC, TOC_TAR_NAME, TOCError } from "./toc.ts";
@@ -111,6 +113,8 @@ export interface OpenOptions {
    * program start). Default 256 KiB; 0 fetches only what the read needs.
    */
   fetchWindow?: number;
+  /** Workers to decode big fetches on; default: decode on the calling thread. */
+  decodePool?: DecodePool;
 }
 
 /** Counters of one reader, for status reports. */
@@ -167,8 +171,8 @@ export interface NodeStat {
   groupName: string;
 }
 
-/** Decompressed bytes allowed after a chunk inside its member (tar headers of later entries). */
-const MEMBER_SLACK = 16 << 20;
+/** Fetches at least this big are decoded in the decode pool, when the reader has one. */
+const POOL_MIN = 128 << 10;
 
 const sha256Hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
@@ -192,6 +196,7 @@ export class StargzReader {
   readonly #maxCoalesce: number;
   readonly #readAhead: number;
   readonly #fetchWindow: number;
+  readonly #decodePool?: DecodePool;
   /** Where the last foreground fetch window ended, and how big windows are now. */
   #windowEnd = -1;
   #window = 0;
@@ -227,6 +232,7 @@ export class StargzReader {
     this.#maxCoalesce = opts.maxCoalesce ?? 8 << 20;
     this.#readAhead = opts.readAhead ?? 8 << 20;
     this.#fetchWindow = opts.fetchWindow ?? 256 << 10;
+    this.#decodePool = opts.decodePool;
   }
 
   /** Opens a blob: reads footer and TOC, verifies the TOC digest if expected, builds the tree. */
@@ -552,14 +558,27 @@ export class StargzReader {
         throw new StargzFormatError(`short read at ${start}: ${bytes.length} of ${length} bytes`);
       }
       const failed: typeof run = [];
-      for (const m of run) {
+      // Big fetches decode on other cores; a single small chunk right here (less latency).
+      const pooled = this.#decodePool && run.length > 1 && length >= POOL_MIN
+        ? await this.#decodePool.decode(
+          bytes,
+          run.map(({ o: { chunk: c } }) => ({
+            start: c.offset - start,
+            end: c.end - start,
+            innerOffset: c.innerOffset,
+            size: c.chunkSize,
+            digest: c.digest,
+          })),
+          this.#verify,
+        )
+        : undefined;
+      for (const [k, m] of run.entries()) {
         const c = m.o.chunk;
         try {
-          const data = await this.#decode(
-            m.o.node,
-            c,
-            bytes.subarray(c.offset - start, c.end - start),
-          );
+          const r = pooled?.[k];
+          if (typeof r === "string") throw this.#integrity(m.o.node, c, r);
+          const data = r ??
+            await this.#decode(m.o.node, c, bytes.subarray(c.offset - start, c.end - start));
           this.stats.chunksFetched++;
           this.#cache.set(this.#cacheKey + c.offset, data, { size: c.chunkSize, digest: c.digest });
           m.d.resolve(data);
@@ -605,38 +624,26 @@ export class StargzReader {
     return this.stats.backgroundBytes - before;
   }
 
+  /** Decodes one chunk on this thread; errors name the file. */
   async #decode(node: TOCNode, c: Chunk, compressed: Uint8Array): Promise<Uint8Array> {
-    let data: Uint8Array;
-    const want = c.innerOffset + c.chunkSize;
+    const spec = {
+      start: 0,
+      end: compressed.length,
+      innerOffset: c.innerOffset,
+      size: c.chunkSize,
+      digest: c.digest,
+    };
     try {
-      try {
-        // Whole member (CRC checked): the chunk plus the headers that ride after it.
-        data = inflateMember(compressed, 0, want + MEMBER_SLACK).data;
-      } catch (e) {
-        if (!(e instanceof GzipLimitError)) throw e;
-        // Tens of MB of headers after one chunk: decompress just the chunk.
-        data = await inflatePrefix(compressed, want);
-      }
+      return await decodeChunk(compressed, spec, this.#verify);
     } catch (e) {
-      const what = e instanceof GzipError ? e.message : String(e);
-      throw new IntegrityError(`${node.path}: chunk at blob offset ${c.offset}: ${what}`);
+      throw this.#integrity(node, c, (e as Error).message);
     }
-    if (data.length < c.innerOffset + c.chunkSize) {
-      throw new IntegrityError(
-        `${node.path}: chunk at blob offset ${c.offset} holds ${data.length} bytes, TOC says ${c.chunkSize}`,
-      );
-    }
-    const chunk = data.subarray(c.innerOffset, c.innerOffset + c.chunkSize);
-    if (this.#verify && c.digest) {
-      const got = `sha256:${sha256Hex(chunk)}`;
-      if (got !== c.digest) {
-        throw new IntegrityError(
-          `${node.path}: chunk at file offset ${c.chunkOffset} fails its digest (blob offset ${c.offset})`,
-        );
-      }
-    }
-    // Keep only the chunk's bytes alive, not the whole member.
-    return chunk.length === data.length ? chunk : chunk.slice();
+  }
+
+  #integrity(node: TOCNode, c: Chunk, why: string): IntegrityError {
+    return new IntegrityError(
+      `${node.path}: chunk at file offset ${c.chunkOffset} (blob offset ${c.offset}): ${why}`,
+    );
   }
 
   /** Offsets `[0, end)` of the prioritized (prefetch) region, if the blob has a landmark. */

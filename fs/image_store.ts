@@ -18,6 +18,7 @@ import type { RangeSource } from "../format/range_source.ts";
 import { isNotFound, isRegistryError } from "../drivers/errors.ts";
 import { IMAGE_MEDIA_TYPES, parseManifest } from "../drivers/manifest.ts";
 import type { DiskCache } from "./disk_cache.ts";
+import { DecodePool } from "../format/decode_pool.ts";
 import { NodeError } from "./node.ts";
 
 /** Options of an {@link ImageStore}. */
@@ -72,6 +73,7 @@ export class ImageStore {
   readonly #readAhead?: number;
   readonly #prefetch: "off" | "landmark" | "all";
   readonly #verify: "strict" | "require" | "none";
+  #decodePool?: DecodePool;
   readonly #background = new AbortController();
   readonly #manifests = new Map<string, Promise<Manifest>>();
   readonly #tags = new Map<string, Timed<string | undefined>>();
@@ -308,6 +310,8 @@ export class ImageStore {
           cache: this.#chunkCache,
           cacheKey: `${desc.digest}:`,
           readAhead: this.#readAhead,
+          // One pool for every layer: big fetches decode on the other cores.
+          decodePool: this.#decodePool ??= new DecodePool(),
         });
       let reader: StargzReader;
       if (this.#disk) {

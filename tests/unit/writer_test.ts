@@ -181,3 +181,28 @@ Deno.test("prioritized files come first, before a .prefetch.landmark, with paren
   // Same tree, same bytes, whatever the order.
   await assertSameTree(r, expected, 31);
 });
+
+Deno.test("reads decoded in worker threads give the same bytes and the same errors", async () => {
+  const { DecodePool } = await import("../../format/decode_pool.ts");
+  const pool = new DecodePool(2);
+  try {
+    const tar = randomTar({ seed: 44, chunkSize: 3000, entries: 150 });
+    const { blob } = await convert(tar, { chunkSize: 3000 });
+    const r = await StargzReader.open(new BytesSource(blob), {
+      decodePool: pool,
+      fetchWindow: 1 << 20,
+    });
+    await assertSameTree(r, await expectedTree(once(tar)), 44);
+    // A flipped byte inside a member: an error for that chunk, never other bytes.
+    const bad = blob.slice();
+    const c = r.index.chunks[Math.floor(r.index.chunks.length / 2)];
+    bad[c.chunk.offset + 15] ^= 0x40;
+    const rb = await StargzReader.open(new BytesSource(bad), {
+      decodePool: pool,
+      fetchWindow: 1 << 20,
+    });
+    await assert.rejects(() => rb.readFile(rb.lookup(c.node.path)!), /chunk at file offset/);
+  } finally {
+    pool.close();
+  }
+});

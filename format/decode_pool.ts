@@ -1,0 +1,42 @@
+/**
+ * A pool of workers decompressing and checking fetched chunks, so that a reader's big fetches
+ * (read-ahead, fetch windows, prefetch) decode on other cores while the main thread keeps
+ * answering the filesystem.
+ *
+ * @module
+ */
+import type { ChunkSpec } from "./chunk_decode.ts";
+import { WorkerPool } from "./worker_pool.ts";
+
+/** Decodes chunks of fetched ranges on worker threads. */
+export class DecodePool {
+  readonly #pool: WorkerPool<
+    { bytes: Uint8Array; chunks: ChunkSpec[]; verify: boolean },
+    (Uint8Array | string)[]
+  >;
+  readonly size: number;
+
+  /** Starts `size` workers (default: one per core). */
+  constructor(size = navigator.hardwareConcurrency ?? 1) {
+    this.size = Math.max(1, size);
+    this.#pool = new WorkerPool(new URL("./decode_worker.ts", import.meta.url), this.size);
+  }
+
+  /**
+   * Decodes `chunks` of `bytes` (copied to the worker); per chunk, its bytes or the message of
+   * why it failed.
+   */
+  decode(
+    bytes: Uint8Array,
+    chunks: ChunkSpec[],
+    verify: boolean,
+  ): Promise<(Uint8Array | string)[]> {
+    const copy = bytes.slice();
+    return this.#pool.run({ bytes: copy, chunks, verify }, [copy.buffer]);
+  }
+
+  /** Stops the workers. */
+  close(): void {
+    this.#pool.close();
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * A small pool of module workers running one kind of job: jobs queue until a worker is idle,
+ * each job's transferable buffers move to the worker and back, and a job's promise settles with
+ * its worker's answer. Used for compressing (writer) and decompressing (reader) gzip members off
+ * the main thread.
+ *
+ * @module
+ */
+
+interface Pending<R> {
+  resolve: (r: R) => void;
+  reject: (e: Error) => void;
+}
+
+interface Envelope {
+  id: number;
+  result?: unknown;
+  error?: string;
+}
+
+/** Workers from `url` answering `{ id, job }` messages with `{ id, result }` or `{ id, error }`. */
+export class WorkerPool<J, R> {
+  readonly size: number;
+  #workers: Worker[] = [];
+  #idle: Worker[] = [];
+  #queue: { id: number; job: J; transfer: Transferable[] }[] = [];
+  #pending = new Map<number, Pending<R>>();
+  #nextId = 1;
+
+  /** Starts `size` workers running the module at `url`. */
+  constructor(url: URL, size: number) {
+    this.size = Math.max(0, size);
+    for (let i = 0; i < this.size; i++) {
+      const w = new Worker(url.href, { type: "module" });
+      w.onmessage = (e: MessageEvent<Envelope>) => this.#done(w, e.data);
+      w.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        for (const p of this.#pending.values()) p.reject(new Error(`worker: ${e.message}`));
+        this.#pending.clear();
+      };
+      this.#workers.push(w);
+      this.#idle.push(w);
+    }
+  }
+
+  /** Runs `job` on a worker; `transfer` lists buffers handed over (do not use them after). */
+  run(job: J, transfer: Transferable[] = []): Promise<R> {
+    const id = this.#nextId++;
+    const p = new Promise<R>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
+    this.#queue.push({ id, job, transfer });
+    this.#pump();
+    return p;
+  }
+
+  #pump(): void {
+    while (this.#idle.length > 0 && this.#queue.length > 0) {
+      const w = this.#idle.pop()!;
+      const { id, job, transfer } = this.#queue.shift()!;
+      w.postMessage({ id, job }, transfer);
+    }
+  }
+
+  #done(w: Worker, msg: Envelope): void {
+    this.#idle.push(w);
+    const p = this.#pending.get(msg.id);
+    this.#pending.delete(msg.id);
+    if (p) {
+      if (msg.error !== undefined) p.reject(new Error(msg.error));
+      else p.resolve(msg.result as R);
+    }
+    this.#pump();
+  }
+
+  /** Stops the workers. */
+  close(): void {
+    for (const w of this.#workers) w.terminate();
+    this.#workers = [];
+    this.#idle = [];
+  }
+}
+
+/** The worker side: answers each `{ id, job }` with `handle(job)` and its transfer list. */
+export function serveJobs<J, R>(
+  handle: (
+    job: J,
+  ) => Promise<{ result: R; transfer?: Transferable[] }> | { result: R; transfer?: Transferable[] },
+): void {
+  const scope = self as unknown as {
+    onmessage: ((e: MessageEvent<{ id: number; job: J }>) => void) | null;
+    postMessage(msg: unknown, transfer?: Transferable[]): void;
+  };
+  scope.onmessage = async (e) => {
+    const { id, job } = e.data;
+    try {
+      const { result, transfer } = await handle(job);
+      scope.postMessage({ id, result }, transfer ?? []);
+    } catch (err) {
+      scope.postMessage({ id, error: err instanceof Error ? err.message : String(err) });
+    }
+  };
+}
