@@ -144,7 +144,12 @@ export interface RawHeader {
 
 /** Decodes one header block; throws {@link TarError} on a bad checksum. */
 export function decodeHeaderBlock(block: Uint8Array): RawHeader {
-  const stored = parseNumeric(block, 148, 8, "checksum");
+  let stored: number;
+  try {
+    stored = parseNumeric(block, 148, 8, "checksum");
+  } catch {
+    throw new TarError("tar header: no valid checksum (not a tar stream, or corrupt)");
+  }
   const sum = checksum(block);
   if (stored !== sum.unsigned && stored !== sum.signed) {
     throw new TarError("tar header: checksum mismatch (not a tar stream, or corrupt)");
