@@ -126,12 +126,15 @@ export type PathProblem = "empty" | "dotdot" | "nul";
  */
 export function cleanPath(name: string): string | { problem: PathProblem } {
   if (name.includes("\0")) return { problem: "nul" };
-  // Fast path: already clean (the common case for TOC names).
+  // Fast path: clean already, or clean but for the "./" and trailing "/" that tar writes (the
+  // common cases: this runs for every entry of every TOC).
+  let s = name;
+  if (s.startsWith("./")) s = s.slice(2);
+  if (s.endsWith("/")) s = s.slice(0, -1);
   if (
-    name.length > 0 && name[0] !== "/" && name[name.length - 1] !== "/" &&
-    !name.startsWith("./") && name !== "." && !name.includes("//") && !name.includes("/./") &&
-    !name.endsWith("/.") && !name.includes("..")
-  ) return name;
+    s.length > 0 && s[0] !== "/" && s[s.length - 1] !== "/" && !s.startsWith("./") && s !== "." &&
+    !s.includes("//") && !s.includes("/./") && !s.endsWith("/.") && !s.includes("..")
+  ) return s;
   const out: string[] = [];
   for (const part of name.split("/")) {
     if (part === "" || part === ".") continue;

@@ -159,6 +159,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
   let lastName = "";
   const allChunks: Chunk[] = [];
   const boundaries: number[] = []; // every member offset the TOC names
+  const files: TOCNode[] = []; // regular files, in TOC order (some may be replaced later)
   const names: NameMemory = { users: new Map(), groups: new Map() };
 
   const where = (i: number, e: TOCEntry) =>
@@ -286,6 +287,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
 
     const node = newNode(path, e.type as NodeType);
     node.entryIndex = i;
+    if (e.type === "reg") files.push(node);
     applyAttrs(node, e, () => where(i, e), names);
     if (e.type === "reg") {
       node.size = e.size ?? 0;
@@ -307,8 +309,11 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
 
   // Chunks must tile each file exactly, in order. A missing chunkSize means "up to the next
   // chunk, or the end of the file" (google/crfs omits it on the last chunk).
-  for (const node of new Set(byPath.values())) {
-    if (node.type !== "reg" || node.size === 0) continue;
+  // A file replaced by a later entry of the same name, with no hardlink keeping it, has no name
+  // left (nlink 0) and is no longer part of the tree.
+  const live = files.filter((n) => n.nlink > 0);
+  for (const node of live) {
+    if (node.size === 0) continue;
     let expect = 0;
     const cs = node.chunks;
     for (let k = 0; k < cs.length; k++) {
@@ -333,7 +338,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
   }
   computeExtents(allChunks, boundaries, tocOffset);
   const chunks: { node: TOCNode; chunk: Chunk }[] = [];
-  for (const node of new Set(byPath.values())) {
+  for (const node of live) {
     for (const chunk of node.chunks) chunks.push({ node, chunk });
   }
   chunks.sort((a, b) => a.chunk.offset - b.chunk.offset);
