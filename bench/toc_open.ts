@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { encodeHeader, END_OF_ARCHIVE, type TarHeader } from "../format/tar_header.ts";
+import { encodeHeader, END_OF_ARCHIVE, type TarHeader, tarHeader } from "../format/tar_header.ts";
 import { FileSource } from "../format/range_source.ts";
 import { StargzReader } from "../format/reader.ts";
 import { writeEStargz } from "../format/writer.ts";
@@ -21,22 +21,18 @@ export async function bigTocBlob(): Promise<string> {
     return path;
   } catch { /* make it */ }
   const parts: Uint8Array[] = [];
-  const h = (name: string, kind: TarHeader["kind"], size = 0): TarHeader => ({
-    name,
-    kind,
-    mode: kind === "dir" ? 0o755 : 0o644,
-    uid: 1000,
-    gid: 1000,
-    size,
-    mtimeSec: 1_700_000_000,
-    mtimeNsec: 0,
-    linkName: "",
-    uname: "user",
-    gname: "user",
-    devMajor: 0,
-    devMinor: 0,
-    xattrs: new Map(),
-  });
+  const h = (name: string, kind: TarHeader["kind"], size = 0): TarHeader =>
+    tarHeader({
+      name,
+      kind,
+      size,
+      mode: kind === "dir" ? 0o755 : 0o644,
+      uid: 1000,
+      gid: 1000,
+      mtimeSec: 1_700_000_000,
+      uname: "user",
+      gname: "user",
+    });
   let n = 0;
   for (let d = 0; n < ENTRIES; d++) {
     parts.push(encodeHeader(h(`dir${d}/`, "dir")));

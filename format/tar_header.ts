@@ -58,6 +58,29 @@ export interface TarHeader {
   xattrs: Map<string, Uint8Array>;
 }
 
+/**
+ * A header with the given fields and zero/empty values for the rest (a regular file, mode 0644
+ * unless said otherwise).
+ */
+export function tarHeader(fields: Partial<TarHeader> & { name: string }): TarHeader {
+  return {
+    kind: "reg",
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    mtimeSec: 0,
+    mtimeNsec: 0,
+    linkName: "",
+    uname: "",
+    gname: "",
+    devMajor: 0,
+    devMinor: 0,
+    xattrs: new Map(),
+    ...fields,
+  };
+}
+
 /** A malformed tar stream. */
 export class TarError extends Error {
   constructor(message: string) {

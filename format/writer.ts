@@ -19,6 +19,7 @@ import {
   paddingFor,
   TarError,
   type TarHeader,
+  tarHeader,
 } from "./tar_header.ts";
 import { readTar } from "./tar_reader.ts";
 import {
@@ -338,22 +339,8 @@ async function* tarStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint
 }
 
 function landmarkHeader(name: string): TarHeader {
-  return {
-    name,
-    kind: "reg",
-    mode: 0,
-    uid: 0,
-    gid: 0,
-    size: 1,
-    mtimeSec: 0,
-    mtimeNsec: 0,
-    linkName: "",
-    uname: "",
-    gname: "",
-    devMajor: 0,
-    devMinor: 0,
-    xattrs: new Map(),
-  };
+  // As the reference writer: mode 0, owner 0, time 0, one byte.
+  return tarHeader({ name, mode: 0, size: 1 });
 }
 
 function base64(b: Uint8Array): string {

@@ -6,26 +6,16 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { encodeHeader, END_OF_ARCHIVE, type TarHeader } from "../../format/tar_header.ts";
+import {
+  encodeHeader,
+  END_OF_ARCHIVE,
+  type TarHeader,
+  tarHeader,
+} from "../../format/tar_header.ts";
 import { crfs } from "../cmd/helpers.ts";
 
 function h(name: string, size = 0): TarHeader {
-  return {
-    name,
-    kind: "reg",
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    size,
-    mtimeSec: 0,
-    mtimeNsec: 0,
-    linkName: "",
-    uname: "",
-    gname: "",
-    devMajor: 0,
-    devMinor: 0,
-    xattrs: new Map(),
-  };
+  return tarHeader({ name, size, mtimeSec: 0 });
 }
 
 function tarOf(...parts: Uint8Array[]): Uint8Array {

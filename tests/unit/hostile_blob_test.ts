@@ -9,7 +9,7 @@ import { BytesSource } from "../../format/range_source.ts";
 import { IntegrityError, StargzFormatError, StargzReader } from "../../format/reader.ts";
 import { type TOCEntry, TOCError } from "../../format/toc.ts";
 import { gzipMember } from "../../format/gzip.ts";
-import { encodeHeader, END_OF_ARCHIVE, paddingFor } from "../../format/tar_header.ts";
+import { encodeHeader, END_OF_ARCHIVE, paddingFor, tarHeader } from "../../format/tar_header.ts";
 import { estargzFooter } from "../../format/footer.ts";
 import { randomTar, rng } from "./random_tar.ts";
 import { convert, expectedTree } from "./tree_helpers.ts";
@@ -27,22 +27,7 @@ async function* once(b: Uint8Array) {
 /** Replaces a blob's TOC with `entries` (content members stay). */
 function withTOC(blob: Uint8Array, tocOffset: number, toc: unknown): Uint8Array {
   const json = new TextEncoder().encode(JSON.stringify(toc));
-  const h = encodeHeader({
-    name: "stargz.index.json",
-    kind: "reg",
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    size: json.length,
-    mtimeSec: 0,
-    mtimeNsec: 0,
-    linkName: "",
-    uname: "",
-    gname: "",
-    devMajor: 0,
-    devMinor: 0,
-    xattrs: new Map(),
-  });
+  const h = encodeHeader(tarHeader({ name: "stargz.index.json", size: json.length }));
   const plain = new Uint8Array(h.length + json.length + paddingFor(json.length) + 1024);
   plain.set(h);
   plain.set(json, h.length);

@@ -7,7 +7,12 @@
  *
  * @module
  */
-import { encodeHeader, END_OF_ARCHIVE, type TarHeader } from "../../format/tar_header.ts";
+import {
+  encodeHeader,
+  END_OF_ARCHIVE,
+  type TarHeader,
+  tarHeader,
+} from "../../format/tar_header.ts";
 
 /** A small seeded PRNG (mulberry32). */
 export function rng(seed: number): () => number {
@@ -31,21 +36,7 @@ export interface RandomTarOptions {
 }
 
 function header(h: Partial<TarHeader> & { name: string; kind: TarHeader["kind"] }): TarHeader {
-  return {
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    size: 0,
-    mtimeSec: 1_700_000_000,
-    mtimeNsec: 0,
-    linkName: "",
-    uname: "",
-    gname: "",
-    devMajor: 0,
-    devMinor: 0,
-    xattrs: new Map(),
-    ...h,
-  };
+  return tarHeader({ mtimeSec: 1_700_000_000, ...h });
 }
 
 /** Builds a random tar archive in memory. */

@@ -9,7 +9,12 @@
 import assert from "node:assert/strict";
 import { BytesSource } from "../../format/range_source.ts";
 import { StargzReader } from "../../format/reader.ts";
-import { encodeHeader, END_OF_ARCHIVE, type TarHeader } from "../../format/tar_header.ts";
+import {
+  encodeHeader,
+  END_OF_ARCHIVE,
+  type TarHeader,
+  tarHeader,
+} from "../../format/tar_header.ts";
 import { unionRoot } from "../../fs/union.ts";
 import { layerRoot } from "../../fs/layer_tree.ts";
 import type { FsNode } from "../../fs/node.ts";
@@ -22,22 +27,14 @@ interface Spec {
 }
 
 function h(name: string, kind: TarHeader["kind"], size = 0, linkName = ""): TarHeader {
-  return {
+  return tarHeader({
     name,
     kind,
-    mode: kind === "dir" ? 0o755 : 0o644,
-    uid: 0,
-    gid: 0,
     size,
-    mtimeSec: 1_700_000_000,
-    mtimeNsec: 0,
     linkName,
-    uname: "",
-    gname: "",
-    devMajor: 0,
-    devMinor: 0,
-    xattrs: new Map(),
-  };
+    mode: kind === "dir" ? 0o755 : 0o644,
+    mtimeSec: 1_700_000_000,
+  });
 }
 
 function tarOf(entries: [string, Spec | "whiteout" | "opaque"][]): Uint8Array {
