@@ -12,16 +12,10 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import { defaultDrivers } from "../drivers/mod.ts";
-import { MediaType } from "../drivers/manifest.ts";
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
-import { writeEStargz } from "../format/writer.ts";
+import { pushEStargzImage } from "../cmd/push_image.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { DENO, MAIN, OUT, table } from "./common.ts";
-
-const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
-const enc = new TextEncoder();
 
 /** The files "a container" reads: what a shell start and a Go tool start touch. */
 const FILES = [
@@ -69,50 +63,16 @@ export async function layerTars(): Promise<string[]> {
   return [rootTar, goTar];
 }
 
-/** Converts and pushes the image; returns its total compressed size. */
+/** Converts and pushes the image as REPO:v1; returns its total compressed size. */
 export async function pushImage(
   reg: TestRegistry,
   tars: string[],
   repository = "bench/debian",
 ): Promise<number> {
-  const drivers = defaultDrivers();
-  const repo = { host: reg.host, repository };
-  const driver = drivers.forHost(reg.host);
-  const layers = [];
-  for (const t of tars) {
-    const blobPath = `${t}.estargz`;
-    const out = await Deno.open(blobPath, { write: true, create: true, truncate: true });
-    using input = await Deno.open(t);
-    const r = await writeEStargz(input.readable, async (b) => {
-      for (let o = 0; o < b.length;) o += await out.write(b.subarray(o));
-    });
-    out.close();
-    const f = await Deno.open(blobPath);
-    await driver.uploadBlob(repo, r.blobDigest, r.blobSize, f.readable);
-    layers.push(r);
-  }
-  const config = enc.encode(JSON.stringify({
-    architecture: "amd64",
-    os: "linux",
-    rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
-  }));
-  await driver.uploadBlob(repo, sha256(config), config.length, config);
-  const manifest = enc.encode(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: MediaType.OCI_MANIFEST,
-    config: { mediaType: MediaType.OCI_CONFIG, digest: sha256(config), size: config.length },
-    layers: layers.map((l) => ({
-      mediaType: MediaType.OCI_LAYER_GZIP,
-      digest: l.blobDigest,
-      size: l.blobSize,
-      annotations: {
-        [TOC_DIGEST_ANNOTATION]: l.tocDigest,
-        [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.uncompressedSize),
-      },
-    })),
-  }));
-  await driver.putManifest(repo, "v1", MediaType.OCI_MANIFEST, manifest);
-  return layers.reduce((a, l) => a + l.blobSize, 0);
+  const streams = [];
+  for (const t of tars) streams.push((await Deno.open(t)).readable);
+  const driver = defaultDrivers().forHost(reg.host);
+  return (await pushEStargzImage(driver, { host: reg.host, repository }, "v1", streams)).size;
 }
 
 interface Measure {

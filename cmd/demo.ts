@@ -8,16 +8,13 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import { defaultDrivers } from "../drivers/mod.ts";
-import { MediaType } from "../drivers/manifest.ts";
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
-import { writeEStargz } from "../format/writer.ts";
 import { CrfsFilesystem } from "../fs/filesystem.ts";
 import { mount } from "../fs/fuse/mount.ts";
 import { ImageStore } from "../fs/image_store.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, formatBytes, parseFlags, UserError } from "./cli.ts";
+import { pushEStargzImage } from "./push_image.ts";
 
 const HELP = `Usage: crfs demo [--keep]
 
@@ -33,9 +30,6 @@ Options:
       --keep      leave the registry and the mount running until Ctrl-C
   -h, --help      show this help
 `;
-
-const enc = new TextEncoder();
-const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 /** A docker-registry process on a free loopback port, with its access log. */
 class LocalRegistry {
@@ -135,26 +129,19 @@ async function run(cmd: string, args: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-/** Converts `tar -c` of `paths` under `/` (or of a directory) into an eStargz blob in memory. */
-async function layerFrom(tarArgs: string[]) {
-  const tar = new Deno.Command("tar", {
-    args: ["-c", ...tarArgs],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const parts: Uint8Array[] = [];
-  const result = await writeEStargz(tar.stdout, (b) => {
-    parts.push(b.slice());
-  });
-  const [st, err] = await Promise.all([tar.status, new Response(tar.stderr).text()]);
-  if (!st.success) throw new UserError(`tar: ${err.trim()}`);
-  const blob = new Uint8Array(result.blobSize);
-  let o = 0;
-  for (const p of parts) {
-    blob.set(p, o);
-    o += p.length;
-  }
-  return { blob, result };
+/** `tar -c ARGS` as a stream, failing with tar's message when tar fails. */
+function tarStream(args: string[]): ReadableStream<Uint8Array> {
+  const tar = new Deno.Command("tar", { args: ["-c", ...args], stdout: "piped", stderr: "piped" })
+    .spawn();
+  const err = new Response(tar.stderr).text();
+  return tar.stdout.pipeThrough(
+    new TransformStream({
+      async flush() {
+        const st = await tar.status;
+        if (!st.success) throw new UserError(`tar: ${(await err).trim()}`);
+      },
+    }),
+  );
 }
 
 export const demoCommand: Command = {
@@ -196,42 +183,18 @@ export const demoCommand: Command = {
           present.push(p);
         } catch { /* not on this machine */ }
       }
-      const l0 = await layerFrom(["-f", "-", "-C", "/", ...present]);
-      const l1 = await layerFrom(["-f", "-", "-C", extra, "etc"]);
-      const layers = [l0, l1];
-      const config = enc.encode(JSON.stringify({
-        architecture: "amd64",
-        os: "linux",
-        config: { Cmd: ["/bin/sh"] },
-        rootfs: { type: "layers", diff_ids: layers.map((l) => l.result.diffId) },
-      }));
-      const manifest = enc.encode(JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaType.OCI_MANIFEST,
-        config: { mediaType: MediaType.OCI_CONFIG, digest: sha256(config), size: config.length },
-        layers: layers.map((l) => ({
-          mediaType: MediaType.OCI_LAYER_GZIP,
-          digest: l.result.blobDigest,
-          size: l.result.blobSize,
-          annotations: {
-            [TOC_DIGEST_ANNOTATION]: l.result.tocDigest,
-            [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.result.uncompressedSize),
-          },
-        })),
-      }));
       const drivers = defaultDrivers();
       const repo = { host: registry.host, repository: "demo/debian-files" };
-      const driver = drivers.forHost(registry.host);
-      for (const l of layers) {
-        await driver.uploadBlob(repo, l.result.blobDigest, l.result.blobSize, l.blob);
-      }
-      await driver.uploadBlob(repo, sha256(config), config.length, config);
-      await driver.putManifest(repo, "v1", MediaType.OCI_MANIFEST, manifest);
-      const imageBytes = layers.reduce((a, l) => a + l.result.blobSize, 0);
+      const pushed = await pushEStargzImage(drivers.forHost(registry.host), repo, "v1", [
+        tarStream(["-f", "-", "-C", "/", ...present]),
+        tarStream(["-f", "-", "-C", extra, "etc"]),
+      ], { config: { config: { Cmd: ["/bin/sh"] } } });
+      const imageBytes = pushed.size;
+      const uncompressed = pushed.layers.reduce((a, l) => a + l.uncompressedSize, 0);
       say(
-        `2. built and pushed ${repo.repository}:v1 from real files: ${layers.length} eStargz layers, ${
+        `2. built and pushed ${repo.repository}:v1 from real files: ${pushed.layers.length} eStargz layers, ${
           formatBytes(imageBytes)
-        } (${formatBytes(l0.result.uncompressedSize + l1.result.uncompressedSize)} uncompressed)`,
+        } (${formatBytes(uncompressed)} uncompressed)`,
       );
 
       // 3. Mount and read through the mount with ordinary tools.

@@ -11,18 +11,13 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { defaultDrivers } from "../../drivers/mod.ts";
-import { MediaType } from "../../drivers/manifest.ts";
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../../format/toc.ts";
-import { writeEStargz } from "../../format/writer.ts";
+import { pushEStargzImage } from "../../cmd/push_image.ts";
 import { startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { startFaultProxy } from "../helpers/fault_proxy.ts";
 
 const DENO = Deno.execPath();
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
-const enc = new TextEncoder();
 
 async function sh(script: string, ...args: string[]): Promise<string> {
   const out = await new Deno.Command("bash", {
@@ -78,41 +73,18 @@ async function pushImage(
   tag: string,
   tars: Uint8Array[],
 ): Promise<string> {
-  const r = { host: reg.host, repository: repo };
   const driver = defaultDrivers().forHost(reg.host);
-  const layers = [];
-  for (const t of tars) {
-    const parts: Uint8Array[] = [];
-    const res = await writeEStargz(ReadableStream.from([t]), (b) => {
-      parts.push(b.slice());
-    }, { chunkSize: 64 << 10 });
-    const blob = new Uint8Array(res.blobSize);
-    let o = 0;
-    for (const p of parts) (blob.set(p, o), o += p.length);
-    await driver.uploadBlob(r, res.blobDigest, res.blobSize, blob);
-    layers.push(res);
-  }
-  const config = enc.encode(JSON.stringify({
-    architecture: "amd64",
-    os: "linux",
-    rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
-  }));
-  await driver.uploadBlob(r, sha(config), config.length, config);
-  const manifest = enc.encode(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: MediaType.OCI_MANIFEST,
-    config: { mediaType: MediaType.OCI_CONFIG, digest: sha(config), size: config.length },
-    layers: layers.map((l) => ({
-      mediaType: MediaType.OCI_LAYER_GZIP,
-      digest: l.blobDigest,
-      size: l.blobSize,
-      annotations: {
-        [TOC_DIGEST_ANNOTATION]: l.tocDigest,
-        [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.uncompressedSize),
-      },
-    })),
-  }));
-  return await driver.putManifest(r, tag, MediaType.OCI_MANIFEST, manifest);
+  const streams = tars.map((t) => ReadableStream.from([t]));
+  const pushed = await pushEStargzImage(
+    driver,
+    { host: reg.host, repository: repo },
+    tag,
+    streams,
+    {
+      writer: { chunkSize: 64 << 10 },
+    },
+  );
+  return pushed.digest;
 }
 
 /** A running `crfs mount` process. */
