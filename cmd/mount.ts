@@ -84,7 +84,9 @@ export const mountCommand: Command = {
       };
     }
     const entryTtl = values["entry-ttl"] === undefined ? undefined : Number(values["entry-ttl"]);
-    if (entryTtl !== undefined && !(entryTtl >= 0)) throw new UsageError("--entry-ttl takes seconds");
+    if (entryTtl !== undefined && !(entryTtl >= 0)) {
+      throw new UsageError("--entry-ttl takes seconds");
+    }
     const fs = new CrfsFilesystem(root, {
       tagTtlMs: setup.tagTtlMs,
       immutableTtlMs: entryTtl === undefined ? undefined : entryTtl * 1000,
