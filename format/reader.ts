@@ -432,6 +432,16 @@ export class StargzReader {
         out[i] = pending;
         continue;
       }
+      // The common case on the read path: a memory hit, answered without any bookkeeping.
+      const hit = this.#cache.get(this.#cacheKey + chunk.offset, {
+        size: chunk.chunkSize,
+        digest: chunk.digest,
+      });
+      if (hit instanceof Uint8Array && hit.length === chunk.chunkSize) {
+        this.stats.cacheHits++;
+        out[i] = Promise.resolve(hit);
+        continue;
+      }
       // Claim the chunk before any await, so concurrent reads share this fetch.
       const d = deferred<Uint8Array>();
       this.#inflight.set(chunk.offset, d.promise);
