@@ -157,7 +157,11 @@ export class ImageStore {
    * The digest of the single-platform image a tag names now (through an index if needed), or
    * undefined when the tag does not exist. Cached for the tag TTL.
    */
-  resolveTag(repo: RepositoryName, tag: string): Promise<string | undefined> {
+  resolveTag(
+    repo: RepositoryName,
+    tag: string,
+    opts: { headOnly?: boolean } = {},
+  ): Promise<string | undefined> {
     const ref = `${repo.host}/${repo.repository}:${tag}`;
     return this.#fresh(this.#tags, ref, async () => {
       const recorded = `${ref}@${this.platform ?? "default"}`;
@@ -167,13 +171,15 @@ export class ImageStore {
         return known;
       }
       try {
-        // A HEAD says what the tag is (and is free of Docker Hub's pull limits); only an index
-        // needs its body, to pick the platform. An image manifest is fetched when opened.
+        // Listings only need the digest: a HEAD says it (and is free of Docker Hub's pull
+        // limits) unless the tag names an index, whose body picks the platform. Opening an
+        // image needs the manifest anyway: one GET.
         const driver = this.driver(repo.host);
-        const head = await driver.headManifest(repo, tag);
-        if (!head) return undefined;
-        let digest = head.digest;
-        if (!IMAGE_MEDIA_TYPES.includes(head.mediaType)) {
+        let digest: string;
+        const head = opts.headOnly ? await driver.headManifest(repo, tag) : undefined;
+        if (opts.headOnly && !head) return undefined;
+        if (head && IMAGE_MEDIA_TYPES.includes(head.mediaType)) digest = head.digest;
+        else {
           const r = await driver.resolve({ ...repo, tag }, { platform: this.platform });
           this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
           await this.#disk?.putObject(r.manifest.digest, r.manifest.bytes);

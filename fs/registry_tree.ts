@@ -132,7 +132,7 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
   const tagNode = async (tag: string): Promise<FsNode | undefined> => {
     let digest: string | undefined;
     try {
-      digest = await store.resolveTag(repo, tag);
+      digest = await store.resolveTag(repo, tag, { headOnly: view === "layers" });
     } catch (e) {
       if (isRegistryError(e, "UNAUTHORIZED", "DENIED", "NAME_UNKNOWN", "NOT_FOUND")) {
         return undefined;
