@@ -123,10 +123,20 @@ export class CrfsFilesystem implements FuseOps {
     }
   }
 
-  #entry(child: FsNode): EntryReply {
+  /**
+   * The entry of `child` under `dir`. The name's binding is only as stable as the directory's
+   * listing (a tag under a repository may name another image after the tag TTL, even though
+   * that image's own directory is immutable); the attributes are as stable as the node.
+   */
+  #entry(dir: FsNode, child: FsNode): EntryReply {
     const ino = this.inodes.assign(child);
     const ttl = this.#ttl(child);
-    return { nodeId: ino, attr: fuseAttr(ino, child.attr()), entryTtlMs: ttl, attrTtlMs: ttl };
+    return {
+      nodeId: ino,
+      attr: fuseAttr(ino, child.attr()),
+      entryTtlMs: Math.min(ttl, this.#ttl(dir)),
+      attrTtlMs: ttl,
+    };
   }
 
   lookup(parent: number, name: Uint8Array): Promise<EntryReply> {
@@ -147,7 +157,7 @@ export class CrfsFilesystem implements FuseOps {
         }
         throw new FuseError(Errno.ENOENT);
       }
-      return this.#entry(child);
+      return this.#entry(dir, child);
     });
   }
 
@@ -224,8 +234,11 @@ export class CrfsFilesystem implements FuseOps {
     });
   }
 
-  readdirplusEntry(_parent: number, item: DirItem): Promise<EntryReply> {
-    return this.#guard("readdirplus", () => Promise.resolve(this.#entry(this.#node(item.ino))));
+  readdirplusEntry(parent: number, item: DirItem): Promise<EntryReply> {
+    return this.#guard(
+      "readdirplus",
+      () => Promise.resolve(this.#entry(this.#node(parent), this.#node(item.ino))),
+    );
   }
 
   releasedir(_nodeId: number, fh: number): void {
