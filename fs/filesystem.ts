@@ -77,6 +77,8 @@ export function fuseAttr(ino: number, a: NodeAttr): Attr {
 }
 
 const DT: Record<NodeKind, number> = { dir: 4, reg: 8, symlink: 10, char: 2, block: 6, fifo: 1 };
+const DOT = new Uint8Array([0x2e]);
+const DOTDOT = new Uint8Array([0x2e, 0x2e]);
 
 /** crfs's filesystem, ready to be mounted. */
 export class CrfsFilesystem implements FuseOps {
@@ -85,6 +87,8 @@ export class CrfsFilesystem implements FuseOps {
   readonly #immutableTtl: number;
   readonly #log: (line: string) => void;
   readonly #dirHandles = new Map<number, [string, FsNode][]>();
+  /** A directory's parent (the one it was last reached through), for its `..` entry. */
+  readonly #parents = new Map<number, number>();
   readonly #onFirstRead?: (path: string) => void;
   readonly #seen = new Set<string>();
   #nextFh = 1;
@@ -128,8 +132,8 @@ export class CrfsFilesystem implements FuseOps {
    * listing (a tag under a repository may name another image after the tag TTL, even though
    * that image's own directory is immutable); the attributes are as stable as the node.
    */
-  #entry(dir: FsNode, child: FsNode): EntryReply {
-    const ino = this.inodes.assign(child);
+  #entry(parent: number, dir: FsNode, child: FsNode): EntryReply {
+    const ino = this.#assign(parent, child);
     const ttl = this.#ttl(child);
     return {
       nodeId: ino,
@@ -137,6 +141,13 @@ export class CrfsFilesystem implements FuseOps {
       entryTtlMs: Math.min(ttl, this.#ttl(dir)),
       attrTtlMs: ttl,
     };
+  }
+
+  /** The inode number of `child`, reached from directory `parent`. */
+  #assign(parent: number, child: FsNode): number {
+    const ino = this.inodes.assign(child);
+    if (child.list && ino !== parent) this.#parents.set(ino, parent);
+    return ino;
   }
 
   lookup(parent: number, name: Uint8Array): Promise<EntryReply> {
@@ -157,7 +168,7 @@ export class CrfsFilesystem implements FuseOps {
         }
         throw new FuseError(Errno.ENOENT);
       }
-      return this.#entry(dir, child);
+      return this.#entry(parent, dir, child);
     });
   }
 
@@ -223,12 +234,19 @@ export class CrfsFilesystem implements FuseOps {
         items = await n.list!();
         this.#dirHandles.set(fh, items);
       }
+      // Offsets: 0 is ".", 1 is "..", 2 + i the i-th child; an item's `next` is its offset + 1.
       const out: DirItem[] = [];
-      const end = Math.min(items.length, offset + limit);
-      for (let i = offset; i < end; i++) {
+      if (offset === 0 && limit > 0) out.push({ name: DOT, type: DT.dir, ino: nodeId, next: 1 });
+      if (offset <= 1 && out.length < limit) {
+        const up = this.#parents.get(nodeId) ?? nodeId;
+        out.push({ name: DOTDOT, type: DT.dir, ino: up, next: 2 });
+      }
+      const start = Math.max(offset, 2) - 2;
+      const end = Math.min(items.length, start + limit - out.length);
+      for (let i = start; i < end; i++) {
         const [name, child] = items[i];
-        const ino = this.inodes.assign(child);
-        out.push({ name: encodeName(name), type: DT[child.attr().kind], ino, next: i + 1 });
+        const ino = this.#assign(nodeId, child);
+        out.push({ name: encodeName(name), type: DT[child.attr().kind], ino, next: i + 3 });
       }
       return out;
     });
@@ -237,7 +255,7 @@ export class CrfsFilesystem implements FuseOps {
   readdirplusEntry(parent: number, item: DirItem): Promise<EntryReply> {
     return this.#guard(
       "readdirplus",
-      () => Promise.resolve(this.#entry(this.#node(parent), this.#node(item.ino))),
+      () => Promise.resolve(this.#entry(parent, this.#node(parent), this.#node(item.ino))),
     );
   }
 
