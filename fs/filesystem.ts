@@ -77,6 +77,17 @@ export function fuseAttr(ino: number, a: NodeAttr): Attr {
 }
 
 const DT: Record<NodeKind, number> = { dir: 4, reg: 8, symlink: 10, char: 2, block: 6, fifo: 1 };
+/**
+ * Extended attributes tools ask of every file without listing first (`ls -l`: the SELinux label
+ * and POSIX ACLs), which crfs has only where an image carries them. For a file without one the
+ * answer is EOPNOTSUPP, not ENODATA: such tools then take the whole mount to have none and stop
+ * asking (`ls -l` made two round trips to crfs per file before).
+ */
+const ASKED_OF_EVERY_FILE = new Set([
+  "security.selinux",
+  "system.posix_acl_access",
+  "system.posix_acl_default",
+]);
 const DOT = new Uint8Array([0x2e]);
 const DOTDOT = new Uint8Array([0x2e, 0x2e]);
 
@@ -265,8 +276,11 @@ export class CrfsFilesystem implements FuseOps {
 
   getxattr(nodeId: number, name: Uint8Array): Promise<Uint8Array> {
     return this.#guard("getxattr", () => {
-      const v = this.#node(nodeId).xattrs?.().get(decodeName(name));
-      if (v === undefined) throw new FuseError(Errno.ENODATA);
+      const key = decodeName(name);
+      const v = this.#node(nodeId).xattrs?.().get(key);
+      if (v === undefined) {
+        throw new FuseError(ASKED_OF_EVERY_FILE.has(key) ? Errno.EOPNOTSUPP : Errno.ENODATA);
+      }
       return Promise.resolve(v);
     });
   }

@@ -171,6 +171,22 @@ Deno.test({
         assert.equal(dotdot, `${parent} ..`);
       });
 
+      await t.step(
+        "ls -l asks crfs for the SELinux label and ACLs once, not per file",
+        async () => {
+          const before = m.stderr().length;
+          const r = await run("ls", ["-lR", root]);
+          assert.equal(r.code, 0, r.err);
+          assert.ok(r.out.split("\n").length > ENTRIES);
+          const asked = m.stderr().slice(before).match(/-> GETXATTR /g) ?? [];
+          assert.ok(asked.length <= 4, `${asked.length} GETXATTR requests for ls -lR`);
+          const sel = await run("getfattr", ["-n", "security.selinux", `${root}/pub.txt`]);
+          assert.match(sel.err, /Operation not supported/);
+          const other = await run("getfattr", ["-n", "user.none", `${root}/pub.txt`]);
+          assert.match(other.err, /No such attribute/);
+        },
+      );
+
       await t.step("--debug logs FUSE operations", () => {
         const log = m.stderr();
         assert.match(log, /fuse: INIT kernel 7\.\d+/);
