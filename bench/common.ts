@@ -66,3 +66,48 @@ export function table(title: string, head: string[], rows: (string | number)[][]
 export function mbps(bytes: number, secs: number): string {
   return (bytes / 1e6 / secs).toFixed(1);
 }
+
+/** Drops the page cache, dentries and inodes (root only; a no-op otherwise). */
+export async function dropCaches(): Promise<void> {
+  await new Deno.Command("sh", { args: ["-c", "sync; echo 3 > /proc/sys/vm/drop_caches"] })
+    .output();
+}
+
+/** Runs `bash -c script` with `$1…` = args; returns its wall time in seconds; throws on failure. */
+export async function timeBash(script: string, ...args: string[]): Promise<number> {
+  return await timeCommand("bash", ["-c", script, "bash", ...args]);
+}
+
+/**
+ * Starts `crfs mount MNT ARGS` as its own process; resolves once it has mounted, with a function
+ * that stops it (SIGTERM, which unmounts) and waits for its exit.
+ */
+export async function mountCrfs(mnt: string, args: string[] = []): Promise<() => Promise<void>> {
+  await Deno.mkdir(mnt, { recursive: true });
+  const child = new Deno.Command(DENO, {
+    args: ["run", "-A", MAIN, "mount", mnt, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  let exited = false;
+  const status = child.status.then(() => exited = true);
+  const pump = (async () => {
+    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) text += c;
+  })();
+  const stop = async () => {
+    if (!exited) child.kill("SIGTERM");
+    await status;
+    await pump;
+  };
+  const deadline = Date.now() + 60_000;
+  while (!text.includes("mounted at")) {
+    if (exited || Date.now() > deadline) {
+      await stop();
+      throw new Error(`crfs mount ${mnt} did not come up: ${text}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return stop;
+}
