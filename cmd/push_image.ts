@@ -27,9 +27,63 @@ export interface PushedImage {
   size: number;
 }
 
+/** A converted layer to push: its blob (a file, opened when uploaded) and what the writer said. */
+export interface ConvertedLayer {
+  blobPath: string;
+  result: Pick<
+    WriteResult,
+    "blobDigest" | "blobSize" | "diffId" | "tocDigest" | "uncompressedSize"
+  >;
+}
+
 /**
- * Converts each tar stream to an eStargz layer and pushes the image as `repo:tag` (amd64/linux,
- * `config` merged into the image config).
+ * Pushes converted eStargz layers, then the image config (amd64/linux, `config` merged in, diff
+ * IDs) and an OCI manifest carrying the TOC digest and uncompressed size annotations, as
+ * `repo:tag`. Returns the manifest digest.
+ */
+export async function pushEStargzLayers(
+  driver: Driver,
+  repo: RepositoryName,
+  tag: string,
+  layers: ConvertedLayer[],
+  config: Record<string, unknown> = {},
+): Promise<string> {
+  for (const { blobPath, result: r } of layers) {
+    const blob = await Deno.open(blobPath);
+    await driver.uploadBlob(repo, r.blobDigest, r.blobSize, blob.readable);
+  }
+  const rs = layers.map((l) => l.result);
+  const configBytes = enc.encode(JSON.stringify({
+    architecture: "amd64",
+    os: "linux",
+    ...config,
+    rootfs: { type: "layers", diff_ids: rs.map((l) => l.diffId) },
+  }));
+  await driver.uploadBlob(repo, sha256(configBytes), configBytes.length, configBytes);
+  const manifest = enc.encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.OCI_MANIFEST,
+    config: {
+      mediaType: MediaType.OCI_CONFIG,
+      digest: sha256(configBytes),
+      size: configBytes.length,
+    },
+    layers: rs.map((l) => ({
+      mediaType: MediaType.OCI_LAYER_GZIP,
+      digest: l.blobDigest,
+      size: l.blobSize,
+      annotations: {
+        [TOC_DIGEST_ANNOTATION]: l.tocDigest,
+        [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.uncompressedSize),
+      },
+    })),
+  }));
+  return await driver.putManifest(repo, tag, MediaType.OCI_MANIFEST, manifest);
+}
+
+/**
+ * Converts each tar stream to an eStargz layer (through a temporary file) and pushes the image
+ * with {@link pushEStargzLayers}.
  */
 export async function pushEStargzImage(
   driver: Driver,
@@ -40,45 +94,22 @@ export async function pushEStargzImage(
 ): Promise<PushedImage> {
   const tmp = await Deno.makeTempDir({ prefix: "crfs-push-" });
   try {
-    const layers: WriteResult[] = [];
+    const layers: ConvertedLayer[] = [];
     for (const [i, tar] of tars.entries()) {
-      const path = `${tmp}/layer${i}`;
-      const out = await Deno.open(path, { write: true, create: true, truncate: true });
-      let r: WriteResult;
+      const blobPath = `${tmp}/layer${i}`;
+      const out = await Deno.open(blobPath, { write: true, create: true, truncate: true });
       try {
-        r = await writeEStargz(tar, async (b) => {
+        const result = await writeEStargz(tar, async (b) => {
           for (let o = 0; o < b.length;) o += await out.write(b.subarray(o));
         }, opts.writer);
+        layers.push({ blobPath, result });
       } finally {
         out.close();
       }
-      const blob = await Deno.open(path);
-      await driver.uploadBlob(repo, r.blobDigest, r.blobSize, blob.readable);
-      layers.push(r);
     }
-    const config = enc.encode(JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      ...opts.config,
-      rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
-    }));
-    await driver.uploadBlob(repo, sha256(config), config.length, config);
-    const manifest = enc.encode(JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.OCI_MANIFEST,
-      config: { mediaType: MediaType.OCI_CONFIG, digest: sha256(config), size: config.length },
-      layers: layers.map((l) => ({
-        mediaType: MediaType.OCI_LAYER_GZIP,
-        digest: l.blobDigest,
-        size: l.blobSize,
-        annotations: {
-          [TOC_DIGEST_ANNOTATION]: l.tocDigest,
-          [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.uncompressedSize),
-        },
-      })),
-    }));
-    const digest = await driver.putManifest(repo, tag, MediaType.OCI_MANIFEST, manifest);
-    return { digest, layers, size: layers.reduce((a, l) => a + l.blobSize, 0) };
+    const digest = await pushEStargzLayers(driver, repo, tag, layers, opts.config);
+    const results = layers.map((l) => l.result as WriteResult);
+    return { digest, layers: results, size: results.reduce((a, l) => a + l.blobSize, 0) };
   } finally {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }

@@ -12,17 +12,14 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import { basename, dirname } from "node:path";
 import { defaultDrivers } from "../../drivers/mod.ts";
-import { MediaType } from "../../drivers/manifest.ts";
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../../format/toc.ts";
+import { pushEStargzLayers } from "../../cmd/push_image.ts";
 import { writeEStargz } from "../../format/writer.ts";
 import { readMountinfo } from "../../fs/fuse/mount.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const dec = new TextDecoder();
-const enc = new TextEncoder();
 
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
@@ -269,45 +266,20 @@ export async function toEStargz(tar: string): Promise<Layer> {
   };
 }
 
-const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
-
 /** Pushes eStargz layers as an OCI image `repo:tag` with the driver API; returns its digest. */
-export async function pushImage(
+export function pushImage(
   host: string,
   repository: string,
   tag: string,
   layers: Layer[],
 ): Promise<string> {
-  const drivers = defaultDrivers();
-  const repo = { host, repository };
-  const driver = drivers.forHost(host);
-  for (const l of layers) {
-    const f = await Deno.open(l.blob);
-    await driver.uploadBlob(repo, l.blobDigest, l.blobSize, f.readable);
-  }
-  const config = enc.encode(JSON.stringify({
-    architecture: "amd64",
-    os: "linux",
-    config: { Cmd: ["/bin/sh"] },
-    rootfs: { type: "layers", diff_ids: layers.map((l) => l.diffId) },
-  }));
-  await driver.uploadBlob(repo, sha256(config), config.length, config);
-  const manifest = enc.encode(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: MediaType.OCI_MANIFEST,
-    config: { mediaType: MediaType.OCI_CONFIG, digest: sha256(config), size: config.length },
-    layers: layers.map((l) => ({
-      mediaType: MediaType.OCI_LAYER_GZIP,
-      digest: l.blobDigest,
-      size: l.blobSize,
-      annotations: {
-        [TOC_DIGEST_ANNOTATION]: l.tocDigest,
-        [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.uncompressedSize),
-      },
-    })),
-  }));
-  await driver.putManifest(repo, tag, MediaType.OCI_MANIFEST, manifest);
-  return sha256(manifest);
+  return pushEStargzLayers(
+    defaultDrivers().forHost(host),
+    { host, repository },
+    tag,
+    layers.map((l) => ({ blobPath: l.blob, result: l })),
+    { config: { Cmd: ["/bin/sh"] } },
+  );
 }
 
 /** `tar -x` of one layer as it is (whiteout files included) into a new directory. */
