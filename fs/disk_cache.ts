@@ -78,6 +78,7 @@ export class DiskCache {
   /** Blob digest hex → its cached ranges, by start. */
   readonly #ranges = new Map<string, CachedRange[]>();
   readonly #madeDirs = new Set<string>();
+  readonly #rescanned = new Map<string, number>();
   readonly #pending = new Set<Promise<void>>();
   readonly #log: (line: string) => void;
   #writeFailed = false;
@@ -237,6 +238,11 @@ export class DiskCache {
 
   /** Picks up ranges other processes cached for this blob since we looked. */
   async #rescan(hex: string): Promise<void> {
+    // At most once a second per blob: a cold read of a whole layer misses hundreds of times in
+    // a row, and other processes' writes are picked up soon enough.
+    const now = Date.now();
+    if (now - (this.#rescanned.get(hex) ?? 0) < 1000) return;
+    this.#rescanned.set(hex, now);
     try {
       for await (const e of Deno.readDir(`${this.dir}/ranges/${hex}`)) {
         const path = `${this.dir}/ranges/${hex}/${e.name}`;
