@@ -4,12 +4,22 @@
  *
  * @module
  */
+import { DecodePool } from "../format/decode_pool.ts";
+import { MemoryChunkCache } from "../format/reader.ts";
+import { openLayerFile } from "../fs/layer_open.ts";
+import { layerRoot } from "../fs/layer_tree.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import type { FsNode } from "../fs/node.ts";
 import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
 import { parseImageArg, treeError, walkTree } from "./image_path.ts";
-import { openLocalBlob, splitLocalArg } from "./local_blob.ts";
-import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
+import { splitLocalArg } from "./local_blob.ts";
+import {
+  layerFlags,
+  REGISTRY_HELP,
+  registryFlags,
+  setupRegistry,
+  userFacing,
+} from "./registry_options.ts";
 
 const HELP = `Usage: crfs cat [options] FILE.stargz:/path
        crfs cat [options] REFERENCE/path
@@ -59,16 +69,40 @@ export const catCommand: Command = {
     }
     const local = await splitLocalArg(positionals[0]);
     if (local) {
-      const { reader, close } = await openLocalBlob(local.file);
+      // The file opens like every layer (verify policy, chunk cache, decode pool) and is walked
+      // as the same tree as a layer in the mount.
+      const decodePool = new DecodePool();
+      let layer;
       try {
-        const node = reader.lookup(local.path);
-        if (!node) throw new UserError(`${local.file}: ${local.path}: no such file`);
-        if (node.type !== "reg") {
-          throw new UserError(`${local.file}: ${local.path}: not a regular file (${node.type})`);
+        layer = await openLayerFile(local.file, {
+          ...layerFlags(values),
+          prefetch: "off",
+          chunkCache: new MemoryChunkCache(64 << 20),
+          decodePool,
+          log: () => {},
+        });
+      } catch (e) {
+        decodePool.close();
+        throw treeError(e);
+      }
+      try {
+        const what = `${local.file}:${local.path}`;
+        const { node } = await walkTree(layerRoot(layer.reader, layer.digest), {
+          components: local.path.split("/").filter((c) => c !== "" && c !== "."),
+          rootDepth: 0,
+          text: what,
+        }, false);
+        const a = node.attr();
+        if (a.kind !== "reg" || !node.read) {
+          throw new UserError(`${what}: not a regular file (${a.kind})`);
         }
-        await stream(`${local.file}:${local.path}`, node.size, (o, l) => reader.read(node, o, l));
+        const file: FsNode = node;
+        await stream(what, a.size, (o, l) => file.read!(o, l));
+      } catch (e) {
+        throw treeError(e);
       } finally {
-        close();
+        layer.close();
+        decodePool.close();
       }
       return 0;
     }
@@ -79,7 +113,7 @@ export const catCommand: Command = {
       }
       const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
       if (target.repo) setup.store.hintRepository(target.repo);
-      const root = rootNode(setup.store, { localDir: setup.localDir });
+      const root = rootNode(setup.store);
       const { node } = await walkTree(root, target, true);
       const a = node.attr();
       if (a.kind !== "reg" || !node.read) {

@@ -1,14 +1,10 @@
 /**
- * Opening a local stargz file named on the command line (`FILE.stargz[:/path]`) for `crfs ls`
- * and `crfs cat`, and adapting its nodes to the listing interface.
+ * Telling a local stargz file named on the command line (`FILE.stargz[:/path]`) of `crfs ls` and
+ * `crfs cat` from an image reference. The file itself is opened like every layer, by
+ * `fs/layer_open.ts`, and walked as the same tree the mount shows.
  *
  * @module
  */
-import { FileSource } from "../format/range_source.ts";
-import { StargzReader } from "../format/reader.ts";
-import type { TOCNode } from "../format/toc_index.ts";
-import { UserError } from "./cli.ts";
-import type { ListItem, ListNode } from "./listing.ts";
 
 /**
  * Splits `FILE[:/path]` when FILE is an existing regular file; undefined otherwise (so the
@@ -29,50 +25,4 @@ export async function splitLocalArg(
     }
   }
   return undefined;
-}
-
-/** Opens a local blob, turning format errors into user errors naming the file. */
-export async function openLocalBlob(
-  file: string,
-): Promise<{ reader: StargzReader; close(): void }> {
-  const src = await FileSource.open(file);
-  try {
-    const reader = await StargzReader.open(src);
-    return { reader, close: () => src.close() };
-  } catch (e) {
-    src.close();
-    throw new UserError(`${file}: ${(e as Error).message}`);
-  }
-}
-
-/** A TOC node as a listing node. */
-export function tocListNode(n: TOCNode): ListNode {
-  return {
-    type: n.type,
-    mode: n.mode,
-    nlink: n.nlink,
-    uid: n.uid,
-    gid: n.gid,
-    userName: n.userName,
-    groupName: n.groupName,
-    size: n.size,
-    mtimeSec: n.mtimeSec,
-    mtimeNsec: n.mtimeNsec,
-    linkName: n.linkName,
-    devMajor: n.devMajor,
-    devMinor: n.devMinor,
-    xattrs: n.xattrs,
-    digest: n.digest,
-  };
-}
-
-/** A TOC node as a listing item (with lazy children for directories). */
-export function tocListItem(name: string, n: TOCNode): ListItem {
-  return {
-    name,
-    node: tocListNode(n),
-    children: n.children
-      ? () => Promise.resolve([...n.children!].map(([k, c]) => tocListItem(k, c)))
-      : undefined,
-  };
 }

@@ -5,12 +5,20 @@
  *
  * @module
  */
+import { openLayerFile } from "../fs/layer_open.ts";
+import { layerRoot } from "../fs/layer_tree.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
 import { parseImageArg, treeError, walkTree } from "./image_path.ts";
 import { printListing } from "./listing.ts";
-import { openLocalBlob, splitLocalArg, tocListItem } from "./local_blob.ts";
-import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
+import { splitLocalArg } from "./local_blob.ts";
+import {
+  layerFlags,
+  REGISTRY_HELP,
+  registryFlags,
+  setupRegistry,
+  userFacing,
+} from "./registry_options.ts";
 import { fsListItem } from "./tree_list.ts";
 
 const HELP = `Usage: crfs ls [options] FILE.stargz[:/path]
@@ -56,14 +64,30 @@ export const lsCommand: Command = {
     };
     const local = await splitLocalArg(positionals[0]);
     if (local) {
-      const { reader, close } = await openLocalBlob(local.file);
+      // The file opens like every layer (verify policy, chunk cache) and is walked as the
+      // same tree as a layer in the mount.
+      let layer;
       try {
-        const node = reader.lookup(local.path);
-        if (!node) throw new UserError(`${local.file}: ${local.path}: no such file or directory`);
+        layer = await openLayerFile(local.file, {
+          ...layerFlags(values),
+          prefetch: "off",
+          log: () => {},
+        });
+      } catch (e) {
+        throw treeError(e);
+      }
+      try {
+        const { node } = await walkTree(layerRoot(layer.reader, layer.digest), {
+          components: local.path.split("/").filter((c) => c !== "" && c !== "."),
+          rootDepth: 0,
+          text: `${local.file}:${local.path}`,
+        }, false);
         const name = local.path.replace(/^\/+|\/+$/g, "") || "/";
-        await printListing(tocListItem(name, node), opts, writeStdout);
+        await printListing(await fsListItem(name, node), opts, writeStdout);
+      } catch (e) {
+        throw treeError(e);
       } finally {
-        close();
+        layer.close();
       }
       return 0;
     }
@@ -71,7 +95,7 @@ export const lsCommand: Command = {
       const target = parseImageArg(positionals[0], values.layer as string | undefined);
       const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
       if (target.repo) setup.store.hintRepository(target.repo);
-      const root = rootNode(setup.store, { localDir: setup.localDir });
+      const root = rootNode(setup.store);
       const found = await walkTree(root, target, true);
       const item = await fsListItem(found.name, found.node);
       // A repository the registry does not know walks fine (the name was only a hint) but

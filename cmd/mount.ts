@@ -18,7 +18,7 @@ interrupted (Ctrl-C or SIGTERM unmounts cleanly). Only the bytes that are read a
 
   MOUNTPOINT/layers/<host>/<repository>/<tag>               → sha256-<manifest>
   MOUNTPOINT/layers/<host>/<repository>/sha256-<manifest>/  0…N-1, bottom, top, config, layer roots
-  MOUNTPOINT/layers/local/<name>.stargz/                    a local stargz file
+  MOUNTPOINT/layers/local/<name>.stargz/                    a local stargz file (--local-dir)
   MOUNTPOINT/images/<host>/<repository>/<tag>/              the merged image
 
 A mount point left stale by a killed crfs is cleared first.
@@ -61,10 +61,7 @@ export const mountCommand: Command = {
       throw new UsageError("--read-ahead takes a number of KiB");
     }
     const setup = await setupRegistry(values);
-    const root = rootNode(setup.store, {
-      hosts: values.host as string[] | undefined,
-      localDir: setup.localDir,
-    });
+    const root = rootNode(setup.store, { hosts: values.host as string[] | undefined });
     let record: ((path: string) => void) | undefined;
     let recordDone = Promise.resolve();
     if (values.record) {

@@ -12,6 +12,7 @@ import {
 } from "../drivers/mod.ts";
 import { ImageStore } from "../fs/image_store.ts";
 import { defaultCacheDir, DiskCache } from "../fs/disk_cache.ts";
+import type { LayerOpenOptions, PrefetchMode, VerifyPolicy } from "../fs/layer_open.ts";
 import { type Options, parseSize, UsageError, UserError } from "./cli.ts";
 
 /** The flags, in `parseFlags` form. */
@@ -37,8 +38,8 @@ export const REGISTRY_HELP = `Registry options:
       --insecure-registry HOST  use plain http for HOST (loopback hosts always do); repeatable
       --platform OS/ARCH[/V]    platform to pick from multi-platform images (default: this machine)
       --driver FILE.ts          load a registry driver from your own module; repeatable
-      --local-dir DIR           directory of the 'local' host (default $CRFS_LOCAL_DIR or
-                                ~/.local/share/crfs/local)
+      --local-dir DIR           directory of the 'local' host (default $CRFS_LOCAL_DIR, else
+                                $XDG_DATA_HOME/crfs/local, else ~/.local/share/crfs/local)
       --username USER           registry user (password from stdin with --password-stdin);
                                 otherwise credentials come from the docker config
       --tag-ttl SECONDS         how long a tag's digest and listings are trusted (default 60)
@@ -61,7 +62,6 @@ export interface RegistrySetup {
   drivers: DriverRegistry;
   store: ImageStore;
   tagTtlMs: number;
-  localDir?: string;
   debug: boolean;
   /** The disk cache, unless --no-cache. */
   disk?: DiskCache;
@@ -84,10 +84,10 @@ export async function setupRegistry(
   if (!Number.isFinite(ttl) || ttl < 0) {
     throw new UsageError("--tag-ttl must be a number of seconds");
   }
-  const localDir = values["local-dir"] as string | undefined;
   const drivers = defaultDrivers({
     insecureRegistries: (values["insecure-registry"] as string[] | undefined) ?? [],
-    localDir,
+    // The `local` host's directory; without the flag the local driver's default.
+    localDir: values["local-dir"] as string | undefined,
     username: values.username as string | undefined,
     password,
     debug: debug ? (line) => console.error(`crfs: ${line}`) : undefined,
@@ -113,6 +113,24 @@ export async function setupRegistry(
       );
     }
   }
+  const layers = layerFlags(values);
+  const store = new ImageStore(drivers, {
+    log: opts.log,
+    verify: layers.verify,
+    tagTtlMs: ttl * 1000,
+    platform: values.platform as string | undefined,
+    disk,
+    prefetch: opts.prefetch === false ? "off" : layers.prefetch,
+    readAhead: layers.readAhead,
+  });
+  await store.init();
+  return { drivers, store, tagTtlMs: ttl * 1000, debug, disk };
+}
+
+/** The layer options the flags set (`--verify`, `--prefetch`, `--no-background-fetch`). */
+export function layerFlags(
+  values: Record<string, unknown>,
+): Required<Pick<LayerOpenOptions, "verify" | "prefetch">> & { readAhead?: number } {
   const background = values["no-background-fetch"] !== true;
   const prefetch = (values.prefetch as string | undefined) ?? "landmark";
   if (!["off", "landmark", "all"].includes(prefetch)) {
@@ -122,19 +140,11 @@ export async function setupRegistry(
   if (!["strict", "require", "none"].includes(verify)) {
     throw new UsageError("--verify is one of strict, require, none");
   }
-  const store = new ImageStore(drivers, {
-    log: opts.log,
-    verify: verify as "strict" | "require" | "none",
-    tagTtlMs: ttl * 1000,
-    platform: values.platform as string | undefined,
-    disk,
-    prefetch: background && opts.prefetch !== false
-      ? prefetch as "off" | "landmark" | "all"
-      : "off",
+  return {
+    verify: verify as VerifyPolicy,
+    prefetch: background ? prefetch as PrefetchMode : "off",
     readAhead: background ? undefined : 0,
-  });
-  await store.init();
-  return { drivers, store, tagTtlMs: ttl * 1000, localDir, debug, disk };
+  };
 }
 
 /** Turns registry and reference errors into user errors (no stack traces for them). */

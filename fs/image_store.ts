@@ -8,7 +8,6 @@
  *
  * @module
  */
-import { StargzReader } from "../format/reader.ts";
 import { type ChunkCache, MemoryChunkCache } from "../format/reader.ts";
 import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
 import type { Driver, DriverRegistry, TagInfo } from "../drivers/driver.ts";
@@ -19,7 +18,8 @@ import { isNotFound, isRegistryError } from "../drivers/errors.ts";
 import { IMAGE_MEDIA_TYPES, parseManifest } from "../drivers/manifest.ts";
 import type { DiskCache } from "./disk_cache.ts";
 import { DecodePool } from "../format/decode_pool.ts";
-import { NodeError } from "./node.ts";
+import { LOCAL_HOST } from "../drivers/reference.ts";
+import { type OpenLayer, openLayer, type PrefetchMode, type VerifyPolicy } from "./layer_open.ts";
 
 /** Options of an {@link ImageStore}. */
 export interface ImageStoreOptions {
@@ -39,13 +39,14 @@ export interface ImageStoreOptions {
    * Background fetching once a layer opens: `landmark` (default) fetches the files its
    * `.prefetch.landmark` marks as prioritized, `all` the whole layer, `off` nothing.
    */
-  prefetch?: "off" | "landmark" | "all";
+  prefetch?: PrefetchMode;
   /**
    * Verification: `strict` (default) checks every digest the data carries (TOC digest against
    * the manifest annotation, chunk digests, file digests); `require` also refuses layers
-   * without a TOC digest annotation or chunk digests; `none` keeps only gzip CRC checks.
+   * without chunk digests, and registry layers without a TOC digest annotation (the `local`
+   * host's files have no real manifest to carry one); `none` keeps only gzip CRC checks.
    */
-  verify?: "strict" | "require" | "none";
+  verify?: VerifyPolicy;
   /** Logs one line per problem. */
   log?: (line: string) => void;
 }
@@ -53,12 +54,6 @@ export interface ImageStoreOptions {
 interface Timed<T> {
   at: number;
   value: Promise<T>;
-}
-
-/** A layer opened for reading. */
-export interface OpenLayer {
-  digest: string;
-  reader: StargzReader;
 }
 
 /** Caches of registry state for the tree. */
@@ -71,8 +66,8 @@ export class ImageStore {
   readonly #wrap?: (digest: string, source: RangeSource) => RangeSource;
   readonly #disk?: DiskCache;
   readonly #readAhead?: number;
-  readonly #prefetch: "off" | "landmark" | "all";
-  readonly #verify: "strict" | "require" | "none";
+  readonly #prefetch: PrefetchMode;
+  readonly #verify: VerifyPolicy;
   #decodePool?: DecodePool;
   readonly #background = new AbortController();
   readonly #manifests = new Map<string, Promise<Manifest>>();
@@ -163,9 +158,11 @@ export class ImageStore {
     opts: { headOnly?: boolean } = {},
   ): Promise<string | undefined> {
     const ref = `${repo.host}/${repo.repository}:${tag}`;
+    // A local file's tag changes with the file: not worth recording for the next mount.
+    const disk = repo.host === LOCAL_HOST ? undefined : this.#disk;
     return this.#fresh(this.#tags, ref, async () => {
       const recorded = `${ref}@${this.platform ?? "default"}`;
-      const known = await this.#disk?.tag(recorded, this.tagTtlMs);
+      const known = await disk?.tag(recorded, this.tagTtlMs);
       if (known) {
         this.#knownRepos.add(`${repo.host}/${repo.repository}`);
         return known;
@@ -182,11 +179,11 @@ export class ImageStore {
         else {
           const r = await driver.resolve({ ...repo, tag }, { platform: this.platform });
           this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
-          await this.#disk?.putObject(r.manifest.digest, r.manifest.bytes);
+          await disk?.putObject(r.manifest.digest, r.manifest.bytes);
           digest = r.manifest.digest;
         }
-        await this.#disk?.putTag(recorded, digest);
-        await this.#disk?.putRepository(`${repo.host}/${repo.repository}`);
+        await disk?.putTag(recorded, digest);
+        await disk?.putRepository(`${repo.host}/${repo.repository}`);
         this.#knownRepos.add(`${repo.host}/${repo.repository}`);
         return digest;
       } catch (e) {
@@ -297,54 +294,31 @@ export class ImageStore {
     return p;
   }
 
-  async #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
-    const where = `${repo.host}/${repo.repository}@${desc.digest}`;
-    try {
-      let source: RangeSource = new LazyBlobSource(
+  #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
+    // Files of the local directory are on disk already: no disk cache copy of their bytes, and
+    // no manifest of a registry stands behind them (see `LayerBlob.manifested`).
+    const local = repo.host === LOCAL_HOST;
+    return openLayer({
+      id: desc.digest,
+      source: new LazyBlobSource(
         () => this.driver(repo.host).blob(repo, desc.digest, desc.size),
         desc.size,
-      );
-      if (this.#wrap) source = this.#wrap(desc.digest, source);
-      const tocDigest = desc.annotations?.[TOC_DIGEST_ANNOTATION];
-      if (this.#verify === "require" && !tocDigest) {
-        throw new Error(`no ${TOC_DIGEST_ANNOTATION} annotation (--verify require)`);
-      }
-      const open = (src: RangeSource) =>
-        StargzReader.open(src, {
-          tocDigest: this.#verify === "none" ? undefined : tocDigest,
-          verify: this.#verify === "none" ? "none" : "strict",
-          cache: this.#chunkCache,
-          cacheKey: `${desc.digest}:`,
-          readAhead: this.#readAhead,
-          // One pool for every layer: big fetches decode on the other cores.
-          decodePool: this.#decodePool ??= new DecodePool(),
-        });
-      let reader: StargzReader;
-      if (this.#disk) {
-        const cached = this.#disk.caching(desc.digest, source);
-        try {
-          reader = await open(cached);
-        } catch {
-          // A damaged cached TOC must not make the layer unreadable: forget it, fetch again.
-          await cached.invalidate(0, desc.size);
-          reader = await open(cached);
-        }
-      } else reader = await open(source);
-      for (const w of reader.index.warnings) this.log(`crfs: ${where}: ${w}`);
-      if (this.#verify === "require" && reader.index.chunks.some(({ chunk }) => !chunk.digest)) {
-        throw new Error("the TOC has no chunk digests (--verify require)");
-      }
-      if (this.#prefetch !== "off") {
-        reader.prefetch(this.#prefetch, this.#background.signal).catch((e) =>
-          this.log(`crfs: ${where}: prefetch stopped: ${(e as Error).message}`)
-        );
-      }
-      return { digest: desc.digest, reader };
-    } catch (e) {
-      const msg = `layer ${where}: ${(e as Error).message}`;
-      this.log(`crfs: ${msg}`);
-      throw new NodeError("EIO", msg);
-    }
+      ),
+      where: `${repo.host}/${repo.repository}@${desc.digest}`,
+      tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
+      manifested: !local,
+    }, {
+      verify: this.#verify,
+      chunkCache: this.#chunkCache,
+      // One pool for every layer: big fetches decode on the other cores.
+      decodePool: this.#decodePool ??= new DecodePool(),
+      readAhead: this.#readAhead,
+      prefetch: this.#prefetch,
+      signal: this.#background.signal,
+      wrapSource: this.#wrap,
+      disk: local ? undefined : this.#disk,
+      log: this.log,
+    });
   }
 
   /** The disk cache, if any. */

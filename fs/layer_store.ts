@@ -32,7 +32,8 @@
 import type { Descriptor, ImageManifest } from "../drivers/manifest.ts";
 import { parseReference, type Reference } from "../drivers/reference.ts";
 import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
-import type { ImageStore, OpenLayer } from "./image_store.ts";
+import type { ImageStore } from "./image_store.ts";
+import type { OpenLayer } from "./layer_open.ts";
 import { layerRoot } from "./layer_tree.ts";
 import { bytesNode, dirAttr, type FsNode, NodeError } from "./node.ts";
 

@@ -5,20 +5,19 @@
  * README-crfs.txt
  * layers/<host>/<repository…>/<tag>            → symlink to sha256-<manifest>
  * layers/<host>/<repository…>/sha256-<manifest>/{0…N-1, bottom, top, config, sha256-<layer>/}
- * layers/local/<name>.stargz/                  the root of a local stargz file
+ * layers/local/<path…>/<name>.stargz/          the root of a local stargz file (`local/<path…>/<name>:latest`)
  * images/<host>/<repository…>/<tag or sha256-<manifest>>/   the merged image
  * ```
  *
- * Any host can be looked up; repository names have any depth. Directories are built lazily from
+ * Any host can be looked up; repository names have any depth. The `local` host is an ordinary
+ * host served by the `local` driver (files and OCI layouts of the local directory). Directories are built lazily from
  * the {@link ImageStore}'s cached registry state. The same tree backs the FUSE mount and
  * `crfs ls`.
  *
  * @module
  */
-import { FileSource } from "../format/range_source.ts";
-import { StargzReader } from "../format/reader.ts";
 import type { ImageManifest } from "../drivers/manifest.ts";
-import type { RepositoryName } from "../drivers/reference.ts";
+import { LOCAL_HOST, type RepositoryName } from "../drivers/reference.ts";
 import { isRegistryError } from "../drivers/errors.ts";
 import { ImageStore } from "./image_store.ts";
 import { layerRoot } from "./layer_tree.ts";
@@ -33,8 +32,6 @@ export type View = "layers" | "images";
 export interface TreeOptions {
   /** Hosts listed in `layers/` and `images/` besides `local` and those looked up. */
   hosts?: string[];
-  /** Directory of local `.stargz` files (the `local` host). */
-  localDir?: string;
 }
 
 const HOST_RE =
@@ -51,7 +48,7 @@ bytes you read (layers must be stargz/eStargz: see 'crfs convert').
 layers/<host>/<repository>/<tag>               symlink to the manifest directory
 layers/<host>/<repository>/sha256-<manifest>/  0 … N-1 (symlinks to the layers, bottom first),
                                                bottom, top, config, sha256-<layer>/ (one layer)
-layers/local/<name>.stargz/                    a local stargz file
+layers/local/<name>.stargz/                    a local stargz file (also local/<name>:latest)
 images/<host>/<repository>/<tag>/              the merged image (whiteouts applied)
 images/<host>/<repository>/sha256-<manifest>/  the same, by digest
 
@@ -71,7 +68,7 @@ export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
   const seen = new Set<string>(opts.hosts ?? []);
   const views: [string, FsNode][] = (["layers", "images"] as View[]).map((
     v,
-  ) => [v, viewDir(store, v, seen, opts)]);
+  ) => [v, viewDir(store, v, seen)]);
   return staticDir("root", [
     ["README-crfs.txt", bytesNode("readme", new TextEncoder().encode(README))],
     ["crfs-status.json", statusNode(store)],
@@ -79,19 +76,24 @@ export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
   ]);
 }
 
-function viewDir(store: ImageStore, view: View, seen: Set<string>, opts: TreeOptions): FsNode {
-  const hostNode = (host: string): FsNode =>
-    host === "local" ? localDir(store, view, opts) : pathDir(store, view, host, "");
+function viewDir(store: ImageStore, view: View, seen: Set<string>): FsNode {
+  const hostNode = (host: string): FsNode => pathDir(store, view, host, "");
   return {
     key: `view:${view}`,
     volatility: "listing",
     attr: () => dirAttr(1),
     lookup: (name) => {
-      if (name !== "local" && !HOST_RE.test(name)) return Promise.resolve(undefined);
+      if (name !== LOCAL_HOST && !HOST_RE.test(name)) return Promise.resolve(undefined);
       seen.add(name);
       return Promise.resolve(hostNode(name));
     },
-    list: () => Promise.resolve(["local", ...[...seen].sort()].map((h) => [h, hostNode(h)])),
+    list: () =>
+      Promise.resolve(
+        [LOCAL_HOST, ...[...seen].filter((h) => h !== LOCAL_HOST).sort()].map((h) => [
+          h,
+          hostNode(h),
+        ]),
+      ),
   };
 }
 
@@ -166,6 +168,13 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
       try {
         if (prefix !== "" && DIGEST_DIR_RE.test(name)) return await digestNode(name);
         const sub = prefix ? `${prefix}/${name}` : name;
+        if (host === LOCAL_HOST && name.endsWith(".stargz")) {
+          const file = sub.slice(0, -".stargz".length);
+          if (COMPONENT_RE.test(file.split("/").pop()!)) {
+            const dir = await localFileDir(store, view, { host, repository: file });
+            if (dir) return dir;
+          }
+        }
         // On the way to a repository the user named: no guessing.
         if (COMPONENT_RE.test(name) && store.hintedUnder(host, sub)) {
           return pathDir(store, view, host, sub);
@@ -289,66 +298,20 @@ async function imageDir(
   return unionRoot(layers.map((l) => ({ reader: l.reader, id: l.digest })), m.digest);
 }
 
-/** `layers/local/` and `images/local/`: the `.stargz` files of the local directory. */
-function localDir(store: ImageStore, view: View, opts: TreeOptions): FsNode {
-  const dir = opts.localDir ?? Deno.env.get("CRFS_LOCAL_DIR") ??
-    `${Deno.env.get("HOME") ?? "/root"}/.local/share/crfs/local`;
-  const opened = new Map<string, Promise<FsNode>>();
-  const open = (name: string): Promise<FsNode> => {
-    let p = opened.get(name);
-    if (!p) {
-      p = (async () => {
-        const path = `${dir}/${name}`;
-        const src = await FileSource.open(path);
-        const { size, mtime } = await Deno.stat(path);
-        try {
-          const reader = await StargzReader.open(src);
-          const id = `local:${path}:${size}:${mtime?.getTime() ?? 0}`;
-          return view === "layers" ? layerRoot(reader, id) : unionRoot([{ reader, id }], id);
-        } catch (e) {
-          src.close();
-          fail(store, path, e);
-        }
-      })();
-      opened.set(name, p);
-      p.catch(() => opened.delete(name));
-    }
-    return p;
-  };
-  const names = async () => {
-    const out: string[] = [];
-    try {
-      for await (const e of Deno.readDir(dir)) {
-        if (!e.name.endsWith(".stargz")) continue;
-        // Symlinks to blobs elsewhere count too.
-        const file = e.isFile ||
-          (e.isSymlink && (await Deno.stat(`${dir}/${e.name}`).catch(() => null))?.isFile);
-        if (file) out.push(e.name);
-      }
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) fail(store, dir, e);
-    }
-    return out.sort();
-  };
-  return {
-    key: `local:${view}`,
-    volatility: "listing",
-    attr: () => dirAttr(1),
-    async lookup(name) {
-      if (!name.endsWith(".stargz") || name.includes("/")) return undefined;
-      if (!(await names()).includes(name)) return undefined;
-      return await open(name);
-    },
-    async list() {
-      const out: [string, FsNode][] = [];
-      for (const n of await names()) {
-        try {
-          out.push([n, await open(n)]);
-        } catch {
-          // logged; a broken file is left out of the listing
-        }
-      }
-      return out;
-    },
-  };
+/**
+ * `layers/local/…/NAME.stargz/` and `images/local/…/NAME.stargz/`: the root of the local file
+ * `NAME.stargz`, which the `local` driver serves as the single-layer image `local/…/NAME:latest`.
+ * Undefined when there is no such file.
+ */
+async function localFileDir(
+  store: ImageStore,
+  view: View,
+  repo: RepositoryName,
+): Promise<FsNode | undefined> {
+  const digest = await store.resolveTag(repo, "latest");
+  const m = digest ? await store.imageManifest(repo, digest) : undefined;
+  if (!m || m.json.layers.length !== 1) return undefined;
+  if (view === "images") return await imageDir(store, repo, m.digest);
+  const { reader, digest: id } = await store.layer(repo, m.json.layers[0]);
+  return layerRoot(reader, id);
 }
