@@ -50,6 +50,7 @@ function gnuLayer(): Promise<Uint8Array> {
         touch -h -d '1999-12-31 23:59:59.5' app/rel-link
         touch -d '1970-01-02 00:00:00' etc/empty
         chown 1000:1000 app/xattr; chown 65534:70000 etc/hello; chmod 0640 etc/os-release
+        find . -type d -exec touch -d '2020-02-03 04:05:06.75' {} +
         cd ..; tar -cf layer.tar --xattrs --xattrs-include='*' --numeric-owner -C l .`,
         work,
       );

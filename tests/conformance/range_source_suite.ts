@@ -19,7 +19,7 @@
  *
  * Over HTTP, {@link hostileServerConformance} serves the blob from a server that lies in one way
  * at a time (200 instead of 206 with a damaged body, short and long bodies, wrong, missing or
- * inconsistent `Content-Range`, a body cut mid-way, 5xx, 416): every read must then reject —
+ * inconsistent `Content-Range`, a body cut mid-way, 5xx, 416, a whole body too short or too long): every read must then reject —
  * or, where the answer is still the truth (an honest `200` with the whole blob), give the exact
  * bytes. A correctly framed 206 with flipped bytes inside cannot be told from the truth at this
  * layer; chunk digests catch it (the blob suite's byte flips).
@@ -232,6 +232,7 @@ export type HostileAnswer =
   | "whole-200"
   | "whole-200-corrupt"
   | "whole-200-short"
+  | "whole-200-long"
   | "short-206"
   | "long-206"
   | "shifted-206"
@@ -249,6 +250,7 @@ const ALL_ANSWERS: HostileAnswer[] = [
   "whole-200",
   "whole-200-corrupt",
   "whole-200-short",
+  "whole-200-long",
   "short-206",
   "long-206",
   "shifted-206",
@@ -311,6 +313,11 @@ export function startHostileBlobServer(bytes: Uint8Array<ArrayBuffer>): HostileB
         return new Response(bytes.slice(0, size - 1), {
           headers: { "content-length": String(size - 1) },
         });
+      case "whole-200-long": {
+        const longer = new Uint8Array(size + 1);
+        longer.set(bytes);
+        return new Response(longer);
+      }
       case "short-206":
         return partial(slice.subarray(0, Math.max(0, slice.length - 1)), cr);
       case "long-206": {
