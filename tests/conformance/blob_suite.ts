@@ -10,10 +10,16 @@
  *   numbers, mtimes to the nanosecond, xattrs, file bytes by sha256, plus sampled ranged reads;
  * - **open bound**: footer and TOC in one range read when the tail guess covers them, never more
  *   than two (counted through a wrapping source);
- * - **truncation**: every cut in the tail region (footer and TOC end) and a sample elsewhere,
- *   both as a shorter blob and as a source that fails reads past the cut: open throws a clear
- *   error or reads reject — never a wrong byte;
- * - **byte flips**: sampled single-byte changes everywhere: the right bytes or a clean error.
+ * - **truncation**: every cut in the tail region (from the TOC's start, or the last 1 KiB when
+ *   the TOC is bigger) and 24 sampled cuts before it make a shorter blob that must not open;
+ *   24 sampled cuts in the content, as a source whose bytes past the cut are lost but whose TOC
+ *   is intact, must open and then read each file exactly or reject — never a wrong byte;
+ * - **byte flips**: one bit flipped at 24 sampled bytes before the TOC and 24 in TOC and footer:
+ *   open fails cleanly, or every file reads back exactly or rejects (with the TOC digest of the
+ *   case, when it has one, checked as the manifest annotation would be).
+ *
+ * "Cleanly" means an `Error` with a message that is not a `TypeError`/`ReferenceError` (the
+ * marks of a crash). Sampling is deterministic (seeded by the blob size).
  *
  * The reader surface used is small on purpose: `StargzReader.open(source, options)`, `root`,
  * `children(node)`, node attribute fields, `read(node, offset, length)`, `readFile(node)` and
@@ -250,7 +256,7 @@ function sample(lo: number, hi: number, count: number, seed: number): number[] {
 
 /** How many cuts and flips are sampled outside the tail region. */
 const SAMPLES = 24;
-/** Cuts within this many bytes of the end are all tried. */
+/** Cuts within this many bytes of the end (at least from the TOC's start) are all tried. */
 const TAIL_REGION = 1024;
 
 /**
