@@ -21,6 +21,14 @@ export interface RangeSource {
   invalidate?(offset: number, length: number): Promise<void>;
 }
 
+/** The rejection every source gives a range that is not two whole numbers ≥ 0. */
+export function badRange(offset: number, length: number): RangeError | undefined {
+  if (Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0) {
+    return undefined;
+  }
+  return new RangeError(`bad range offset=${offset} length=${length}`);
+}
+
 /** A {@link RangeSource} over bytes already in memory. */
 export class BytesSource implements RangeSource {
   readonly #bytes: Uint8Array;
@@ -34,7 +42,8 @@ export class BytesSource implements RangeSource {
   }
   read(offset: number, length: number): Promise<Uint8Array> {
     this.reads++;
-    if (offset < 0 || length < 0) return Promise.reject(new RangeError("negative range"));
+    const bad = badRange(offset, length);
+    if (bad) return Promise.reject(bad);
     return Promise.resolve(
       this.#bytes.subarray(offset, Math.min(offset + length, this.#bytes.length)),
     );
@@ -59,8 +68,9 @@ export class FileSource implements RangeSource {
   }
   read(offset: number, length: number): Promise<Uint8Array> {
     this.reads++;
+    const bad = badRange(offset, length);
+    if (bad) return Promise.reject(bad);
     const end = Math.min(offset + length, this.size);
-    if (offset < 0 || length < 0) return Promise.reject(new RangeError("negative range"));
     const out = new Uint8Array(Math.max(0, end - offset));
     // Seek+read pairs must not interleave: serialize them on one handle.
     const p = this.#queue.then(async () => {
