@@ -1,6 +1,6 @@
 /**
  * Opening a local stargz file named on the command line (`FILE.stargz[:/path]`) for `crfs ls`
- * and `crfs cat`, and adapting its nodes to the listing interface.
+ * and `crfs cat`, and listing its nodes (each is its own `FileAttr`).
  *
  * @module
  */
@@ -8,7 +8,7 @@ import { FileSource } from "../format/range_source.ts";
 import { StargzReader } from "../format/reader.ts";
 import type { TOCNode } from "../format/toc_index.ts";
 import { UserError } from "./cli.ts";
-import type { ListItem, ListNode } from "./listing.ts";
+import type { ListItem } from "./listing.ts";
 
 /**
  * Splits `FILE[:/path]` when FILE is an existing regular file; undefined otherwise (so the
@@ -45,32 +45,12 @@ export async function openLocalBlob(
   }
 }
 
-/** A TOC node as a listing node. */
-export function tocListNode(n: TOCNode): ListNode {
-  return {
-    type: n.type,
-    mode: n.mode,
-    nlink: n.nlink,
-    uid: n.uid,
-    gid: n.gid,
-    userName: n.userName,
-    groupName: n.groupName,
-    size: n.size,
-    mtimeSec: n.mtimeSec,
-    mtimeNsec: n.mtimeNsec,
-    linkName: n.linkName,
-    devMajor: n.devMajor,
-    devMinor: n.devMinor,
-    xattrs: n.xattrs,
-    digest: n.digest,
-  };
-}
-
 /** A TOC node as a listing item (with lazy children for directories). */
 export function tocListItem(name: string, n: TOCNode): ListItem {
   return {
     name,
-    node: tocListNode(n),
+    attr: n,
+    digest: n.digest,
     children: n.children
       ? () => Promise.resolve([...n.children!].map(([k, c]) => tocListItem(k, c)))
       : undefined,
