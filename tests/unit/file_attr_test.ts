@@ -5,78 +5,43 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  DT_BLK,
-  DT_CHR,
-  DT_DIR,
-  DT_FIFO,
-  DT_LNK,
-  DT_REG,
-  DT_SOCK,
-  dtFromMode,
-  dtOf,
-  type FileAttr,
-  type FileType,
-  makeDev,
-  NO_XATTRS,
-  rdevOf,
-  S_IFBLK,
-  S_IFCHR,
-  S_IFDIR,
-  S_IFIFO,
-  S_IFLNK,
-  S_IFREG,
-  S_IFSOCK,
-  statMode,
-  typeBits,
-  typeFromMode,
-} from "../../format/file_attr.ts";
+import * as fa from "../../format/file_attr.ts";
+import type { FileAttr, FileType } from "../../format/file_attr.ts";
 
 const TYPES: [FileType, number, number][] = [
-  ["dir", S_IFDIR, DT_DIR],
-  ["reg", S_IFREG, DT_REG],
-  ["symlink", S_IFLNK, DT_LNK],
-  ["char", S_IFCHR, DT_CHR],
-  ["block", S_IFBLK, DT_BLK],
-  ["fifo", S_IFIFO, DT_FIFO],
-  ["socket", S_IFSOCK, DT_SOCK],
+  ["dir", fa.S_IFDIR, fa.DT_DIR],
+  ["reg", fa.S_IFREG, fa.DT_REG],
+  ["symlink", fa.S_IFLNK, fa.DT_LNK],
+  ["char", fa.S_IFCHR, fa.DT_CHR],
+  ["block", fa.S_IFBLK, fa.DT_BLK],
+  ["fifo", fa.S_IFIFO, fa.DT_FIFO],
+  ["socket", fa.S_IFSOCK, fa.DT_SOCK],
 ];
 
+/** A file of `type` and `mode` with device 8/300, everything else zero or empty. */
 const attr = (type: FileType, mode: number): FileAttr => ({
-  type,
-  mode,
-  uid: 0,
-  gid: 0,
-  userName: "",
-  groupName: "",
-  size: 0,
-  mtimeSec: 0,
-  mtimeNsec: 0,
-  linkName: "",
-  devMajor: 8,
-  devMinor: 300,
-  nlink: 1,
-  xattrs: NO_XATTRS,
+  ...{ type, mode, uid: 0, gid: 0, userName: "", groupName: "", size: 0, linkName: "" },
+  ...{ mtimeSec: 0, mtimeNsec: 0, devMajor: 8, devMinor: 300, nlink: 1, xattrs: fa.NO_XATTRS },
 });
 
 Deno.test("file types, S_IF* bits and d_type agree in both directions", () => {
   for (const [type, bits, dt] of TYPES) {
-    assert.equal(typeBits(type), bits, type);
-    assert.equal(typeFromMode(bits | 0o644), type, type);
-    assert.equal(dtOf(type), dt, type);
-    assert.equal(dtFromMode(bits | 0o755), dt, type);
+    assert.equal(fa.typeBits(type), bits, type);
+    assert.equal(fa.typeFromMode(bits | 0o644), type, type);
+    assert.equal(fa.dtOf(type), dt, type);
+    assert.equal(fa.dtFromMode(bits | 0o755), dt, type);
   }
-  assert.equal(typeFromMode(0o644), "reg", "no type bits read as a regular file");
+  assert.equal(fa.typeFromMode(0o644), "reg", "no type bits read as a regular file");
 });
 
 Deno.test("statMode adds the type bits and drops anything above 0o7777", () => {
-  assert.equal(statMode(attr("dir", 0o1755)), S_IFDIR | 0o1755);
-  assert.equal(statMode(attr("reg", S_IFLNK | 0o4644)), S_IFREG | 0o4644);
+  assert.equal(fa.statMode(attr("dir", 0o1755)), fa.S_IFDIR | 0o1755);
+  assert.equal(fa.statMode(attr("reg", fa.S_IFLNK | 0o4644)), fa.S_IFREG | 0o4644);
 });
 
 Deno.test("rdevOf: new_encode_dev for devices only", () => {
-  assert.equal(rdevOf(attr("char", 0)), makeDev(8, 300));
-  assert.equal(rdevOf(attr("block", 0)), (300 & 0xff) | (8 << 8) | ((300 & ~0xff) << 12));
-  assert.equal(rdevOf(attr("reg", 0)), 0);
-  assert.equal(makeDev(1, 3), 259);
+  assert.equal(fa.rdevOf(attr("char", 0)), fa.makeDev(8, 300));
+  assert.equal(fa.rdevOf(attr("block", 0)), (300 & 0xff) | (8 << 8) | ((300 & ~0xff) << 12));
+  assert.equal(fa.rdevOf(attr("reg", 0)), 0);
+  assert.equal(fa.makeDev(1, 3), 259);
 });
