@@ -66,15 +66,18 @@ async function crfsOpenStat(
   const src = await FileSource.open(path);
   const r = await StargzReader.open(src);
   let count = 0;
+  let bytes = 0;
   const walk = (node: typeof r.root) => {
     for (const child of r.children(node).values()) {
-      r.stat(child);
+      // A node is its own attribute record (FileAttr): "stat" reads its fields.
+      bytes += child.size + child.mode + child.mtimeSec;
       count++;
       if (child.type === "dir") walk(child);
     }
   };
   walk(r.root);
   const secs = (performance.now() - t) / 1000;
+  if (bytes < 0) throw new Error("impossible"); // keeps the field reads
   src.close();
   return { secs, count, requests: r.openRequests };
 }

@@ -116,8 +116,8 @@ export const catCommand: Command = {
       const root = rootNode(setup.store);
       const { node } = await walkTree(root, target, true);
       const a = node.attr();
-      if (a.kind !== "reg" || !node.read) {
-        throw new UserError(`${positionals[0]}: not a regular file (${a.kind})`);
+      if (a.type !== "reg" || !node.read) {
+        throw new UserError(`${positionals[0]}: not a regular file (${a.type})`);
       }
       const file: FsNode = node;
       await stream(positionals[0], a.size, (o, l) => file.read!(o, l));

@@ -140,9 +140,10 @@ export async function walkTree(
       throw new UserError(`${target.text}: no such file or directory (at ${JSON.stringify(name)})`);
     }
     const last = todo.length === 0;
-    if (child.readlink && (!last || followLast)) {
+    const attr = child.attr();
+    if (attr.type === "symlink" && (!last || followLast)) {
       if (++hops > 40) throw new UserError(`${target.text}: too many levels of symbolic links`);
-      const link = await child.readlink();
+      const link = attr.linkName;
       const parts = split(link);
       if (link.startsWith("/")) {
         const depth = Math.max(target.rootDepth, 0);

@@ -1,52 +1,37 @@
 /**
- * Printing file listings for `crfs ls`: the `ls -l` long format, recursive walks and JSON, over
- * a small node interface that both a single stargz blob and the mounted tree can provide.
+ * Printing file listings for `crfs ls`: the `ls -l` long format, recursive walks and JSON of
+ * {@link FileAttr}s, the attributes both a single stargz blob and the mounted tree provide.
  *
  * @module
  */
+import type { FileAttr, FileType } from "../format/file_attr.ts";
 import { encodeName } from "../format/names.ts";
-
-/** What `crfs ls` needs to know about one file. */
-export interface ListNode {
-  type: "dir" | "reg" | "symlink" | "char" | "block" | "fifo" | "whiteout";
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  userName: string;
-  groupName: string;
-  size: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  linkName: string;
-  devMajor: number;
-  devMinor: number;
-  xattrs?: Map<string, Uint8Array>;
-  digest?: string;
-}
+import { concat } from "../format/tar_header.ts";
 
 /** A directory's entries, loaded on demand. */
 export type Children = () => Promise<ListItem[]>;
 
-/** A node with the way to reach its children (directories only). */
+/** A file to list: its name, attributes, content digest where known, and children (directories). */
 export interface ListItem {
   name: string;
-  node: ListNode;
+  attr: FileAttr;
+  /** `sha256:…` of the content, printed in JSON listings when known. */
+  digest?: string;
   children?: Children;
 }
 
-const TYPE_CHAR: Record<ListNode["type"], string> = {
+const TYPE_CHAR: Record<FileType, string> = {
   dir: "d",
   reg: "-",
   symlink: "l",
   char: "c",
   block: "b",
   fifo: "p",
-  whiteout: "c",
+  socket: "s",
 };
 
 /** `drwxr-xr-x`-style mode string, with setuid/setgid/sticky letters. */
-export function modeString(type: ListNode["type"], mode: number): string {
+export function modeString(type: FileType, mode: number): string {
   const rwx = (bits: number, special: boolean, letter: string) =>
     (bits & 4 ? "r" : "-") + (bits & 2 ? "w" : "-") +
     (special ? (bits & 1 ? letter : letter.toUpperCase()) : bits & 1 ? "x" : "-");
@@ -61,10 +46,10 @@ function timeString(sec: number): string {
 }
 
 /** One `ls -l` line (without the newline). */
-export function longLine(name: string, n: ListNode): string {
+export function longLine(name: string, n: FileAttr): string {
   const owner = n.userName || String(n.uid);
   const group = n.groupName || String(n.gid);
-  const size = n.type === "char" || n.type === "block" || n.type === "whiteout"
+  const size = n.type === "char" || n.type === "block"
     ? `${n.devMajor}, ${n.devMinor}`
     : String(n.size);
   const target = n.type === "symlink" ? ` -> ${n.linkName}` : "";
@@ -73,8 +58,8 @@ export function longLine(name: string, n: ListNode): string {
   } ${size.padStart(10)} ${timeString(n.mtimeSec)} ${name}${target}`;
 }
 
-/** The JSON form of a node. */
-export function jsonNode(path: string, n: ListNode): Record<string, unknown> {
+/** The JSON form of a file's attributes (with its content digest, when given). */
+export function jsonNode(path: string, n: FileAttr, digest?: string): Record<string, unknown> {
   const o: Record<string, unknown> = {
     path,
     type: n.type,
@@ -92,8 +77,8 @@ export function jsonNode(path: string, n: ListNode): Record<string, unknown> {
     o.devMajor = n.devMajor;
     o.devMinor = n.devMinor;
   }
-  if (n.digest) o.digest = n.digest;
-  if (n.xattrs && n.xattrs.size > 0) {
+  if (digest) o.digest = digest;
+  if (n.xattrs.size > 0) {
     o.xattrs = Object.fromEntries(
       [...n.xattrs].map(([k, v]) => [k, btoa(String.fromCharCode(...v))]),
     );
@@ -119,21 +104,21 @@ export async function printListing(
 ): Promise<void> {
   const enc = new TextEncoder();
   const json: Record<string, unknown>[] = [];
-  const emit = async (path: string, n: ListNode) => {
-    if (opts.json) json.push(jsonNode(path, n));
+  const emit = async (path: string, it: ListItem) => {
+    if (opts.json) json.push(jsonNode(path, it.attr, it.digest));
     else {
-      const line = opts.long ? longLine("\0", n) : "\0";
+      const line = opts.long ? longLine("\0", it.attr) : "\0";
       // Names go out as their exact bytes; the rest of the line is text.
       const [pre, post] = line.split("\0");
-      await write(concat(enc.encode(pre), encodeName(path), enc.encode(post + "\n")));
+      await write(concat([enc.encode(pre), encodeName(path), enc.encode(post + "\n")]));
     }
   };
   if (!item.children) {
-    await emit(item.name, item.node);
+    await emit(item.name, item);
   } else {
     const walk = async (prefix: string, children: Children) => {
       const items = await children();
-      for (const it of items) await emit(prefix ? `${prefix}/${it.name}` : it.name, it.node);
+      for (const it of items) await emit(prefix ? `${prefix}/${it.name}` : it.name, it);
       if (!opts.recursive) return;
       for (const it of items) {
         if (it.children) await walk(prefix ? `${prefix}/${it.name}` : it.name, it.children);
@@ -142,14 +127,4 @@ export async function printListing(
     await walk("", item.children);
   }
   if (opts.json) await write(enc.encode(JSON.stringify(json, null, 1) + "\n"));
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -154,23 +154,6 @@ interface Owned {
   chunk: Chunk;
 }
 
-/** Attributes of a node, in the form `stat` needs. */
-export interface NodeStat {
-  type: TOCNode["type"];
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  nlink: number;
-  devMajor: number;
-  devMinor: number;
-  linkName: string;
-  userName: string;
-  groupName: string;
-}
-
 /** Fetches at least this big are decoded in the decode pool, when the reader has one. */
 const POOL_MIN = 128 << 10;
 
@@ -309,7 +292,10 @@ export class StargzReader {
     return this.index.root;
   }
 
-  /** The node at `path` (any form: `/etc/passwd`, `./etc/`), or undefined. */
+  /**
+   * The node at `path` (any form: `/etc/passwd`, `./etc/`), or undefined. A node is its own
+   * `FileAttr` (type, mode, owner, size, times, link target, devices, xattrs).
+   */
   lookup(path: string): TOCNode | undefined {
     const p = cleanPath(path);
     return typeof p === "string" ? this.index.byPath.get(p) : undefined;
@@ -318,25 +304,6 @@ export class StargzReader {
   /** The children of a directory, by name, in TOC order. */
   children(dir: TOCNode): Map<string, TOCNode> {
     return dir.children ?? new Map();
-  }
-
-  /** The attributes of a node. */
-  stat(node: TOCNode): NodeStat {
-    return {
-      type: node.type,
-      mode: node.mode,
-      uid: node.uid,
-      gid: node.gid,
-      size: node.size,
-      mtimeSec: node.mtimeSec,
-      mtimeNsec: node.mtimeNsec,
-      nlink: node.nlink,
-      devMajor: node.devMajor,
-      devMinor: node.devMinor,
-      linkName: node.linkName,
-      userName: node.userName,
-      groupName: node.groupName,
-    };
   }
 
   /** Compressed bytes fetched for content so far. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { FileType } from "./file_attr.ts";
 import { decodeName, encodeName } from "./names.ts";
 
 /** Size of one tar block. */
@@ -30,8 +31,8 @@ export const TarType = {
   GnuDumpDir: "D",
 } as const;
 
-/** The kind of a tar entry after extension headers are applied. */
-export type EntryKind = "reg" | "hardlink" | "symlink" | "char" | "block" | "dir" | "fifo";
+/** The kind of a tar entry after extension headers are applied: a file type or a hardlink. */
+export type EntryKind = Exclude<FileType, "socket"> | "hardlink";
 
 /** A fully resolved tar entry header (extension headers applied). */
 export interface TarHeader {

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { FileType } from "./file_attr.ts";
 import { decodeName } from "./names.ts";
 
 /** The file name of the TOC inside the blob's tar stream. */
@@ -24,16 +25,8 @@ export const TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest";
 /** Manifest layer annotation carrying the uncompressed size of the blob. */
 export const UNCOMPRESSED_SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size";
 
-/** Entry types in a TOC. */
-export type TOCEntryType =
-  | "dir"
-  | "reg"
-  | "symlink"
-  | "hardlink"
-  | "char"
-  | "block"
-  | "fifo"
-  | "chunk";
+/** Entry types in a TOC: the file types tar has, hardlinks, and the extra chunks of a file. */
+export type TOCEntryType = Exclude<FileType, "socket"> | "hardlink" | "chunk";
 
 const TYPES = new Set(["dir", "reg", "symlink", "hardlink", "char", "block", "fifo", "chunk"]);
 

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { type FileAttr, type FileType, NO_XATTRS } from "./file_attr.ts";
 import { baseOf, cleanPath, encodeName, parentOf } from "./names.ts";
 import {
   cachedModTime,
@@ -16,9 +17,6 @@ import {
   type TOCEntry,
   TOCError,
 } from "./toc.ts";
-
-/** File types of nodes (TOC types without `chunk` and `hardlink`). */
-export type NodeType = "dir" | "reg" | "symlink" | "char" | "block" | "fifo";
 
 /** One piece of a regular file's content, stored as its own gzip member. */
 export interface Chunk {
@@ -36,33 +34,17 @@ export interface Chunk {
   digest?: string;
 }
 
-/** A file, directory or special file of one stargz blob. */
-export interface TOCNode {
+/**
+ * A file, directory or special file of one stargz blob: its {@link FileAttr} (the node is the
+ * attribute record itself, never copied) and where its name and content are.
+ */
+export interface TOCNode extends FileAttr {
   /** Clean path of the node's first name (`""` for the root). */
   path: string;
-  type: NodeType;
-  /** Permission bits (0o7777). */
-  mode: number;
-  uid: number;
-  gid: number;
-  userName: string;
-  groupName: string;
-  /** Content size (regular files), link target length (symlinks), 0 otherwise. */
-  size: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  /** Symlink target (surrogate-escaped bytes). */
-  linkName: string;
-  devMajor: number;
-  devMinor: number;
-  /** Extended attributes, name → raw bytes. */
-  xattrs: Map<string, Uint8Array>;
   /** `sha256:…` of the whole content (regular files), when known. */
   digest?: string;
   /** Chunks in file order (regular files with content). */
   chunks: Chunk[];
-  /** Link count: names for files, 2 + subdirectories for directories. */
-  nlink: number;
   /** Children by name, in TOC order (directories only). */
   children?: Map<string, TOCNode>;
   /** True when the directory was implied by a deeper name, not in the TOC itself. */
@@ -92,10 +74,7 @@ export interface TOCIndex {
   chunks: { node: TOCNode; chunk: Chunk }[];
 }
 
-/** The xattrs of nodes that have none (shared; never modified). */
-const NO_XATTRS: Map<string, Uint8Array> = new Map();
-
-function newNode(path: string, type: NodeType): TOCNode {
+function newNode(path: string, type: FileType): TOCNode {
   return {
     path,
     type,
@@ -285,7 +264,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
       continue;
     }
 
-    const node = newNode(path, e.type as NodeType);
+    const node = newNode(path, e.type as FileType);
     node.entryIndex = i;
     if (e.type === "reg") files.push(node);
     applyAttrs(node, e, () => where(i, e), names);

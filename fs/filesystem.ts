@@ -6,9 +6,9 @@
  *
  * @module
  */
+import { DT_DIR, dtOf } from "../format/file_attr.ts";
 import { decodeName, encodeName } from "../format/names.ts";
 import {
-  type Attr,
   type AttrReply,
   type DirItem,
   type EntryChange,
@@ -18,10 +18,10 @@ import {
   type FuseOps,
   type OpendirReply,
   type OpenReply,
-  type StatfsReply,
+  type StatfsOut,
 } from "./fuse/ops.ts";
 import { InodeTable } from "./inode_table.ts";
-import { type FsNode, type NodeAttr, NodeError, type NodeKind } from "./node.ts";
+import { type FsNode, NodeError } from "./node.ts";
 
 /** Options of the filesystem. */
 export interface FilesystemOptions {
@@ -35,15 +35,6 @@ export interface FilesystemOptions {
   onFirstRead?: (path: string) => void;
 }
 
-const TYPE_BITS: Record<NodeKind, number> = {
-  dir: 0o040000,
-  reg: 0o100000,
-  symlink: 0o120000,
-  char: 0o020000,
-  block: 0o060000,
-  fifo: 0o010000,
-};
-
 const ERRNO: Record<NodeError["code"], number> = {
   ENOENT: Errno.ENOENT,
   EIO: Errno.EIO,
@@ -54,29 +45,6 @@ const ERRNO: Record<NodeError["code"], number> = {
   EROFS: Errno.EROFS,
 };
 
-/** The kernel's `new_encode_dev` form of a device number. */
-export function encodeDev(major: number, minor: number): number {
-  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
-}
-
-/** Converts node attributes to FUSE attributes. */
-export function fuseAttr(ino: number, a: NodeAttr): Attr {
-  return {
-    ino,
-    size: a.size,
-    blocks: Math.ceil(a.size / 512),
-    mtimeSec: a.mtimeSec,
-    mtimeNsec: a.mtimeNsec,
-    mode: TYPE_BITS[a.kind] | (a.mode & 0o7777),
-    nlink: a.nlink,
-    uid: a.uid,
-    gid: a.gid,
-    rdev: a.kind === "char" || a.kind === "block" ? encodeDev(a.devMajor, a.devMinor) : 0,
-    blksize: 4096,
-  };
-}
-
-const DT: Record<NodeKind, number> = { dir: 4, reg: 8, symlink: 10, char: 2, block: 6, fifo: 1 };
 /**
  * Extended attributes tools ask of every file without listing first (`ls -l`: the SELinux label
  * and POSIX ACLs), which crfs has only where an image carries them. For a file without one the
@@ -148,7 +116,7 @@ export class CrfsFilesystem implements FuseOps {
     const ttl = this.#ttl(child);
     return {
       nodeId: ino,
-      attr: fuseAttr(ino, child.attr()),
+      attr: child.attr(),
       entryTtlMs: Math.min(ttl, this.#ttl(dir)),
       attrTtlMs: ttl,
     };
@@ -172,7 +140,7 @@ export class CrfsFilesystem implements FuseOps {
         if (dir.volatility === "immutable") {
           return {
             nodeId: 0,
-            attr: fuseAttr(0, dir.attr()),
+            attr: dir.attr(),
             entryTtlMs: this.#immutableTtl,
             attrTtlMs: 0,
           };
@@ -186,15 +154,15 @@ export class CrfsFilesystem implements FuseOps {
   getattr(nodeId: number): Promise<AttrReply> {
     return this.#guard("getattr", () => {
       const n = this.#node(nodeId);
-      return Promise.resolve({ attr: fuseAttr(nodeId, n.attr()), ttlMs: this.#ttl(n) });
+      return Promise.resolve({ attr: n.attr(), ttlMs: this.#ttl(n) });
     });
   }
 
   readlink(nodeId: number): Promise<Uint8Array> {
-    return this.#guard("readlink", async () => {
-      const n = this.#node(nodeId);
-      if (!n.readlink) throw new FuseError(Errno.EINVAL);
-      return encodeName(await n.readlink());
+    return this.#guard("readlink", () => {
+      const a = this.#node(nodeId).attr();
+      if (a.type !== "symlink") throw new FuseError(Errno.EINVAL);
+      return Promise.resolve(encodeName(a.linkName));
     });
   }
 
@@ -247,17 +215,17 @@ export class CrfsFilesystem implements FuseOps {
       }
       // Offsets: 0 is ".", 1 is "..", 2 + i the i-th child; an item's `next` is its offset + 1.
       const out: DirItem[] = [];
-      if (offset === 0 && limit > 0) out.push({ name: DOT, type: DT.dir, ino: nodeId, next: 1 });
+      if (offset === 0 && limit > 0) out.push({ name: DOT, type: DT_DIR, ino: nodeId, next: 1 });
       if (offset <= 1 && out.length < limit) {
         const up = this.#parents.get(nodeId) ?? nodeId;
-        out.push({ name: DOTDOT, type: DT.dir, ino: up, next: 2 });
+        out.push({ name: DOTDOT, type: DT_DIR, ino: up, next: 2 });
       }
       const start = Math.max(offset, 2) - 2;
       const end = Math.min(items.length, start + limit - out.length);
       for (let i = start; i < end; i++) {
         const [name, child] = items[i];
         const ino = this.#assign(nodeId, child);
-        out.push({ name: encodeName(name), type: DT[child.attr().kind], ino, next: i + 3 });
+        out.push({ name: encodeName(name), type: dtOf(child.attr().type), ino, next: i + 3 });
       }
       return out;
     });
@@ -277,7 +245,7 @@ export class CrfsFilesystem implements FuseOps {
   getxattr(nodeId: number, name: Uint8Array): Promise<Uint8Array> {
     return this.#guard("getxattr", () => {
       const key = decodeName(name);
-      const v = this.#node(nodeId).xattrs?.().get(key);
+      const v = this.#node(nodeId).attr().xattrs.get(key);
       if (v === undefined) {
         throw new FuseError(ASKED_OF_EVERY_FILE.has(key) ? Errno.EOPNOTSUPP : Errno.ENODATA);
       }
@@ -287,8 +255,8 @@ export class CrfsFilesystem implements FuseOps {
 
   listxattr(nodeId: number): Promise<Uint8Array[]> {
     return this.#guard("listxattr", () => {
-      const x = this.#node(nodeId).xattrs?.();
-      return Promise.resolve(x ? [...x.keys()].map(encodeName) : []);
+      const x = this.#node(nodeId).attr().xattrs;
+      return Promise.resolve([...x.keys()].map(encodeName));
     });
   }
 
@@ -301,7 +269,7 @@ export class CrfsFilesystem implements FuseOps {
     });
   }
 
-  statfs(): Promise<StatfsReply> {
+  statfs(): Promise<StatfsOut> {
     return Promise.resolve({
       blocks: 0,
       bfree: 0,

@@ -306,7 +306,7 @@ function blobNode(key: string, layer: OpenLayer, where: string): FsNode {
   return {
     key,
     volatility: "immutable",
-    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: source.size }),
+    attr: () => ({ ...dirAttr(1), type: "reg", mode: 0o444, size: source.size }),
     async read(offset, length, signal) {
       const n = Math.min(length, source.size - offset);
       if (n <= 0) return new Uint8Array(0);

@@ -9,7 +9,8 @@
  */
 import type { StargzReader } from "../format/reader.ts";
 import type { TOCNode } from "../format/toc_index.ts";
-import { type FsNode, type NodeAttr, NodeError } from "./node.ts";
+import { type FileAttr, NO_XATTRS } from "../format/file_attr.ts";
+import { type FsNode, NodeError } from "./node.ts";
 
 /** Prefix of OCI whiteout names. */
 export const WHITEOUT_PREFIX = ".wh.";
@@ -18,34 +19,14 @@ export const OPAQUE_MARKER = ".wh..wh..opq";
 /** The xattr overlayfs reads to treat a directory as opaque. */
 export const OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque";
 
-/** Attributes of a TOC node. */
-export function tocAttr(n: TOCNode): NodeAttr {
-  return {
-    kind: n.type,
-    mode: n.mode,
-    uid: n.uid,
-    gid: n.gid,
-    userName: n.userName,
-    groupName: n.groupName,
-    size: n.size,
-    mtimeSec: n.mtimeSec,
-    mtimeNsec: n.mtimeNsec,
-    nlink: n.nlink,
-    devMajor: n.devMajor,
-    devMinor: n.devMinor,
-  };
-}
-
 /** Node operations shared by the layer and merged views for TOC-backed files. */
 export function tocFileNode(key: string, reader: StargzReader, n: TOCNode, where: string): FsNode {
   const node: FsNode = {
     key,
     volatility: "immutable",
-    attr: () => tocAttr(n),
-    xattrs: () => n.xattrs,
+    attr: () => n,
     path: n.path,
   };
-  if (n.type === "symlink") node.readlink = () => Promise.resolve(n.linkName);
   if (n.type === "reg") {
     node.read = async (offset, length, signal) => {
       try {
@@ -64,19 +45,18 @@ export function layerRoot(reader: StargzReader, id: string): FsNode {
 }
 
 function whiteoutNode(key: string, source: TOCNode): FsNode {
-  return {
-    key,
-    volatility: "immutable",
-    attr: () => ({
-      ...tocAttr(source),
-      kind: "char",
-      mode: 0,
-      size: 0,
-      nlink: 1,
-      devMajor: 0,
-      devMinor: 0,
-    }),
+  const attr: FileAttr = {
+    ...source,
+    type: "char",
+    mode: 0,
+    size: 0,
+    linkName: "",
+    nlink: 1,
+    devMajor: 0,
+    devMinor: 0,
+    xattrs: NO_XATTRS,
   };
+  return { key, volatility: "immutable", attr: () => attr };
 }
 
 function layerDir(reader: StargzReader, id: string, dir: TOCNode): FsNode {
@@ -102,17 +82,16 @@ function layerDir(reader: StargzReader, id: string, dir: TOCNode): FsNode {
     }
     return (listing = out);
   };
-  const opaque = dir.children!.has(OPAQUE_MARKER);
+  let attr: FileAttr = dir;
+  if (dir.children!.has(OPAQUE_MARKER)) {
+    const xattrs = new Map(dir.xattrs);
+    xattrs.set(OVERLAY_OPAQUE_XATTR, new TextEncoder().encode("y"));
+    attr = { ...dir, xattrs };
+  }
   return {
     key: key(dir),
     volatility: "immutable",
-    attr: () => tocAttr(dir),
-    xattrs: () => {
-      if (!opaque) return dir.xattrs;
-      const x = new Map(dir.xattrs);
-      x.set(OVERLAY_OPAQUE_XATTR, new TextEncoder().encode("y"));
-      return x;
-    },
+    attr: () => attr,
     lookup: (name) => Promise.resolve(children().get(name)),
     list: () => Promise.resolve([...children()]),
   };

@@ -5,26 +5,7 @@
  *
  * @module
  */
-
-/** File types of nodes. */
-export type NodeKind = "dir" | "reg" | "symlink" | "char" | "block" | "fifo";
-
-/** Attributes of a node. */
-export interface NodeAttr {
-  kind: NodeKind;
-  /** Permission bits (0o7777). */
-  mode: number;
-  uid: number;
-  gid: number;
-  userName?: string;
-  groupName?: string;
-  size: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  nlink: number;
-  devMajor: number;
-  devMinor: number;
-}
+import { type FileAttr, NO_XATTRS } from "../format/file_attr.ts";
 
 /**
  * How long the kernel may cache what it learns about a node: content under digests never
@@ -39,20 +20,16 @@ export interface FsNode {
    * are built from immutable names (digests, paths), e.g. `layer:sha256:…:/etc/passwd`.
    */
   readonly key: string;
-  /** Current attributes. */
-  attr(): NodeAttr;
+  /** Current attributes (a symlink's target is their `linkName`, its xattrs their `xattrs`). */
+  attr(): FileAttr;
   /** How cacheable the node is (content under digests never changes). */
   readonly volatility: Volatility;
   /** Directories: the child called `name`, or undefined. */
   lookup?(name: string): Promise<FsNode | undefined>;
   /** Directories: all children, in a stable order. */
   list?(): Promise<[string, FsNode][]>;
-  /** Symlinks: the target. */
-  readlink?(): Promise<string>;
   /** Regular files: bytes `[offset, offset+length)` (fewer only at the end). */
   read?(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
-  /** Extended attributes. */
-  xattrs?(): Map<string, Uint8Array>;
   /**
    * Directories on a writable mount: a program creates (`create`, `mknod`, `mkdir`) or removes
    * (`unlink`, `rmdir`) `name` here. Throw a {@link NodeError} to refuse; resolving means a
@@ -82,9 +59,9 @@ export class NodeError extends Error {
 const NOW = Math.floor(Date.now() / 1000);
 
 /** Attributes for a synthetic directory (crfs's own hierarchy). */
-export function dirAttr(nlink = 2, mtimeSec = NOW): NodeAttr {
+export function dirAttr(nlink = 2, mtimeSec = NOW): FileAttr {
   return {
-    kind: "dir",
+    type: "dir",
     mode: 0o555,
     uid: 0,
     gid: 0,
@@ -93,9 +70,11 @@ export function dirAttr(nlink = 2, mtimeSec = NOW): NodeAttr {
     size: 0,
     mtimeSec,
     mtimeNsec: 0,
+    linkName: "",
     nlink,
     devMajor: 0,
     devMinor: 0,
+    xattrs: NO_XATTRS,
   };
 }
 
@@ -109,8 +88,7 @@ export function symlinkNode(
   return {
     key,
     volatility,
-    attr: () => ({ ...dirAttr(1), kind: "symlink", mode: 0o777, size }),
-    readlink: () => Promise.resolve(target),
+    attr: () => ({ ...dirAttr(1), type: "symlink", mode: 0o777, size, linkName: target }),
   };
 }
 
@@ -123,7 +101,7 @@ export function bytesNode(
   return {
     key,
     volatility,
-    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: bytes.length }),
+    attr: () => ({ ...dirAttr(1), type: "reg", mode: 0o444, size: bytes.length }),
     read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)),
   };
 }
@@ -131,7 +109,7 @@ export function bytesNode(
 /** A synthetic directory over a fixed map of children. */
 export function staticDir(key: string, children: [string, FsNode][]): FsNode {
   const map = new Map(children);
-  const subdirs = children.filter(([, n]) => n.attr().kind === "dir").length;
+  const subdirs = children.filter(([, n]) => n.attr().type === "dir").length;
   return {
     key,
     volatility: "immutable",

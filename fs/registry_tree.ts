@@ -274,7 +274,7 @@ function configNode(store: ImageStore, repo: RepositoryName, m: ImageManifest): 
   return {
     key: `config:${m.json.config.digest}`,
     volatility: "immutable",
-    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size }),
+    attr: () => ({ ...dirAttr(1), type: "reg", mode: 0o444, size }),
     async read(offset, length) {
       try {
         const c = await store.config(repo, m);

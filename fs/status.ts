@@ -39,14 +39,14 @@ export function statusNode(store: ImageStore): FsNode {
     return {
       key: `status:${++n}`,
       volatility: "volatile",
-      attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: bytes.length }),
+      attr: () => ({ ...dirAttr(1), type: "reg", mode: 0o444, size: bytes.length }),
       read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)),
     };
   };
   return {
     key: "status",
     volatility: "volatile",
-    attr: () => ({ ...dirAttr(1), kind: "reg", mode: 0o444, size: 0 }),
+    attr: () => ({ ...dirAttr(1), type: "reg", mode: 0o444, size: 0 }),
     read: async (offset, length) => (await snapshot()).read!(offset, length),
     snapshot,
   };

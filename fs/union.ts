@@ -9,7 +9,7 @@
  */
 import type { StargzReader } from "../format/reader.ts";
 import type { TOCNode } from "../format/toc_index.ts";
-import { OPAQUE_MARKER, tocAttr, tocFileNode, WHITEOUT_PREFIX } from "./layer_tree.ts";
+import { OPAQUE_MARKER, tocFileNode, WHITEOUT_PREFIX } from "./layer_tree.ts";
 import type { FsNode } from "./node.ts";
 
 /** One layer of an image: its reader and its id (digest) for keys. */
@@ -82,7 +82,7 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
       const node = resolve(name);
       if (!node) continue;
       merged.set(name, node);
-      if (node.attr().kind === "dir") subdirs++;
+      if (node.attr().type === "dir") subdirs++;
     }
     return merged;
   };
@@ -94,12 +94,11 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
   return {
     key: `image:${id}:${path}`,
     volatility: "immutable",
+    // The opaque marker is a layer detail; the merged directory shows only its own xattrs.
     attr: () => {
       children();
-      return { ...tocAttr(top.dir), nlink: 2 + subdirs };
+      return { ...top.dir, nlink: 2 + subdirs };
     },
-    // The opaque marker is a layer detail; the merged directory shows only its own xattrs.
-    xattrs: () => top.dir.xattrs,
     lookup: (name) => Promise.resolve(isWhiteout(name) ? undefined : children().get(name)),
     list: () => Promise.resolve([...children()]),
   };

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { type FileAttr, rdevOf, statMode } from "../../format/file_attr.ts";
+
 /** Protocol major version spoken here. */
 export const KERNEL_MAJOR = 7;
 /** Highest protocol minor version whose structs and semantics this codec implements. */
@@ -128,35 +130,26 @@ export const Errno = {
   ENOTCONN: 107,
 } as const;
 
-/** File type bits of `st_mode`. */
-export const S_IFMT = 0o170000;
-export const S_IFSOCK = 0o140000;
-export const S_IFLNK = 0o120000;
-export const S_IFREG = 0o100000;
-export const S_IFBLK = 0o060000;
-export const S_IFDIR = 0o040000;
-export const S_IFCHR = 0o020000;
-export const S_IFIFO = 0o010000;
-
-/** Directory entry types (`d_type`). */
-export const DT_UNKNOWN = 0;
-export const DT_FIFO = 1;
-export const DT_CHR = 2;
-export const DT_DIR = 4;
-export const DT_BLK = 6;
-export const DT_REG = 8;
-export const DT_LNK = 10;
-export const DT_SOCK = 12;
-
-/** The `d_type` for a mode's file type bits (it is simply `(mode & S_IFMT) >> 12`). */
-export function dtFromMode(mode: number): number {
-  return (mode & S_IFMT) >>> 12;
-}
-
-/** A device number in the kernel's 32-bit `new_encode_dev` form, as `Attr.rdev` expects it. */
-export function makeDev(major: number, minor: number): number {
-  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
-}
+export {
+  DT_BLK,
+  DT_CHR,
+  DT_DIR,
+  DT_FIFO,
+  DT_LNK,
+  DT_REG,
+  DT_SOCK,
+  DT_UNKNOWN,
+  dtFromMode,
+  makeDev,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+} from "../../format/file_attr.ts";
 
 /** `FUSE_INIT` capability flags (first 32 bits). */
 export const InitFlag = {
@@ -350,42 +343,43 @@ export function encodeInitOut(dv: DataView, off: number, o: InitOut): void {
   dv.setUint32(off + 32, o.flags2 >>> 0, true);
 }
 
-/** Attributes as the kernel's `fuse_attr` carries them. */
-export interface WireAttr {
-  ino: number;
-  size: number;
-  blocks: number;
-  atimeSec: number;
-  atimeNsec: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  ctimeSec: number;
-  ctimeNsec: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  rdev: number;
-  blksize: number;
+/**
+ * A node's attributes as FUSE takes them: a {@link FileAttr} (its type and permission bits make
+ * `st_mode`, its device numbers `st_rdev`; `st_ino` is the node id) and, where a filesystem has
+ * them, the rest of `fuse_attr`: atime and ctime default to mtime, blocks to the 512-byte blocks
+ * of `size`, blksize to 4096.
+ */
+export interface Attr extends FileAttr {
+  atimeSec?: number;
+  atimeNsec?: number;
+  ctimeSec?: number;
+  ctimeNsec?: number;
+  /** Number of 512-byte blocks. */
+  blocks?: number;
+  /** Preferred I/O size (st_blksize). */
+  blksize?: number;
 }
 
-/** Writes a `fuse_attr` (88 bytes) at `off`. Times before 1970 are written as two's complement. */
-export function encodeAttr(dv: DataView, off: number, a: WireAttr): void {
-  setU64(dv, off, a.ino);
+/**
+ * Writes the `fuse_attr` (88 bytes) of node `ino` with attributes `a` at `off`: the one place
+ * attributes become their wire form. Times before 1970 are written as two's complement.
+ */
+export function encodeAttr(dv: DataView, off: number, ino: number, a: Attr): void {
+  setU64(dv, off, ino);
   setU64(dv, off + 8, a.size);
-  setU64(dv, off + 16, a.blocks);
-  setTime(dv, off + 24, a.atimeSec);
+  setU64(dv, off + 16, a.blocks ?? Math.ceil(a.size / 512));
+  setTime(dv, off + 24, a.atimeSec ?? a.mtimeSec);
   setTime(dv, off + 32, a.mtimeSec);
-  setTime(dv, off + 40, a.ctimeSec);
-  dv.setUint32(off + 48, a.atimeNsec, true);
+  setTime(dv, off + 40, a.ctimeSec ?? a.mtimeSec);
+  dv.setUint32(off + 48, a.atimeNsec ?? a.mtimeNsec, true);
   dv.setUint32(off + 52, a.mtimeNsec, true);
-  dv.setUint32(off + 56, a.ctimeNsec, true);
-  dv.setUint32(off + 60, a.mode, true);
+  dv.setUint32(off + 56, a.ctimeNsec ?? a.mtimeNsec, true);
+  dv.setUint32(off + 60, statMode(a), true);
   dv.setUint32(off + 64, a.nlink, true);
   dv.setUint32(off + 68, a.uid, true);
   dv.setUint32(off + 72, a.gid, true);
-  dv.setUint32(off + 76, a.rdev, true);
-  dv.setUint32(off + 80, a.blksize, true);
+  dv.setUint32(off + 76, rdevOf(a), true);
+  dv.setUint32(off + 80, a.blksize ?? 4096, true);
   dv.setUint32(off + 84, 0, true);
 }
 
@@ -393,6 +387,26 @@ function setTime(dv: DataView, off: number, sec: number): void {
   if (sec >= 0) setU64(dv, off, sec);
   else dv.setBigInt64(off, BigInt(Math.trunc(sec)), true);
 }
+
+/** A `fuse_attr` as decoded from the wire (for tests). */
+export type WireAttr = Record<
+  | "ino"
+  | "size"
+  | "blocks"
+  | "atimeSec"
+  | "atimeNsec"
+  | "mtimeSec"
+  | "mtimeNsec"
+  | "ctimeSec"
+  | "ctimeNsec"
+  | "mode"
+  | "nlink"
+  | "uid"
+  | "gid"
+  | "rdev"
+  | "blksize",
+  number
+>;
 
 /** Decodes a `fuse_attr` (for tests). */
 export function decodeAttr(dv: DataView, off: number): WireAttr {
@@ -423,14 +437,18 @@ export function msToTimeout(ms: number): [number, number] {
   return [sec, nsec];
 }
 
-/** Writes the 40-byte head of a `fuse_entry_out` (node id, generation, timeouts) at `off`. */
-export function encodeEntryHead(
+/**
+ * Writes a whole `fuse_entry_out` (128 bytes) at `off`: node id, generation, the entry and
+ * attribute timeouts, then the node's `fuse_attr`.
+ */
+export function encodeEntryOut(
   dv: DataView,
   off: number,
   nodeId: number,
   generation: number,
   entryTtlMs: number,
   attrTtlMs: number,
+  attr: Attr,
 ): void {
   const [es, ens] = msToTimeout(entryTtlMs);
   const [as, ans] = msToTimeout(attrTtlMs);
@@ -440,29 +458,22 @@ export function encodeEntryHead(
   setU64(dv, off + 24, as);
   dv.setUint32(off + 32, ens, true);
   dv.setUint32(off + 36, ans, true);
+  encodeAttr(dv, off + 40, nodeId, attr);
 }
 
-/** Writes a whole `fuse_entry_out` (128 bytes) at `off`. */
-export function encodeEntryOut(
+/** Writes the `fuse_attr_out` (104 bytes) of node `ino` at `off`. */
+export function encodeAttrOut(
   dv: DataView,
   off: number,
-  nodeId: number,
-  generation: number,
-  entryTtlMs: number,
-  attrTtlMs: number,
-  attr: WireAttr,
+  ttlMs: number,
+  ino: number,
+  attr: Attr,
 ): void {
-  encodeEntryHead(dv, off, nodeId, generation, entryTtlMs, attrTtlMs);
-  encodeAttr(dv, off + 40, attr);
-}
-
-/** Writes a `fuse_attr_out` (104 bytes) at `off`. */
-export function encodeAttrOut(dv: DataView, off: number, ttlMs: number, attr: WireAttr): void {
   const [s, ns] = msToTimeout(ttlMs);
   setU64(dv, off, s);
   dv.setUint32(off + 8, ns, true);
   dv.setUint32(off + 12, 0, true);
-  encodeAttr(dv, off + 16, attr);
+  encodeAttr(dv, off + 16, ino, attr);
 }
 
 /** Writes a `fuse_open_out` (16 bytes) at `off`. */
@@ -472,7 +483,7 @@ export function encodeOpenOut(dv: DataView, off: number, fh: number, openFlags: 
   dv.setUint32(off + 12, 0, true);
 }
 
-/** `fuse_kstatfs` contents. */
+/** `fuse_kstatfs` contents: what a filesystem answers to `statfs`. */
 export interface StatfsOut {
   blocks: number;
   bfree: number;
@@ -535,20 +546,24 @@ export interface DecodedDirent {
   name: Uint8Array;
 }
 
+function decodeDirentAt(body: Uint8Array, dv: DataView, off: number): DecodedDirent {
+  const namelen = dv.getUint32(off + 16, true);
+  return {
+    ino: getU64(dv, off),
+    off: getU64(dv, off + 8),
+    type: dv.getUint32(off + 20, true),
+    name: body.slice(off + DIRENT_NAME_OFFSET, off + DIRENT_NAME_OFFSET + namelen),
+  };
+}
+
 /** Decodes a READDIR reply body (for tests). */
 export function decodeDirents(body: Uint8Array): DecodedDirent[] {
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const out: DecodedDirent[] = [];
-  let off = 0;
-  while (off + DIRENT_NAME_OFFSET <= body.length) {
-    const namelen = dv.getUint32(off + 16, true);
-    out.push({
-      ino: getU64(dv, off),
-      off: getU64(dv, off + 8),
-      type: dv.getUint32(off + 20, true),
-      name: body.slice(off + DIRENT_NAME_OFFSET, off + DIRENT_NAME_OFFSET + namelen),
-    });
-    off += direntSize(namelen);
+  for (let off = 0; off + DIRENT_NAME_OFFSET <= body.length;) {
+    const e = decodeDirentAt(body, dv, off);
+    out.push(e);
+    off += direntSize(e.name.length);
   }
   return out;
 }
@@ -563,19 +578,10 @@ export interface DecodedDirentPlus extends DecodedDirent {
 export function decodeDirentsPlus(body: Uint8Array): DecodedDirentPlus[] {
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const out: DecodedDirentPlus[] = [];
-  let off = 0;
-  while (off + DIRENTPLUS_NAME_OFFSET <= body.length) {
-    const d = off + ENTRY_OUT_SIZE;
-    const namelen = dv.getUint32(d + 16, true);
-    out.push({
-      nodeId: getU64(dv, off),
-      attr: decodeAttr(dv, off + 40),
-      ino: getU64(dv, d),
-      off: getU64(dv, d + 8),
-      type: dv.getUint32(d + 20, true),
-      name: body.slice(d + DIRENT_NAME_OFFSET, d + DIRENT_NAME_OFFSET + namelen),
-    });
-    off += direntPlusSize(namelen);
+  for (let off = 0; off + DIRENTPLUS_NAME_OFFSET <= body.length;) {
+    const e = decodeDirentAt(body, dv, off + ENTRY_OUT_SIZE);
+    out.push({ nodeId: getU64(dv, off), attr: decodeAttr(dv, off + 40), ...e });
+    off += direntPlusSize(e.name.length);
   }
   return out;
 }

@@ -8,9 +8,9 @@
  *
  * @module
  */
-import { Errno } from "./abi.ts";
+import { type Attr, Errno, type StatfsOut } from "./abi.ts";
 
-export { Errno } from "./abi.ts";
+export { type Attr, Errno, type StatfsOut } from "./abi.ts";
 
 /** The node id of the root directory. */
 export const ROOT_ID = 1;
@@ -33,35 +33,12 @@ export function errnoOf(err: unknown): number {
   return Errno.EIO;
 }
 
-/** Attributes of a node. atime and ctime default to mtime. */
-export interface Attr {
-  /** Inode number shown to users (st_ino). */
-  ino: number;
-  size: number;
-  /** Number of 512-byte blocks. */
-  blocks: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  atimeSec?: number;
-  atimeNsec?: number;
-  ctimeSec?: number;
-  ctimeNsec?: number;
-  /** File type (S_IF* bits) and permission bits. */
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  /** Device number for character/block devices, in the kernel's `new_encode_dev` form. */
-  rdev: number;
-  /** Preferred I/O size (st_blksize); 4096 if not given. */
-  blksize?: number;
-}
-
 /**
  * The answer to a lookup: the node and how long the kernel may cache the name and the attributes.
  * A `nodeId` of 0 is a negative entry: "no such name", cached for `entryTtlMs`.
  */
 export interface EntryReply {
+  /** The node's id, also its inode number (`st_ino`). */
   nodeId: number;
   attr: Attr;
   entryTtlMs: number;
@@ -99,18 +76,6 @@ export interface OpendirReply {
   cacheDir?: boolean;
   /** Keep cached entries across opens (with `cacheDir`). */
   keepCache?: boolean;
-}
-
-/** Result of `statfs`. */
-export interface StatfsReply {
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  bsize: number;
-  namelen: number;
-  frsize: number;
 }
 
 /**
@@ -171,7 +136,7 @@ export interface FuseOps {
   getxattr(nodeId: number, name: Uint8Array): Promise<Uint8Array>;
   /** Names of all extended attributes (without NUL terminators). */
   listxattr(nodeId: number): Promise<Uint8Array[]>;
-  statfs(nodeId: number): Promise<StatfsReply>;
+  statfs(nodeId: number): Promise<StatfsOut>;
   /** Permission check; only asked without `default_permissions`. */
   access?(nodeId: number, mask: number): Promise<void>;
   /**

@@ -38,11 +38,10 @@ import {
   Op,
   opName,
   OUT_HEADER_SIZE,
-  WireAttr,
   WRITE_IN_SIZE,
   WRITE_OPS,
 } from "./abi.ts";
-import type { Attr, EntryChange, EntryReply, FuseOps } from "./ops.ts";
+import type { EntryChange, EntryReply, FuseOps } from "./ops.ts";
 import { errnoOf, FuseError } from "./ops.ts";
 
 /** The descriptor-level I/O a session needs; `libfuse.ts` provides it over `/dev/fuse`. */
@@ -145,23 +144,6 @@ export class FuseSession {
   #scratchDv = new DataView(this.#scratch.buffer);
   #readPool: Uint8Array<ArrayBuffer>[] = [];
   #interrupts = new Map<number, AbortController>();
-  #wire: WireAttr = {
-    ino: 0,
-    size: 0,
-    blocks: 0,
-    atimeSec: 0,
-    atimeNsec: 0,
-    mtimeSec: 0,
-    mtimeNsec: 0,
-    ctimeSec: 0,
-    ctimeNsec: 0,
-    mode: 0,
-    nlink: 0,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    blksize: 0,
-  };
 
   /** Resolves when the connection has ended and every reader has returned. */
   readonly closed: Promise<void> = this.#closed.promise;
@@ -284,30 +266,8 @@ export class FuseSession {
     if (this.#debug) this.#sent(unique, 0, OUT_HEADER_SIZE + len, rc);
   }
 
-  /** The shared wire form of `a` (valid until the next call). */
-  #toWire(a: Attr): WireAttr {
-    const w = this.#wire;
-    w.ino = a.ino;
-    w.size = a.size;
-    w.blocks = a.blocks;
-    w.mtimeSec = a.mtimeSec;
-    w.mtimeNsec = a.mtimeNsec;
-    w.atimeSec = a.atimeSec ?? a.mtimeSec;
-    w.atimeNsec = a.atimeNsec ?? a.mtimeNsec;
-    w.ctimeSec = a.ctimeSec ?? a.mtimeSec;
-    w.ctimeNsec = a.ctimeNsec ?? a.mtimeNsec;
-    w.mode = a.mode;
-    w.nlink = a.nlink;
-    w.uid = a.uid;
-    w.gid = a.gid;
-    w.rdev = a.rdev;
-    w.blksize = a.blksize ?? 4096;
-    return w;
-  }
-
   #entry(dv: DataView, off: number, e: EntryReply): void {
-    const w = this.#toWire(e.attr);
-    encodeEntryOut(dv, off, e.nodeId, e.generation ?? 0, e.entryTtlMs, e.attrTtlMs, w);
+    encodeEntryOut(dv, off, e.nodeId, e.generation ?? 0, e.entryTtlMs, e.attrTtlMs, e.attr);
   }
 
   // ---- dispatch ------------------------------------------------------------------------------
@@ -579,7 +539,7 @@ export class FuseSession {
     const r = await this.#ops.getattr(nodeId);
     if (this.#dead) return;
     const dv = this.#scratchDv;
-    encodeAttrOut(dv, OUT_HEADER_SIZE, r.ttlMs, this.#toWire(r.attr));
+    encodeAttrOut(dv, OUT_HEADER_SIZE, r.ttlMs, nodeId, r.attr);
     this.#replyScratch(unique, 104);
   }
 

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   align8,
+  type Attr,
   ATTR_OUT_SIZE,
   ATTR_SIZE,
   cstringAt,
@@ -45,6 +46,7 @@ import {
   opName,
   OUT_HEADER_SIZE,
   READ_IN_SIZE,
+  S_IFBLK,
   S_IFDIR,
   S_IFLNK,
   S_IFREG,
@@ -68,11 +70,35 @@ const ATTR: WireAttr = {
   mtimeNsec: 999_999_999,
   ctimeSec: 1_700_000_000,
   ctimeNsec: 3,
-  mode: S_IFREG | 0o4755,
+  mode: S_IFBLK | 0o4755,
   nlink: 7,
   uid: 65_534,
   gid: 4_000_000_000,
   rdev: makeDev(8, 300),
+  blksize: 65_536,
+};
+
+/** The attributes whose wire form ATTR is. */
+const INPUT: Attr = {
+  type: "block",
+  mode: 0o4755,
+  uid: 65_534,
+  gid: 4_000_000_000,
+  userName: "",
+  groupName: "",
+  size: 2 ** 33 + 17,
+  mtimeSec: -86_400,
+  mtimeNsec: 999_999_999,
+  linkName: "",
+  devMajor: 8,
+  devMinor: 300,
+  nlink: 7,
+  xattrs: new Map(),
+  atimeSec: 1_600_000_000,
+  atimeNsec: 1,
+  ctimeSec: 1_700_000_000,
+  ctimeNsec: 3,
+  blocks: 12345,
   blksize: 65_536,
 };
 
@@ -112,7 +138,7 @@ Deno.test("in/out headers", () => {
 
 Deno.test("fuse_attr fields sit at the kernel's offsets; negative times round-trip", () => {
   const [, dv] = view(ATTR_SIZE);
-  encodeAttr(dv, 0, ATTR);
+  encodeAttr(dv, 0, ATTR.ino, INPUT);
   assert.equal(getU64(dv, 0), ATTR.ino);
   assert.equal(getU64(dv, 8), ATTR.size);
   assert.equal(getU64(dv, 16), 12345);
@@ -122,7 +148,7 @@ Deno.test("fuse_attr fields sit at the kernel's offsets; negative times round-tr
   assert.equal(dv.getUint32(48, true), 1);
   assert.equal(dv.getUint32(52, true), 999_999_999);
   assert.equal(dv.getUint32(56, true), 3);
-  assert.equal(dv.getUint32(60, true), S_IFREG | 0o4755);
+  assert.equal(dv.getUint32(60, true), S_IFBLK | 0o4755);
   assert.equal(dv.getUint32(64, true), 7);
   assert.equal(dv.getUint32(68, true), 65_534);
   assert.equal(dv.getUint32(72, true), 4_000_000_000);
@@ -130,6 +156,33 @@ Deno.test("fuse_attr fields sit at the kernel's offsets; negative times round-tr
   assert.equal(dv.getUint32(80, true), 65_536);
   assert.equal(dv.getUint32(84, true), 0);
   assert.deepEqual(decodeAttr(dv, 0), ATTR);
+});
+
+Deno.test("fuse_attr defaults: atime/ctime = mtime, 512-byte blocks, blksize 4096, rdev only for devices", () => {
+  const [, dv] = view(ATTR_SIZE);
+  const {
+    atimeSec: _,
+    atimeNsec: _n,
+    ctimeSec: _c,
+    ctimeNsec: _cn,
+    blocks: _b,
+    blksize: _s,
+    ...plain
+  } = INPUT;
+  encodeAttr(dv, 0, 5, { ...plain, type: "reg", size: 1025 });
+  assert.deepEqual(decodeAttr(dv, 0), {
+    ...ATTR,
+    ino: 5,
+    size: 1025,
+    blocks: 3,
+    atimeSec: -86_400,
+    atimeNsec: 999_999_999,
+    ctimeSec: -86_400,
+    ctimeNsec: 999_999_999,
+    mode: S_IFREG | 0o4755,
+    rdev: 0,
+    blksize: 4096,
+  });
 });
 
 Deno.test("entry_out, attr_out, open_out, statfs_out, getxattr_out, init_out", () => {
@@ -140,17 +193,17 @@ Deno.test("entry_out, attr_out, open_out, statfs_out, getxattr_out, init_out", (
   assert.deepEqual(msToTimeout(86_400_000), [86_400, 0]);
 
   const [, e] = view(ENTRY_OUT_SIZE);
-  encodeEntryOut(e, 0, 42, 7, 2500, 60_000, ATTR);
+  encodeEntryOut(e, 0, 42, 7, 2500, 60_000, INPUT);
   assert.equal(getU64(e, 0), 42);
   assert.equal(getU64(e, 8), 7);
   assert.equal(getU64(e, 16), 2);
   assert.equal(getU64(e, 24), 60);
   assert.equal(e.getUint32(32, true), 500_000_000);
   assert.equal(e.getUint32(36, true), 0);
-  assert.deepEqual(decodeAttr(e, 40), ATTR);
+  assert.deepEqual(decodeAttr(e, 40), { ...ATTR, ino: 42 });
 
   const [, a] = view(ATTR_OUT_SIZE);
-  encodeAttrOut(a, 0, 1001, ATTR);
+  encodeAttrOut(a, 0, 1001, ATTR.ino, INPUT);
   assert.equal(getU64(a, 0), 1);
   assert.equal(a.getUint32(8, true), 1_000_000);
   assert.deepEqual(decodeAttr(a, 16), ATTR);
@@ -240,13 +293,13 @@ Deno.test("dirents are 8-aligned with zeroed padding and round-trip", () => {
   assert.deepEqual(d[1], { ino: 2 ** 41, off: 2 ** 50, type: DT_DIR, name: raw });
 
   const [p, pdv] = view(400);
-  encodeEntryOut(pdv, 0, 9, 0, 1000, 1000, ATTR);
+  encodeEntryOut(pdv, 0, 9, 0, 1000, 1000, INPUT);
   const end = encodeDirent(p, pdv, ENTRY_OUT_SIZE, 9, 3, DT_LNK, new TextEncoder().encode("lnk"));
   assert.equal(end, direntPlusSize(3));
   const dp = decodeDirentsPlus(p.subarray(0, end));
   assert.equal(dp[0].nodeId, 9);
   assert.equal(dp[0].off, 3);
-  assert.deepEqual(dp[0].attr, ATTR);
+  assert.deepEqual(dp[0].attr, { ...ATTR, ino: 9 });
   assert.equal(new TextDecoder().decode(dp[0].name), "lnk");
 });
 

@@ -26,9 +26,10 @@ import type {
   FuseOps,
   OpendirReply,
   OpenReply,
-  StatfsReply,
+  StatfsOut,
 } from "../../fs/fuse/ops.ts";
 import { FuseError, ROOT_ID } from "../../fs/fuse/ops.ts";
+import { NO_XATTRS, typeFromMode } from "../../format/file_attr.ts";
 
 const enc = new TextEncoder();
 
@@ -273,19 +274,26 @@ export class MemFs implements FuseOps {
       nlink = 2;
       for (const c of n.children.values()) if (this.nodes.get(c)?.kind === "dir") nlink++;
     }
+    const rdev = n.kind === "other" ? n.rdev : 0;
     return {
-      ino: id,
+      type: typeFromMode(n.mode),
       size,
       blocks: Math.ceil(size / 512),
       mtimeSec: n.mtimeSec,
       mtimeNsec: n.mtimeNsec,
       ctimeSec: n.mtimeSec + 1,
       ctimeNsec: 5,
-      mode: n.mode,
+      mode: n.mode & 0o7777,
       nlink,
       uid: n.uid,
       gid: n.gid,
-      rdev: n.kind === "other" ? n.rdev : 0,
+      userName: "",
+      groupName: "",
+      linkName: "",
+      // rdev is in new_encode_dev form: minor bits 0-7 and 20-31, major bits 8-19.
+      devMajor: (rdev >>> 8) & 0xfff,
+      devMinor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00),
+      xattrs: NO_XATTRS,
     };
   }
 
@@ -326,12 +334,7 @@ export class MemFs implements FuseOps {
   }
 
   async read(
-    nodeId: number,
-    fh: number,
-    offset: number,
-    size: number,
-    signal?: AbortSignal,
-    into?: Uint8Array,
+    ...[nodeId, fh, offset, size, signal, into]: Parameters<FuseOps["read"]>
   ): Promise<Uint8Array> {
     this.#count("read");
     const n = this.#node(nodeId);
@@ -392,7 +395,7 @@ export class MemFs implements FuseOps {
     return Promise.resolve(names);
   }
 
-  statfs(_nodeId: number): Promise<StatfsReply> {
+  statfs(_nodeId: number): Promise<StatfsOut> {
     return Promise.resolve({
       blocks: 1000,
       bfree: 0,

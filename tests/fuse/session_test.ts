@@ -290,7 +290,7 @@ Deno.test("exactly one reply whatever an op does; none for FORGET and INTERRUPT"
       if (n === "neg") {
         return Promise.resolve({
           nodeId: 0,
-          attr: { ino: 0, size: 0, blocks: 0, mtimeSec: 0, mtimeNsec: 0, mode: 0, nlink: 0 },
+          attr: sampleFs().attr(1),
           entryTtlMs: 5000,
           attrTtlMs: 0,
         } as EntryReply);
