@@ -495,28 +495,26 @@ export class DockerV2Driver implements Driver {
   ): Promise<void> {
     const origin = this.origin(repo.host);
     const scopes = [repositoryScope(repo.repository, "pull,push")];
-    const located = (res: Response): string => {
-      const loc = res.headers.get("location");
-      if (!loc) {
-        throw new RegistryError(`${what}: upload response without a Location`, {
-          code: "BAD_RESPONSE",
-          reference: what,
-        });
-      }
-      return new URL(loc, origin).href;
-    };
-    let location = await this.call(repo.host, scopes, {
+    // Every step of an upload session answers with the Location of the next one.
+    const step = (req: HttpRequest, ok: number[]) =>
+      this.call(repo.host, scopes, { ...req, what, signal: options.signal }, async (res) => {
+        await res.body?.cancel();
+        if (!ok.includes(res.status)) throw await responseError(res, what);
+        const loc = res.headers.get("location");
+        if (!loc) {
+          throw new RegistryError(`${what}: upload response without a Location`, {
+            code: "BAD_RESPONSE",
+            reference: what,
+          });
+        }
+        return new URL(loc, origin).href;
+      });
+    let location = await step({
       url: `${origin}/v2/${repo.repository}/blobs/uploads/`,
       method: "POST",
       headers: { "content-length": "0" },
-      what,
       retry: true,
-      signal: options.signal,
-    }, async (res) => {
-      await res.body?.cancel();
-      if (res.status !== 202 && res.status !== 201) throw await responseError(res, what);
-      return located(res);
-    });
+    }, [202, 201]);
     const digester = new Digester(digest.split(":")[0]);
     let offset = 0;
     try {
@@ -530,7 +528,7 @@ export class DockerV2Driver implements Driver {
           });
         }
         const start = offset;
-        location = await this.call(repo.host, scopes, {
+        location = await step({
           url: location,
           method: "PATCH",
           headers: {
@@ -539,14 +537,8 @@ export class DockerV2Driver implements Driver {
             "content-length": String(chunk.length),
           },
           body: chunk,
-          what,
           retry: false,
-          signal: options.signal,
-        }, async (res) => {
-          await res.body?.cancel();
-          if (res.status !== 202 && res.status !== 204) throw await responseError(res, what);
-          return located(res);
-        });
+        }, [202, 204]);
         offset += chunk.length;
       }
       if (offset !== size) {
