@@ -13,7 +13,7 @@
  * @module
  */
 import { defaultDrivers } from "../drivers/mod.ts";
-import { pushEStargzImage } from "../cmd/push_image.ts";
+import { pushEStargzImage } from "../convert/push.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { DENO, MAIN, OUT, table } from "./common.ts";
 

@@ -14,7 +14,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { defaultDrivers } from "../drivers/mod.ts";
+import { defaultDrivers, pusher } from "../drivers/mod.ts";
 import { MediaType } from "../drivers/manifest.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { Podman, startStore, type StoreProcess } from "../tests/podman/helpers.ts";
@@ -55,7 +55,7 @@ async function pushGzipImage(reg: TestRegistry, tar: string): Promise<string> {
     await run("sh", ["-c", `${tool} -6 -n -c "$1" > "$2"`, "sh", tar, gz]);
   }
   const repo = { host: reg.host, repository: "bench/debian" };
-  const driver = defaultDrivers().forHost(reg.host);
+  const driver = pusher(defaultDrivers().forHost(reg.host));
   const layerDigest = await fileDigest(gz);
   const layerSize = (await Deno.stat(gz)).size;
   {

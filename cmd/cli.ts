@@ -5,25 +5,9 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UsageError } from "../convert/errors.ts";
 
-/** An error caused by the user's input: printed as one line, without a stack trace. */
-export class UserError extends Error {
-  /** The process exit code to use (2 for usage errors, 1 otherwise). */
-  readonly exitCode: number;
-  constructor(message: string, exitCode = 1) {
-    super(message);
-    this.name = "UserError";
-    this.exitCode = exitCode;
-  }
-}
-
-/** A usage error: bad flags or arguments. Exit code 2. */
-export class UsageError extends UserError {
-  constructor(message: string) {
-    super(message, 2);
-    this.name = "UsageError";
-  }
-}
+export { UsageError, UserError } from "../convert/errors.ts";
 
 /** One crfs subcommand. */
 export interface Command {

@@ -1,13 +1,14 @@
 /**
  * `crfs convert`: turns a tar or tar.gz layer into an eStargz blob (local files or
  * stdin/stdout), or a whole image into an eStargz image (registries, OCI layouts, docker
- * archives; the work is in image_convert.ts). A layer's output file appears only when
- * complete: it is written beside the target and renamed.
+ * archives). Only flags, help and printing: the work is in convert/layer_file.ts (a layer
+ * file) and convert/image.ts (an image).
  *
  * @module
  */
-import { DEFAULT_CHUNK_SIZE, writeEStargz } from "../format/writer.ts";
-import { formatReference } from "../drivers/reference.ts";
+import { DEFAULT_CHUNK_SIZE } from "../format/writer.ts";
+import { formatReference, isTag } from "../drivers/reference.ts";
+import { formatPlatform } from "../drivers/manifest.ts";
 import {
   type Command,
   formatBytes,
@@ -16,10 +17,10 @@ import {
   Progress,
   UsageError,
   UserError,
-  writeStdout,
 } from "./cli.ts";
-import { convertImage, DEFAULT_JOBS, summarize } from "./image_convert.ts";
-import { type Endpoint, parseEndpoint } from "./image_endpoint.ts";
+import { convertImage, type ConvertImageResult, DEFAULT_JOBS } from "../convert/image.ts";
+import { type Endpoint, parseEndpoint } from "../convert/endpoint.ts";
+import { convertLayerFile } from "../convert/layer_file.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
 
 const HELP = `Usage: crfs convert [options] IN OUT
@@ -112,88 +113,43 @@ export const convertCommand: Command = {
       }
     }
 
-    let input: ReadableStream<Uint8Array>;
-    let inputSize = 0;
-    if (inPath === "-") input = Deno.stdin.readable;
-    else {
-      let f: Deno.FsFile;
-      try {
-        f = await Deno.open(inPath);
-      } catch (e) {
-        throw new UserError(`${inPath}: ${(e as Error).message}`);
-      }
-      inputSize = (await f.stat()).size;
-      input = f.readable;
-    }
-
-    const toStdout = outPath === "-";
-    const tmpPath = toStdout ? "" : `${outPath}.${Deno.pid}.tmp`;
-    let out: Deno.FsFile | undefined;
-    if (!toStdout) {
-      try {
-        out = await Deno.open(tmpPath, { write: true, create: true, truncate: true });
-      } catch (e) {
-        throw new UserError(`${outPath}: ${(e as Error).message}`);
-      }
-    }
     const progress = new Progress(!quiet && Deno.stderr.isTerminal());
     const started = performance.now();
+    let result;
     try {
-      const result = await writeEStargz(input, async (b) => {
-        if (out) {
-          let o = 0;
-          while (o < b.length) o += await out.write(b.subarray(o));
-        } else await writeStdout(b);
-      }, {
+      result = await convertLayerFile(inPath, outPath, {
         chunkSize,
         level,
         workers,
         prioritized,
-        onProgress: (n) =>
+        onProgress: (n, inputSize) =>
           progress.update(
             inputSize
               ? `converting ${formatBytes(n)} / ${formatBytes(inputSize)}`
               : `converting ${formatBytes(n)}`,
           ),
       });
+    } finally {
       progress.done();
-      if (out) {
-        await out.sync();
-        out.close();
-        out = undefined;
-        await Deno.rename(tmpPath, outPath);
-      }
-      const secs = (performance.now() - started) / 1000;
-      if (result.missingPrioritized.length > 0 && !quiet) {
-        console.error(
-          `crfs: not in the input, not prioritized: ${result.missingPrioritized.join(", ")}`,
-        );
-      }
-      if (toStdout) console.error(result.tocDigest);
-      else console.log(result.tocDigest);
-      if (!quiet) {
-        console.error(
-          `crfs: ${result.toc.entries.length} TOC entries, ${
-            formatBytes(result.uncompressedSize)
-          } tar → ${formatBytes(result.blobSize)} eStargz in ${
-            secs.toFixed(2)
-          } s; diff ID ${result.diffId}`,
-        );
-      }
-      return 0;
-    } catch (e) {
-      progress.done();
-      if (out) {
-        out.close();
-        await Deno.remove(tmpPath).catch(() => {});
-      }
-      if (e instanceof UserError) throw e;
-      const name = (e as Error).name;
-      if (["TarError", "GzipError", "RangeError"].includes(name)) {
-        throw new UserError(`${inPath}: ${(e as Error).message}`);
-      }
-      throw e;
     }
+    const secs = (performance.now() - started) / 1000;
+    if (result.missingPrioritized.length > 0 && !quiet) {
+      console.error(
+        `crfs: not in the input, not prioritized: ${result.missingPrioritized.join(", ")}`,
+      );
+    }
+    if (outPath === "-") console.error(result.tocDigest);
+    else console.log(result.tocDigest);
+    if (!quiet) {
+      console.error(
+        `crfs: ${result.toc.entries.length} TOC entries, ${
+          formatBytes(result.uncompressedSize)
+        } tar → ${formatBytes(result.blobSize)} eStargz in ${
+          secs.toFixed(2)
+        } s; diff ID ${result.diffId}`,
+      );
+    }
+    return 0;
   },
 };
 
@@ -228,7 +184,7 @@ async function runImage(
     throw new UsageError("--jobs must be a number 1-64");
   }
   const metaTag = values["meta-tag"] as string | undefined;
-  if (metaTag !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(metaTag)) {
+  if (metaTag !== undefined && !isTag(metaTag)) {
     throw new UsageError(`--meta-tag: bad tag ${JSON.stringify(metaTag)}`);
   }
   if (values["all-platforms"] && values.platform !== undefined) {
@@ -278,4 +234,29 @@ async function runImage(
   } finally {
     for (const s of signals) Deno.removeSignalListener(s, onSignal);
   }
+}
+
+/** Human-readable summary lines of a conversion. */
+function summarize(r: ConvertImageResult): string[] {
+  const lines: string[] = [];
+  for (const img of r.images) {
+    const p = img.platform ? `${formatPlatform(img.platform)}: ` : "";
+    lines.push(`${p}${img.layers.length} layers → manifest ${img.digest}`);
+    for (const l of img.layers) {
+      lines.push(
+        `  ${l.source.digest.slice(0, 19)} ${formatBytes(l.source.size)} → ${
+          l.digest.slice(0, 19)
+        } ${formatBytes(l.size)} eStargz (toc ${l.tocDigest.slice(0, 19)}) in ${
+          l.seconds.toFixed(2)
+        } s, ${l.transfer}`,
+      );
+    }
+  }
+  lines.push(
+    r.unchanged
+      ? `${r.destination}: tag ${r.tag} already pointed at ${r.digest}`
+      : `${r.destination}: tag ${r.tag} → ${r.digest}`,
+  );
+  if (r.meta) lines.push(`metadata-only variant: tag ${r.meta.tag} → ${r.meta.digest}`);
+  return lines;
 }

@@ -14,7 +14,7 @@ import { mount } from "../fs/fuse/mount.ts";
 import { ImageStore } from "../fs/image_store.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, formatBytes, parseFlags, UserError } from "./cli.ts";
-import { pushEStargzImage } from "./push_image.ts";
+import { pushEStargzImage } from "../convert/push.ts";
 
 const HELP = `Usage: crfs demo [--keep]
 

@@ -19,6 +19,7 @@ import {
   RegistryError,
   responseError,
 } from "./http.ts";
+import { env } from "./env.ts";
 
 /** One challenge of a `WWW-Authenticate` header. */
 export interface Challenge {
@@ -108,14 +109,6 @@ export interface DockerConfigFile {
   }>;
   credHelpers?: Record<string, string>;
   credsStore?: string;
-}
-
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The docker config path: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
@@ -630,6 +623,43 @@ export class Authenticator {
     req: HttpRequest,
     consume: (res: Response) => Promise<T>,
   ): Promise<T> {
+    return await this.#authorized(
+      target,
+      scopes,
+      req,
+      (r) =>
+        this.http.requestWith(r, async (res): Promise<Outcome<T>> => {
+          if (res.status === 401) {
+            await res.body?.cancel();
+            return { unauthorized: res.headers.get("www-authenticate") };
+          }
+          return { value: await consume(res) };
+        }),
+    );
+  }
+
+  /** Like {@link requestWith} but returns the response with its body unread (for streaming). */
+  async request(target: Target, scopes: string[], req: HttpRequest): Promise<Response> {
+    return await this.#authorized(target, scopes, req, async (r): Promise<Outcome<Response>> => {
+      const res = await this.http.request(r);
+      if (res.status !== 401) return { value: res };
+      await res.body?.cancel();
+      return { unauthorized: res.headers.get("www-authenticate") };
+    });
+  }
+
+  /**
+   * The one authentication loop of {@link requestWith} and {@link request}: `send` makes one
+   * request with the authorization header and reports a 401 with its challenge. A 401 learns the
+   * challenge and scopes and retries once; it gives up at once when the body cannot be replayed,
+   * or when basic credentials were sent and the challenge did not change scheme.
+   */
+  async #authorized<T>(
+    target: Target,
+    scopes: string[],
+    req: HttpRequest,
+    send: (req: HttpRequest) => Promise<Outcome<T>>,
+  ): Promise<T> {
     const what = req.what ?? target.host;
     await this.ping(target, req.signal).catch((e) => {
       throw renamed(e, target.host, what);
@@ -640,13 +670,7 @@ export class Authenticator {
       const header = await this.authorization(target, want, what, round > 0, req.signal);
       const headers = new Headers(req.headers);
       if (header && sameOrigin(req.url, target.origin)) headers.set("authorization", header);
-      const outcome: Outcome<T> = await this.http.requestWith({ ...req, headers }, async (res) => {
-        if (res.status === 401) {
-          await res.body?.cancel();
-          return { unauthorized: res.headers.get("www-authenticate") };
-        }
-        return { value: await consume(res) };
-      });
+      const outcome = await send({ ...req, headers });
       if ("value" in outcome) return outcome.value;
       const challenge = pickChallenge(outcome.unauthorized);
       const known = this.#challenges.get(target.host);
@@ -656,32 +680,6 @@ export class Authenticator {
         want = [...new Set([...want, ...challenge.params.scope.split(" ")])];
       }
       if (round >= 1 || !replayable || (header && !changed && challenge?.scheme === "basic")) {
-        throw await this.#unauthorized(target, what, header !== undefined);
-      }
-    }
-  }
-
-  /** Like {@link requestWith} but returns the response with its body unread (for streaming). */
-  async request(target: Target, scopes: string[], req: HttpRequest): Promise<Response> {
-    const what = req.what ?? target.host;
-    await this.ping(target, req.signal).catch((e) => {
-      throw renamed(e, target.host, what);
-    });
-    const replayable = !(req.body instanceof ReadableStream);
-    let want = scopes;
-    for (let round = 0;; round++) {
-      const header = await this.authorization(target, want, what, round > 0, req.signal);
-      const headers = new Headers(req.headers);
-      if (header && sameOrigin(req.url, target.origin)) headers.set("authorization", header);
-      const res = await this.http.request({ ...req, headers });
-      if (res.status !== 401) return res;
-      await res.body?.cancel();
-      const challenge = pickChallenge(res.headers.get("www-authenticate"));
-      if (challenge) this.#challenges.set(target.host, challenge);
-      if (challenge?.params.scope) {
-        want = [...new Set([...want, ...challenge.params.scope.split(" ")])];
-      }
-      if (round >= 1 || !replayable || (header && challenge?.scheme === "basic")) {
         throw await this.#unauthorized(target, what, header !== undefined);
       }
     }

@@ -21,6 +21,7 @@ import {
   fetchConfig,
   type ListOptions,
   type ManifestHead,
+  manifestHead,
   type ResolvedImage,
   resolveImage,
   type ResolveOptions,
@@ -269,8 +270,7 @@ export class DockerV2Driver implements Driver {
     });
     if (head && (!isDigest(head.digest) || head.size < 0)) {
       // The registry did not say; fall back to a GET and compute it.
-      const m = await this.getManifest(repo, tagOrDigest, options);
-      return { digest: m.digest, mediaType: m.mediaType, size: m.bytes.length };
+      return manifestHead(await this.getManifest(repo, tagOrDigest, options));
     }
     return head;
   }
@@ -319,26 +319,38 @@ export class DockerV2Driver implements Driver {
     });
   }
 
-  async #blobSize(repo: RepositoryName, digest: string, options: CallOptions): Promise<number> {
+  /** A HEAD of the blob: `missing` on 404, else its Content-Length (undefined when not sent). */
+  async #headBlob(
+    repo: RepositoryName,
+    digest: string,
+    options: CallOptions,
+  ): Promise<{ missing: true } | { missing: false; length?: number }> {
     const what = refText(repo, digest);
-    const size = await this.call(repo.host, [repositoryScope(repo.repository, "pull")], {
+    return await this.call(repo.host, [repositoryScope(repo.repository, "pull")], {
       url: this.#blobUrl(repo, digest),
       method: "HEAD",
       what,
       signal: options.signal,
     }, async (res) => {
       await res.body?.cancel();
-      if (res.status === 404) {
-        throw new RegistryError(`${what}: blob unknown to the registry (HTTP 404)`, {
-          code: "BLOB_UNKNOWN",
-          status: 404,
-          reference: what,
-        });
-      }
+      if (res.status === 404) return { missing: true as const };
       if (!res.ok) throw await responseError(res, what);
       const len = res.headers.get("content-length");
-      return len === null ? undefined : Number(len);
+      return { missing: false as const, ...(len === null ? {} : { length: Number(len) }) };
     });
+  }
+
+  async #blobSize(repo: RepositoryName, digest: string, options: CallOptions): Promise<number> {
+    const what = refText(repo, digest);
+    const head = await this.#headBlob(repo, digest, options);
+    if (head.missing) {
+      throw new RegistryError(`${what}: blob unknown to the registry (HTTP 404)`, {
+        code: "BLOB_UNKNOWN",
+        status: 404,
+        reference: what,
+      });
+    }
+    const size = head.length;
     if (size !== undefined && Number.isSafeInteger(size)) return size;
     // No length on HEAD: ask for the first byte and read the total from Content-Range.
     return await this.call(repo.host, [repositoryScope(repo.repository, "pull")], {
@@ -391,18 +403,7 @@ export class DockerV2Driver implements Driver {
     digest: string,
     options: CallOptions = {},
   ): Promise<boolean> {
-    const what = refText(repo, digest);
-    return await this.call(repo.host, [repositoryScope(repo.repository, "pull")], {
-      url: this.#blobUrl(repo, digest),
-      method: "HEAD",
-      what,
-      signal: options.signal,
-    }, async (res) => {
-      await res.body?.cancel();
-      if (res.status === 404) return false;
-      if (res.ok) return true;
-      throw await responseError(res, what);
-    });
+    return !(await this.#headBlob(repo, digest, options)).missing;
   }
 
   // ---- pushing ----
@@ -495,28 +496,26 @@ export class DockerV2Driver implements Driver {
   ): Promise<void> {
     const origin = this.origin(repo.host);
     const scopes = [repositoryScope(repo.repository, "pull,push")];
-    const located = (res: Response): string => {
-      const loc = res.headers.get("location");
-      if (!loc) {
-        throw new RegistryError(`${what}: upload response without a Location`, {
-          code: "BAD_RESPONSE",
-          reference: what,
-        });
-      }
-      return new URL(loc, origin).href;
-    };
-    let location = await this.call(repo.host, scopes, {
+    // Every step of an upload session answers with the Location of the next one.
+    const step = (req: HttpRequest, ok: number[]) =>
+      this.call(repo.host, scopes, { ...req, what, signal: options.signal }, async (res) => {
+        await res.body?.cancel();
+        if (!ok.includes(res.status)) throw await responseError(res, what);
+        const loc = res.headers.get("location");
+        if (!loc) {
+          throw new RegistryError(`${what}: upload response without a Location`, {
+            code: "BAD_RESPONSE",
+            reference: what,
+          });
+        }
+        return new URL(loc, origin).href;
+      });
+    let location = await step({
       url: `${origin}/v2/${repo.repository}/blobs/uploads/`,
       method: "POST",
       headers: { "content-length": "0" },
-      what,
       retry: true,
-      signal: options.signal,
-    }, async (res) => {
-      await res.body?.cancel();
-      if (res.status !== 202 && res.status !== 201) throw await responseError(res, what);
-      return located(res);
-    });
+    }, [202, 201]);
     const digester = new Digester(digest.split(":")[0]);
     let offset = 0;
     try {
@@ -530,7 +529,7 @@ export class DockerV2Driver implements Driver {
           });
         }
         const start = offset;
-        location = await this.call(repo.host, scopes, {
+        location = await step({
           url: location,
           method: "PATCH",
           headers: {
@@ -539,14 +538,8 @@ export class DockerV2Driver implements Driver {
             "content-length": String(chunk.length),
           },
           body: chunk,
-          what,
           retry: false,
-          signal: options.signal,
-        }, async (res) => {
-          await res.body?.cancel();
-          if (res.status !== 202 && res.status !== 204) throw await responseError(res, what);
-          return located(res);
-        });
+        }, [202, 204]);
         offset += chunk.length;
       }
       if (offset !== size) {

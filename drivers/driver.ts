@@ -6,14 +6,15 @@
  *
  * A user module exports either a driver object or a factory `(ctx: DriverContext) => Driver`,
  * as its default export or as `driver`. Only `name`, `matches`, `getManifest` and `blob` are
- * required; `resolve`, `getConfig` and `fetchBlob` get generic implementations on top of those,
- * and other missing methods fail with an `UNSUPPORTED` error.
+ * required; `resolve`, `getConfig`, `fetchBlob` and `headManifest` get generic implementations
+ * on top of those (the generic `fetchBlob` verifies the digest like the built-in ones). Listing, pushing and pinging are capabilities (drivers/capabilities.ts): a
+ * module that has them exports their methods, and one that does not simply lacks them.
  *
  * @module
  */
 import type { RangeSource } from "../format/range_source.ts";
 import { Authenticator, type AuthOptions } from "./auth.ts";
-import { digestLike, digestMismatch } from "./digest.ts";
+import { digestLike, digestMismatch, verifyingStream } from "./digest.ts";
 import { RegistryError } from "./errors.ts";
 import { HttpClient, type HttpOptions } from "./http.ts";
 import {
@@ -34,150 +35,16 @@ import {
   referenceTarget,
   type RepositoryName,
 } from "./reference.ts";
+import type {
+  CallOptions,
+  Driver,
+  ManifestHead,
+  ManifestReader,
+  ResolvedImage,
+  ResolveOptions,
+} from "./capabilities.ts";
 
-/** A blob's bytes with random access: a {@link RangeSource} that knows its digest. */
-export interface BlobSource extends RangeSource {
-  /** The blob's digest. */
-  readonly digest: string;
-  /** Releases resources (open files); optional. */
-  close?(): void;
-}
-
-/** Options every driver call takes. */
-export interface CallOptions {
-  /** Cancels the call. */
-  signal?: AbortSignal;
-}
-
-/** Options for listing calls. */
-export interface ListOptions extends CallOptions {
-  /** Stop after about this many entries. */
-  limit?: number;
-}
-
-/** Options for {@link Driver.listTags}. */
-export interface TagListOptions extends CallOptions {
-  /** Also find each tag's digest even when that costs a request per tag. */
-  digests?: boolean;
-}
-
-/** One tag of a repository. */
-export interface TagInfo {
-  /** Tag name. */
-  name: string;
-  /** Manifest digest, when known (cheap on GCR-like registries, or with `digests: true`). */
-  digest?: string;
-  /** Manifest media type, when known. */
-  mediaType?: string;
-  /** Image size in bytes as the registry reports it, when known. */
-  size?: number;
-  /** When the registry says the image was created/uploaded, when known. */
-  created?: Date;
-}
-
-/** Options for {@link Driver.resolve}. */
-export interface ResolveOptions extends CallOptions {
-  /** Platform to pick from an index (`linux/arm64` or an object); default this machine's. */
-  platform?: Platform | string;
-}
-
-/** The outcome of {@link Driver.resolve}. */
-export interface ResolvedImage {
-  /** The reference resolved, with `digest` set to the image manifest's digest. */
-  ref: Reference;
-  /** The single-platform image manifest. */
-  manifest: ImageManifest;
-  /** The index / manifest list the manifest was chosen from, if there was one. */
-  index?: IndexManifest;
-  /** The chosen platform, when chosen from an index. */
-  platform?: Platform;
-}
-
-/** What a cheap `HEAD` of a manifest tells. */
-export interface ManifestHead {
-  digest: string;
-  mediaType: string;
-  size: number;
-}
-
-/** Options for {@link Driver.uploadBlob}. */
-export interface UploadOptions extends CallOptions {
-  /** PATCH chunk size; default 8 MiB. */
-  chunkSize?: number;
-}
-
-/** Blob contents to upload. */
-export type BlobData = Uint8Array | ReadableStream<Uint8Array>;
-
-/** Access to one kind of registry; see the module documentation. */
-export interface Driver {
-  /** Short name for messages (`docker-v2`, `gcr`, `icr`, `local`, …). */
-  readonly name: string;
-  /** Whether this driver serves `host`. */
-  matches(host: string): boolean;
-  /** Checks the registry answers (and learns how it authenticates). */
-  ping(host: string, options?: CallOptions): Promise<void>;
-  /** Top-level names on the host (Docker Hub users, GCR projects, ICR namespaces, …). */
-  listOwners(host: string, options?: ListOptions): Promise<string[]>;
-  /** Full repository names under `prefix` (all of them when `prefix` is empty), sorted. */
-  listRepositories(host: string, prefix?: string, options?: ListOptions): Promise<string[]>;
-  /** The tags of a repository, sorted by name; digests when cheap or asked for. */
-  listTags(repo: RepositoryName, options?: TagListOptions): Promise<TagInfo[]>;
-  /** Resolves a reference to a single-platform image manifest (through an index if needed). */
-  resolve(ref: Reference, options?: ResolveOptions): Promise<ResolvedImage>;
-  /** Fetches a manifest by tag or digest, verified against its digest. */
-  getManifest(repo: RepositoryName, tagOrDigest: string, options?: CallOptions): Promise<Manifest>;
-  /** A manifest's digest, type and size without fetching it; undefined when it does not exist. */
-  headManifest(
-    repo: RepositoryName,
-    tagOrDigest: string,
-    options?: CallOptions,
-  ): Promise<ManifestHead | undefined>;
-  /** The image configuration of a manifest (or of a config descriptor), verified. */
-  getConfig(
-    repo: RepositoryName,
-    manifest: ImageManifest | Descriptor,
-    options?: CallOptions,
-  ): Promise<ImageConfig>;
-  /** Random access to a blob. `size` saves a request when known. */
-  blob(
-    repo: RepositoryName,
-    digest: string,
-    size?: number,
-    options?: CallOptions,
-  ): Promise<BlobSource>;
-  /** The whole blob as a stream, verified against `digest` (the stream errors on mismatch). */
-  fetchBlob(
-    repo: RepositoryName,
-    digest: string,
-    options?: CallOptions & { size?: number },
-  ): Promise<ReadableStream<Uint8Array>>;
-  /** Whether the blob exists in the repository (a HEAD). */
-  blobExists(repo: RepositoryName, digest: string, options?: CallOptions): Promise<boolean>;
-  /** Cross-repository mount of a blob from `fromRepository` on the same host; false when not done. */
-  mountBlob(
-    repo: RepositoryName,
-    digest: string,
-    fromRepository: string,
-    options?: CallOptions,
-  ): Promise<boolean>;
-  /** Uploads a blob whose digest and size are known in advance; both are verified. */
-  uploadBlob(
-    repo: RepositoryName,
-    digest: string,
-    size: number,
-    data: BlobData,
-    options?: UploadOptions,
-  ): Promise<void>;
-  /** Stores a manifest under a tag or its digest; returns its digest. */
-  putManifest(
-    repo: RepositoryName,
-    tagOrDigest: string,
-    mediaType: string,
-    bytes: Uint8Array,
-    options?: CallOptions,
-  ): Promise<string>;
-}
+export * from "./capabilities.ts";
 
 /** Options of the built-in drivers (and handed to user driver factories). */
 export interface DriverOptions extends HttpOptions, AuthOptions {
@@ -311,9 +178,9 @@ export async function loadDriverModule(
 }
 
 /**
- * Checks a (partial) driver object and fills in what is missing: generic `resolve`, `getConfig`,
- * `fetchBlob`, `headManifest` and `ping` built on the required methods, and `UNSUPPORTED` stubs
- * for listing and pushing.
+ * Checks a (partial) driver object and fills in what is missing of reading: generic `resolve`,
+ * `getConfig`, `fetchBlob` and `headManifest` built on the required methods. Listing, pushing
+ * and pinging are copied when the object has them, and left out (no stubs) when it does not.
  */
 export function completeDriver(partial: Partial<Driver>, source = "driver"): Driver {
   if (!partial || typeof partial !== "object") {
@@ -331,35 +198,63 @@ export function completeDriver(partial: Partial<Driver>, source = "driver"): Dri
     });
   }
   const d = partial as Driver;
-  const unsupported = (what: string) => () =>
-    Promise.reject(
-      new RegistryError(`driver ${d.name} does not support ${what}`, { code: "UNSUPPORTED" }),
-    );
   const out: Driver = {
     name: d.name,
     matches: (host) => d.matches(host),
-    ping: d.ping?.bind(d) ?? (() => Promise.resolve()),
-    listOwners: d.listOwners?.bind(d) ?? unsupported("listing"),
-    listRepositories: d.listRepositories?.bind(d) ?? unsupported("listing"),
-    listTags: d.listTags?.bind(d) ?? unsupported("listing tags"),
     getManifest: d.getManifest.bind(d),
-    headManifest: d.headManifest?.bind(d) ?? (async (repo, tagOrDigest, options) => {
-      const m = await d.getManifest(repo, tagOrDigest, options);
-      return { digest: m.digest, mediaType: m.mediaType, size: m.bytes.length };
-    }),
+    headManifest: d.headManifest?.bind(d) ??
+      (async (repo, tagOrDigest, options) =>
+        manifestHead(await d.getManifest(repo, tagOrDigest, options))),
     resolve: d.resolve?.bind(d) ?? ((ref, options) => resolveImage(out, ref, options)),
     getConfig: d.getConfig?.bind(d) ?? ((repo, m, options) => fetchConfig(out, repo, m, options)),
     blob: d.blob.bind(d),
     fetchBlob: d.fetchBlob?.bind(d) ?? (async (repo, digest, options) => {
       const src = await d.blob(repo, digest, options?.size, options);
-      return rangeSourceStream(src, options?.signal);
+      const what = `${formatReference(repo)}@${digest}`;
+      return rangeSourceStream(src, options?.signal).pipeThrough(
+        verifyingStream(what, digest, options?.size),
+      );
     }),
-    blobExists: d.blobExists?.bind(d) ?? unsupported("blob checks"),
-    mountBlob: d.mountBlob?.bind(d) ?? unsupported("cross-repository mounts"),
-    uploadBlob: d.uploadBlob?.bind(d) ?? unsupported("pushing"),
-    putManifest: d.putManifest?.bind(d) ?? unsupported("pushing"),
   };
+  const optional = [
+    "ping",
+    "listOwners",
+    "listRepositories",
+    "listTags",
+    "blobExists",
+    "mountBlob",
+    "uploadBlob",
+    "putManifest",
+  ] as const;
+  const record = out as unknown as Record<string, unknown>;
+  for (const k of optional) {
+    const f = d[k];
+    if (typeof f === "function") record[k] = f.bind(d);
+  }
   return out;
+}
+
+/** What a `HEAD` would tell of a manifest already fetched. */
+export function manifestHead(m: Manifest): ManifestHead {
+  return { digest: m.digest, mediaType: m.mediaType, size: m.bytes.length };
+}
+
+/**
+ * A `headManifest` for media that fetch instead: the fetched manifest's head, undefined when
+ * `getManifest` says `MANIFEST_UNKNOWN`.
+ */
+export async function headByFetching(
+  reader: Pick<ManifestReader, "getManifest">,
+  repo: RepositoryName,
+  tagOrDigest: string,
+  options?: CallOptions,
+): Promise<ManifestHead | undefined> {
+  try {
+    return manifestHead(await reader.getManifest(repo, tagOrDigest, options));
+  } catch (e) {
+    if (e instanceof RegistryError && e.code === "MANIFEST_UNKNOWN") return undefined;
+    throw e;
+  }
 }
 
 /**

@@ -23,6 +23,7 @@ import { RegistryError } from "./errors.ts";
 import { readJson, responseError } from "./http.ts";
 import { repositoryScope } from "./auth.ts";
 import { formatReference, type RepositoryName } from "./reference.ts";
+import { env } from "./env.ts";
 
 /** Options of {@link GcrDriver}. */
 export interface GcrOptions extends DockerV2Options {
@@ -40,14 +41,6 @@ export interface GcrOptions extends DockerV2Options {
 export function isGcrHost(host: string): boolean {
   const h = host.toLowerCase().replace(/:\d+$/, "");
   return h === "gcr.io" || h.endsWith(".gcr.io") || /^[a-z0-9-]+-docker\.pkg\.dev$/.test(h);
-}
-
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** One entry of Google's `manifest` map. */

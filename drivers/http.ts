@@ -11,6 +11,7 @@
  * @module
  */
 import { RegistryError } from "./errors.ts";
+import { concat } from "../format/bytes.ts";
 
 export { RegistryError } from "./errors.ts";
 
@@ -160,14 +161,7 @@ export async function readBody(
   } finally {
     reader.releaseLock();
   }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.length;
-  }
-  return out;
+  return concat(chunks, false);
 }
 
 /** Reads and parses a JSON response body, failing with `BAD_RESPONSE` on malformed JSON. */
@@ -335,11 +329,7 @@ export class HttpClient {
       req.signal?.throwIfAborted();
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
-        throw new RegistryError(
-          `${what}: gave up after ${Math.round(deadlineMs / 100) / 10} s` +
-            (lastError ? ` (last error: ${stripWhat(lastError.message, what)})` : ""),
-          { code: "TIMEOUT", reference: what, cause: lastError, transient: true },
-        );
+        throw gaveUp(what, deadlineMs, lastError);
       }
       const canRetry = retryable && attempt < this.#opts.retries;
       const controller = new AbortController();
@@ -407,11 +397,7 @@ export class HttpClient {
       } catch (e) {
         if (req.signal?.aborted) throw req.signal.reason ?? e;
         if (why === "deadline") {
-          throw new RegistryError(
-            `${what}: gave up after ${Math.round(deadlineMs / 100) / 10} s` +
-              (lastError ? ` (last error: ${stripWhat(lastError.message, what)})` : ""),
-            { code: "TIMEOUT", reference: what, cause: lastError, transient: true },
-          );
+          throw gaveUp(what, deadlineMs, lastError);
         }
         const err = classifyError(e, why === "headers", what, url, headerMs);
         if (!err.transient || !canRetry) throw err;
@@ -715,4 +701,13 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/** The `TIMEOUT` error when the overall deadline of a request has passed. */
+function gaveUp(what: string, deadlineMs: number, lastError: RegistryError | undefined) {
+  return new RegistryError(
+    `${what}: gave up after ${Math.round(deadlineMs / 100) / 10} s` +
+      (lastError ? ` (last error: ${stripWhat(lastError.message, what)})` : ""),
+    { code: "TIMEOUT", reference: what, cause: lastError, transient: true },
+  );
 }

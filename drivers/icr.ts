@@ -19,6 +19,7 @@ import { DockerV2Driver, type DockerV2Options } from "./docker_v2.ts";
 import { RegistryError } from "./errors.ts";
 import { readJson, responseError } from "./http.ts";
 import type { RepositoryName } from "./reference.ts";
+import { env } from "./env.ts";
 
 /** The IBM Cloud Container Registry hosts. */
 export const ICR_HOSTS: readonly string[] = [
@@ -57,14 +58,6 @@ export interface IcrOptions extends DockerV2Options {
 export function isIcrHost(host: string): boolean {
   const h = host.toLowerCase();
   return ICR_HOSTS.includes(h) || /^[a-z0-9-]+\.icr\.io$/.test(h);
-}
-
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** One image of `GET /api/v1/images`. */

@@ -52,17 +52,10 @@ import {
   repositoryName,
   validateDigest,
 } from "./reference.ts";
+import { env } from "./env.ts";
 
 /** The annotation holding a tag in an OCI layout's index.json. */
 export const REF_NAME = "org.opencontainers.image.ref.name";
-
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** The default `local` directory (see the module documentation). */
 export function defaultLocalDir(): string {
@@ -70,25 +63,6 @@ export function defaultLocalDir(): string {
   if (explicit) return explicit;
   const data = env("XDG_DATA_HOME") ?? `${env("HOME") ?? "."}/.local/share`;
   return `${data}/crfs/local`;
-}
-
-/** Parses `oci:DIR[:tag]`; undefined when `text` does not start with `oci:`. */
-export function parseOciTarget(text: string): { dir: string; tag?: string } | undefined {
-  if (!text.startsWith("oci:")) return undefined;
-  const rest = text.slice(4);
-  const colon = rest.lastIndexOf(":");
-  if (
-    colon > rest.lastIndexOf("/") &&
-    /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(rest.slice(colon + 1))
-  ) {
-    return { dir: rest.slice(0, colon), tag: rest.slice(colon + 1) };
-  }
-  if (rest === "") {
-    throw new RegistryError(`bad OCI layout target ${JSON.stringify(text)}: no directory`, {
-      code: "NOT_FOUND",
-    });
-  }
-  return { dir: rest };
 }
 
 async function exists(path: string): Promise<Deno.FileInfo | undefined> {

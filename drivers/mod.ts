@@ -1,7 +1,7 @@
 /**
  * The registry layer of crfs: image references, the HTTP client and authentication, the
  * {@link Driver} interface with the built-in drivers (Docker v2 as the fallback, GCR, ICR and
- * the `local` pseudo-registry), OCI image layouts, and {@link defaultDrivers} to set it all up.
+ * the `local` pseudo-registry), OCI image layouts and docker archives as drivers, and {@link defaultDrivers} to set it all up.
  *
  * ```ts
  * const drivers = defaultDrivers({ insecureRegistries: ["registry.lan:5000"] });
@@ -11,6 +11,11 @@
  * const layer = await driver.blob(ref, manifest.json.layers[0].digest, manifest.json.layers[0].size);
  * const bytes = await layer.read(0, 4096);
  * ```
+ *
+ * A new kind of registry is one file here implementing the capabilities of capabilities.ts
+ * (`DriverIdentity`, `ManifestReader` and `BlobReader`; `Lister`, `Pusher` and `Pinger` where it
+ * can), added to {@link defaultDrivers}; one `driverSuite` call in
+ * tests/conformance/drivers_test.ts proves it.
  *
  * @module
  */
@@ -37,6 +42,8 @@ export * from "./docker_v2.ts";
 export * from "./gcr.ts";
 export * from "./icr.ts";
 export * from "./local.ts";
+export * from "./oci_layout_driver.ts";
+export * from "./docker_archive.ts";
 
 import { createContext, type DriverOptions, DriverRegistry } from "./driver.ts";
 import { DockerV2Driver } from "./docker_v2.ts";

@@ -48,8 +48,9 @@ export class InvalidReferenceError extends Error {
   readonly input: string;
   /** Suggested process exit code: this is a user error. */
   readonly exitCode = 2;
-  constructor(input: string, reason: string) {
-    super(`invalid image reference ${JSON.stringify(input)}: ${reason}`);
+  /** `message` replaces the default `invalid image reference "INPUT": REASON`. */
+  constructor(input: string, reason: string, message?: string) {
+    super(message ?? `invalid image reference ${JSON.stringify(input)}: ${reason}`);
     this.name = "InvalidReferenceError";
     this.input = input;
   }
@@ -62,7 +63,51 @@ export interface ParseOptions {
 }
 
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+/**
+ * The one tag pattern: letters, digits, `_`, `.`, `-`; at most 128; not starting with `.` or `-`.
+ */
+export const TAG_PATTERN: RegExp = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+/** Whether `text` is a valid tag (see {@link TAG_PATTERN}). */
+export function isTag(text: string): boolean {
+  return TAG_PATTERN.test(text);
+}
+
+/** An OCI image layout directory and, optionally, one of its tags: what `oci:DIR[:TAG]` names. */
+export interface OciTarget {
+  /** The layout directory. */
+  dir: string;
+  /** The tag (`org.opencontainers.image.ref.name`), when given. */
+  tag?: string;
+}
+
+/**
+ * The one parser of `oci:DIR[:TAG]`: undefined when `text` does not start with `oci:`. The tag
+ * is after the last `:` that follows the last `/` (so `oci:/a:b/c` is the directory `/a:b/c`).
+ * Throws {@link InvalidReferenceError} (exit code 2) for `oci:` without a directory and for a
+ * bad tag.
+ *
+ * @example
+ * ```ts
+ * parseOciTarget("oci:/tmp/out:v1"); // { dir: "/tmp/out", tag: "v1" }
+ * ```
+ */
+export function parseOciTarget(text: string): OciTarget | undefined {
+  if (!text.startsWith("oci:")) return undefined;
+  const rest = text.slice(4);
+  if (rest === "") {
+    throw new InvalidReferenceError(text, "no directory", `${text}: oci: needs a directory`);
+  }
+  const colon = rest.lastIndexOf(":");
+  if (colon > rest.lastIndexOf("/") && colon > 0) {
+    const tag = rest.slice(colon + 1);
+    if (!isTag(tag)) {
+      throw new InvalidReferenceError(text, "bad tag", `${text}: bad tag ${JSON.stringify(tag)}`);
+    }
+    return { dir: rest.slice(0, colon), tag };
+  }
+  return { dir: rest };
+}
 const DOMAIN_COMPONENT = /^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$/;
 const DIGEST = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([0-9a-fA-F]+)$/;
 const MAX_NAME = 255;
@@ -95,7 +140,7 @@ export function parseReference(text: string, options: ParseOptions = {}): Refere
   if (colon > slash) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!TAG.test(tag)) {
+    if (!isTag(tag)) {
       throw new InvalidReferenceError(
         input,
         tag.length === 0 ? "empty tag after ':'" : `bad tag ${JSON.stringify(tag)} ` +

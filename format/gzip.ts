@@ -6,6 +6,7 @@
  * @module
  */
 import zlib from "node:zlib";
+import { concat } from "./bytes.ts";
 
 /** A malformed or corrupt gzip stream. */
 export class GzipError extends Error {
@@ -127,14 +128,7 @@ export function inflateMembers(buf: Uint8Array, maxOutput = 1 << 30): Uint8Array
     total += data.length;
     off = end;
   }
-  if (out.length === 1) return out[0];
-  const all = new Uint8Array(total);
-  let o = 0;
-  for (const d of out) {
-    all.set(d, o);
-    o += d.length;
-  }
-  return all;
+  return concat(out, false);
 }
 
 /**

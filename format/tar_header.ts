@@ -7,6 +7,10 @@
  */
 import type { FileType } from "./file_attr.ts";
 import { decodeName, encodeName } from "./names.ts";
+import { concat } from "./bytes.ts";
+
+/** Concatenates byte arrays (see format/bytes.ts). */
+export { concat };
 
 /** Size of one tar block. */
 export const BLOCK = 512;
@@ -255,19 +259,6 @@ export function encodePaxRecords(records: Iterable<[string, Uint8Array]>): Uint8
     parts.push(rec);
   }
   return concat(parts);
-}
-
-/** Concatenates byte arrays. */
-export function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /** Parses a PAX time value (`"1234.5678"`, possibly negative) into seconds and nanoseconds. */

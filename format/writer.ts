@@ -9,6 +9,7 @@
  * @module
  */
 import { createHash, type Hash } from "node:crypto";
+import { concat } from "./bytes.ts";
 import { CompressPool } from "./compress_pool.ts";
 import { estargzFooter } from "./footer.ts";
 import { gunzipStream, gzipMember, isGzip } from "./gzip.ts";
@@ -308,12 +309,7 @@ class MemberBuffer {
   }
   /** The plaintext in a fresh buffer, and resets. */
   take(): Uint8Array {
-    const out = new Uint8Array(this.size);
-    let o = 0;
-    for (const p of this.#parts) {
-      out.set(p, o);
-      o += p.length;
-    }
+    const out = concat(this.#parts);
     this.#parts = [];
     this.size = 0;
     return out;

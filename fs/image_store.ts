@@ -10,7 +10,7 @@
  */
 import { type ChunkCache, MemoryChunkCache } from "../format/reader.ts";
 import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
-import type { Driver, DriverRegistry, TagInfo } from "../drivers/driver.ts";
+import { type Driver, type DriverRegistry, lister, type TagInfo } from "../drivers/driver.ts";
 import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../drivers/manifest.ts";
 import type { RepositoryName } from "../drivers/reference.ts";
 import type { RangeSource } from "../format/range_source.ts";
@@ -261,7 +261,7 @@ export class ImageStore {
   catalog(host: string): Promise<string[] | undefined> {
     return this.#fresh(this.#catalogs, host, async () => {
       try {
-        return await this.driver(host).listRepositories(host);
+        return await lister(this.driver(host), "list repositories").listRepositories(host);
       } catch (e) {
         if (
           isRegistryError(e, "UNSUPPORTED", "UNAUTHORIZED", "DENIED", "NOT_FOUND", "NAME_UNKNOWN")
@@ -275,7 +275,7 @@ export class ImageStore {
   tags(repo: RepositoryName): Promise<TagInfo[] | undefined> {
     return this.#fresh(this.#tagLists, `${repo.host}/${repo.repository}`, async () => {
       try {
-        return await this.driver(repo.host).listTags(repo);
+        return await lister(this.driver(repo.host)).listTags(repo);
       } catch (e) {
         if (isNotFound(e) || isRegistryError(e, "UNSUPPORTED", "NAME_UNKNOWN")) return undefined;
         throw e;

@@ -17,7 +17,8 @@
  * @module
  */
 import type { ImageManifest } from "../drivers/manifest.ts";
-import { LOCAL_HOST, type RepositoryName } from "../drivers/reference.ts";
+import { isTag, LOCAL_HOST, type RepositoryName } from "../drivers/reference.ts";
+import { lister } from "../drivers/capabilities.ts";
 import { isRegistryError } from "../drivers/errors.ts";
 import { ImageStore } from "./image_store.ts";
 import { layerRoot } from "./layer_tree.ts";
@@ -37,7 +38,6 @@ export interface TreeOptions {
 const HOST_RE =
   /^(?:\[[0-9a-fA-F:.]+\]|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)(?::\d{1,5})?$/;
 const COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const DIGEST_DIR_RE = /^sha256-([0-9a-f]{64})$/;
 
 const README = `crfs — the Container Registry Filesystem
@@ -116,7 +116,7 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
   const subNames = async (): Promise<string[] | undefined> => {
     if (prefix === "") {
       try {
-        return await store.driver(host).listOwners(host);
+        return await lister(store.driver(host), "list owners").listOwners(host);
       } catch (e) {
         if (isRegistryError(e, "UNSUPPORTED", "DENIED", "UNAUTHORIZED")) return undefined;
         throw e;
@@ -180,7 +180,7 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
           return pathDir(store, view, host, sub);
         }
         // Try a tag only where the path may be a repository (unknown counts as maybe).
-        if (prefix !== "" && TAG_RE.test(name) && (await store.isRepository(repo)) !== false) {
+        if (prefix !== "" && isTag(name) && (await store.isRepository(repo)) !== false) {
           const t = await tagNode(name);
           if (t) return t;
         }

@@ -7,11 +7,12 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { canList, canPing, canPush } from "../../drivers/capabilities.ts";
 import { RegistryError } from "../../drivers/errors.ts";
-import { LocalDriver, OciLayout, parseOciTarget, REF_NAME } from "../../drivers/local.ts";
+import { LocalDriver, OciLayout, REF_NAME } from "../../drivers/local.ts";
 import { MediaType } from "../../drivers/manifest.ts";
 import { defaultDrivers } from "../../drivers/mod.ts";
-import { parseReference } from "../../drivers/reference.ts";
+import { parseOciTarget, parseReference } from "../../drivers/reference.ts";
 import {
   buildImage,
   buildIndex,
@@ -49,6 +50,11 @@ Deno.test("parseOciTarget", () => {
   assert.deepEqual(parseOciTarget("oci:rel/dir:latest"), { dir: "rel/dir", tag: "latest" });
   assert.deepEqual(parseOciTarget("oci:/a:b/c"), { dir: "/a:b/c" });
   assert.equal(parseOciTarget("docker://x"), undefined);
+  assert.throws(
+    () => parseOciTarget("oci:"),
+    /^Error: oci:: oci: needs a directory$|needs a directory/,
+  );
+  assert.throws(() => parseOciTarget("oci:dir:bad tag"), /oci:dir:bad tag: bad tag "bad tag"/);
 });
 
 Deno.test("local directory: .stargz files and OCI layouts as images", async () => {
@@ -75,6 +81,7 @@ Deno.test("local directory: .stargz files and OCI layouts as images", async () =
     const drivers = defaultDrivers({ dockerConfig: false, localDir: dir });
     const d = drivers.forHost("local");
     assert.equal(d.name, "local");
+    assert.ok(canList(d) && canPush(d) && canPing(d), "local lists, pushes and pings");
     await d.ping("local");
     assert.deepEqual(await d.listOwners("local"), ["foo", "layouts", "linked", "team"]);
     assert.deepEqual(await d.listRepositories("local"), [

@@ -14,7 +14,7 @@
  */
 import { basename, dirname } from "node:path";
 import { defaultDrivers } from "../../drivers/mod.ts";
-import { pushEStargzLayers } from "../../cmd/push_image.ts";
+import { pushEStargzLayers } from "../../convert/push.ts";
 import { writeEStargz } from "../../format/writer.ts";
 import { readMountinfo } from "../../fs/fuse/mount.ts";
 

@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { defaultDrivers } from "../../drivers/mod.ts";
-import { pushEStargzImage } from "../../cmd/push_image.ts";
+import { pushEStargzImage } from "../../convert/push.ts";
 import { startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { startFaultProxy } from "../helpers/fault_proxy.ts";
 

@@ -8,10 +8,10 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import type { Driver } from "../drivers/driver.ts";
+import { type Driver, pusher } from "../drivers/driver.ts";
 import { MediaType } from "../drivers/manifest.ts";
 import type { RepositoryName } from "../drivers/reference.ts";
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
+import { estargzLayerDescriptor } from "./layer_descriptor.ts";
 import { writeEStargz, type WriteResult, type WriterOptions } from "../format/writer.ts";
 
 const enc = new TextEncoder();
@@ -48,9 +48,10 @@ export async function pushEStargzLayers(
   layers: ConvertedLayer[],
   config: Record<string, unknown> = {},
 ): Promise<string> {
+  const push = pusher(driver, "push images");
   for (const { blobPath, result: r } of layers) {
     const blob = await Deno.open(blobPath);
-    await driver.uploadBlob(repo, r.blobDigest, r.blobSize, blob.readable);
+    await push.uploadBlob(repo, r.blobDigest, r.blobSize, blob.readable);
   }
   const rs = layers.map((l) => l.result);
   const configBytes = enc.encode(JSON.stringify({
@@ -59,7 +60,7 @@ export async function pushEStargzLayers(
     ...config,
     rootfs: { type: "layers", diff_ids: rs.map((l) => l.diffId) },
   }));
-  await driver.uploadBlob(repo, sha256(configBytes), configBytes.length, configBytes);
+  await push.uploadBlob(repo, sha256(configBytes), configBytes.length, configBytes);
   const manifest = enc.encode(JSON.stringify({
     schemaVersion: 2,
     mediaType: MediaType.OCI_MANIFEST,
@@ -68,17 +69,16 @@ export async function pushEStargzLayers(
       digest: sha256(configBytes),
       size: configBytes.length,
     },
-    layers: rs.map((l) => ({
-      mediaType: MediaType.OCI_LAYER_GZIP,
-      digest: l.blobDigest,
-      size: l.blobSize,
-      annotations: {
-        [TOC_DIGEST_ANNOTATION]: l.tocDigest,
-        [UNCOMPRESSED_SIZE_ANNOTATION]: String(l.uncompressedSize),
-      },
-    })),
+    layers: rs.map((l) =>
+      estargzLayerDescriptor({
+        digest: l.blobDigest,
+        size: l.blobSize,
+        tocDigest: l.tocDigest,
+        uncompressedSize: l.uncompressedSize,
+      })
+    ),
   }));
-  return await driver.putManifest(repo, tag, MediaType.OCI_MANIFEST, manifest);
+  return await push.putManifest(repo, tag, MediaType.OCI_MANIFEST, manifest);
 }
 
 /**

@@ -28,7 +28,7 @@
  *   in SRC's repository is mounted across repositories instead of uploaded; a tag already
  *   pointing at the same manifest is not written again.
  * - Blobs go first, then per-platform manifests, then the index or tag: DST never names a
- *   missing blob. On failure the sink undoes what it can (see image_endpoint.ts) and the
+ *   missing blob. On failure the sink undoes what it can (see endpoint.ts) and the
  *   temporary files are removed.
  *
  * The metadata-only variant (`metaTag`), from the original CRFS design: the converter can also
@@ -59,16 +59,16 @@ import {
 } from "../drivers/manifest.ts";
 import { formatReference } from "../drivers/reference.ts";
 import { CompressPool } from "../format/compress_pool.ts";
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
 import { DEFAULT_CHUNK_SIZE, writeEStargz } from "../format/writer.ts";
-import { formatBytes, UserError } from "./cli.ts";
+import { UserError } from "./errors.ts";
+import { estargzLayerDescriptor } from "./layer_descriptor.ts";
 import {
   type Endpoint,
   type ImageSink,
   type ImageSource,
   openSink,
   openSource,
-} from "./image_endpoint.ts";
+} from "./endpoint.ts";
 
 /** Manifest annotation and config label of a metadata-only image: where the contents are. */
 export const STARGZ_IMAGE_ANNOTATION = "io.crfs.stargz.image";
@@ -410,10 +410,7 @@ async function blobDescriptor(bytes: Uint8Array, mediaType: string): Promise<Des
 }
 
 function layerDescriptor(l: ConvertedLayer, extra?: Record<string, string>): Descriptor {
-  const annotations = { ...(extra ?? {}) };
-  annotations[TOC_DIGEST_ANNOTATION] = l.tocDigest;
-  annotations[UNCOMPRESSED_SIZE_ANNOTATION] = String(l.uncompressedSize);
-  return { mediaType: MediaType.OCI_LAYER_GZIP, digest: l.digest, size: l.size, annotations };
+  return estargzLayerDescriptor(l, extra);
 }
 
 function manifestBytes(
@@ -735,29 +732,4 @@ function metaConfig(
   >;
   json.config = { ...cfg, Labels: { ...labels, [STARGZ_IMAGE_ANNOTATION]: where } };
   return json;
-}
-
-/** Human-readable summary lines of a conversion. */
-export function summarize(r: ConvertImageResult): string[] {
-  const lines: string[] = [];
-  for (const img of r.images) {
-    const p = img.platform ? `${formatPlatform(img.platform)}: ` : "";
-    lines.push(`${p}${img.layers.length} layers → manifest ${img.digest}`);
-    for (const l of img.layers) {
-      lines.push(
-        `  ${l.source.digest.slice(0, 19)} ${formatBytes(l.source.size)} → ${
-          l.digest.slice(0, 19)
-        } ${formatBytes(l.size)} eStargz (toc ${l.tocDigest.slice(0, 19)}) in ${
-          l.seconds.toFixed(2)
-        } s, ${l.transfer}`,
-      );
-    }
-  }
-  lines.push(
-    r.unchanged
-      ? `${r.destination}: tag ${r.tag} already pointed at ${r.digest}`
-      : `${r.destination}: tag ${r.tag} → ${r.digest}`,
-  );
-  if (r.meta) lines.push(`metadata-only variant: tag ${r.meta.tag} → ${r.meta.digest}`);
-  return lines;
 }

@@ -1,6 +1,7 @@
 /**
- * Reading `docker save` / `skopeo copy … docker-archive:FILE` archives as an image source for
- * `crfs convert`: the tar is indexed once (headers only, by positioned reads), `manifest.json`
+ * Reading `docker save` / `skopeo copy … docker-archive:FILE` archives, as an image source for
+ * `crfs convert` and as a driver ({@link DockerArchiveDriver}: reads manifests and blobs, no
+ * listing, no pushing): the tar is indexed once (headers only, by positioned reads), `manifest.json`
  * picks the image (by one of its `RepoTags`, or the only image), and the image is presented as
  * an ordinary Docker v2 manifest whose layer descriptors carry the true digest, size and
  * compression of each layer file (digests computed by reading the files once). Layer files may
@@ -12,21 +13,22 @@
  *
  * @module
  */
-import { Digester, sha256Digest } from "../drivers/digest.ts";
-import { RegistryError } from "../drivers/errors.ts";
-import { type ImageManifest, MediaType, parseManifest } from "../drivers/manifest.ts";
+import type * as cap from "./capabilities.ts";
+import { Digester, sha256Digest, verifyingStream } from "./digest.ts";
+import { headByFetching, resolveImage } from "./driver.ts";
+import { RegistryError } from "./errors.ts";
+import {
+  type Descriptor,
+  type ImageConfig,
+  type ImageManifest,
+  type Manifest,
+  MediaType,
+  parseManifest,
+} from "./manifest.ts";
+import { isDigest, type Reference, type RepositoryName } from "./reference.ts";
 import { FileSource } from "../format/range_source.ts";
 import { cleanPath, parentOf } from "../format/names.ts";
-import {
-  BLOCK,
-  decodeHeaderBlock,
-  isZeroBlock,
-  paddingFor,
-  parsePaxRecords,
-  type PaxRecords,
-  resolveHeader,
-  TarError,
-} from "../format/tar_header.ts";
+import * as tarHeader from "../format/tar_header.ts";
 
 /** One member of an indexed tar file. */
 export interface TarMember {
@@ -43,28 +45,28 @@ export interface TarMember {
 const MAX_META = 16 << 20;
 
 /**
- * Indexes a plain (uncompressed) tar file by reading only its headers. Throws {@link TarError}
+ * Indexes a plain (uncompressed) tar file by reading only its headers. Throws {@link tarHeader.TarError}
  * when the file is not a tar.
  */
 export async function indexTar(src: FileSource): Promise<Map<string, TarMember>> {
   const members = new Map<string, TarMember>();
   let pos = 0;
-  const global: PaxRecords = new Map();
-  let local: PaxRecords | undefined;
+  const global: tarHeader.PaxRecords = new Map();
+  let local: tarHeader.PaxRecords | undefined;
   let longName: Uint8Array | undefined;
   let longLink: Uint8Array | undefined;
-  while (pos + BLOCK <= src.size) {
-    const block = await src.read(pos, BLOCK);
-    if (isZeroBlock(block)) break;
-    const raw = decodeHeaderBlock(block);
-    pos += BLOCK;
+  while (pos + tarHeader.BLOCK <= src.size) {
+    const block = await src.read(pos, tarHeader.BLOCK);
+    if (tarHeader.isZeroBlock(block)) break;
+    const raw = tarHeader.decodeHeaderBlock(block);
+    pos += tarHeader.BLOCK;
     const t = raw.typeflag;
     if (t === "x" || t === "g" || t === "L" || t === "K") {
-      if (raw.size > MAX_META) throw new TarError(`tar: extension header too large`);
+      if (raw.size > MAX_META) throw new tarHeader.TarError(`tar: extension header too large`);
       const body = await src.read(pos, raw.size);
-      pos += raw.size + paddingFor(raw.size);
-      if (t === "x") local = parsePaxRecords(body, local);
-      else if (t === "g") parsePaxRecords(body, global);
+      pos += raw.size + tarHeader.paddingFor(raw.size);
+      if (t === "x") local = tarHeader.parsePaxRecords(body, local);
+      else if (t === "g") tarHeader.parsePaxRecords(body, global);
       else if (t === "L") longName = body.slice();
       else longLink = body.slice();
       continue;
@@ -76,7 +78,7 @@ export async function indexTar(src: FileSource): Promise<Map<string, TarMember>>
     let linkName = "";
     let size = headerOnly ? 0 : raw.size;
     if (t !== "V") {
-      const h = resolveHeader(raw, pax, longName, longLink);
+      const h = tarHeader.resolveHeader(raw, pax, longName, longLink);
       const clean = cleanPath(h.name);
       name = typeof clean === "string" ? clean : "";
       linkName = h.linkName;
@@ -87,8 +89,8 @@ export async function indexTar(src: FileSource): Promise<Map<string, TarMember>>
     }
     local = longName = longLink = undefined;
     if (name) members.set(name, { name, kind, offset: pos, size, linkName });
-    pos += size + paddingFor(size);
-    if (pos > src.size) throw new TarError("tar: truncated archive");
+    pos += size + tarHeader.paddingFor(size);
+    if (pos > src.size) throw new tarHeader.TarError("tar: truncated archive");
   }
   return members;
 }
@@ -244,6 +246,8 @@ export class DockerArchive {
       );
     }
     const config = await this.#readSmall(item.Config);
+    const configDigest = await sha256Digest(config);
+    this.#blobs.set(configDigest, this.#member(item.Config));
     const layers = [];
     for (const name of item.Layers) {
       const m = this.#member(name);
@@ -267,7 +271,7 @@ export class DockerArchive {
       mediaType: MediaType.DOCKER_MANIFEST,
       config: {
         mediaType: MediaType.DOCKER_CONFIG,
-        digest: await sha256Digest(config),
+        digest: configDigest,
         size: config.length,
       },
       layers,
@@ -295,20 +299,154 @@ export class DockerArchive {
     }
   }
 
-  /** A layer's bytes, by the digest {@link image} gave it. */
-  blob(digest: string): ReadableStream<Uint8Array> {
+  #blobMember(digest: string): TarMember {
     const m = this.#blobs.get(digest);
     if (!m) {
       throw new RegistryError(`${this.path}: no layer ${digest} in the archive`, {
         code: "BLOB_UNKNOWN",
       });
     }
-    return ReadableStream.from(this.#stream(m));
+    return m;
+  }
+
+  /** A layer's (or config's) bytes, by the digest {@link image} gave it. */
+  blob(digest: string): ReadableStream<Uint8Array> {
+    return ReadableStream.from(this.#stream(this.#blobMember(digest)));
+  }
+
+  /** Random access to a layer (or config) by the digest {@link image} gave it. */
+  blobSource(digest: string): cap.BlobSource {
+    const m = this.#blobMember(digest);
+    const src = this.#src;
+    return {
+      digest,
+      size: m.size,
+      async read(offset: number, length: number): Promise<Uint8Array> {
+        const n = Math.max(0, Math.min(length, m.size - offset));
+        if (n === 0) return new Uint8Array(0);
+        return await src.read(m.offset + offset, n);
+      },
+    };
   }
 
   /** Closes the file. */
   close(): void {
     this.#src.close();
+  }
+}
+
+/**
+ * A docker archive as a driver that reads manifests and blobs (see the module documentation).
+ * Tags are the archive's `RepoTags`: `getManifest(repo, tag)` matches `REPOSITORY:TAG` (or
+ * `tag` alone when it holds a `:`, or the repository is empty); an empty tag names the only
+ * image. Digests name the images synthesized so far.
+ */
+export class DockerArchiveDriver implements cap.DriverIdentity, cap.ManifestReader, cap.BlobReader {
+  /** Always `docker-archive`. */
+  readonly name = "docker-archive";
+  /** The archive read. */
+  readonly archive: DockerArchive;
+  readonly #images = new Map<string, { manifest: ImageManifest; config: Uint8Array }>();
+
+  constructor(archive: DockerArchive) {
+    this.archive = archive;
+  }
+
+  /**
+   * Opens `path` as {@link DockerArchive.open} does (undefined when not an archive and
+   * `lenient`).
+   *
+   * @example
+   * ```ts
+   * const d = (await DockerArchiveDriver.open("image.tar"))!;
+   * const { manifest } = await d.resolve({ host: "docker-archive", repository: "app", tag: "v1" });
+   * ```
+   */
+  static async open(path: string, lenient = false): Promise<DockerArchiveDriver | undefined> {
+    const archive = await DockerArchive.open(path, lenient);
+    return archive ? new DockerArchiveDriver(archive) : undefined;
+  }
+
+  /** An archive serves no registry host. */
+  matches(_host: string): boolean {
+    return false;
+  }
+
+  async resolve(ref: Reference, options: cap.ResolveOptions = {}): Promise<cap.ResolvedImage> {
+    if (ref.tag !== undefined || ref.digest !== undefined) {
+      return await resolveImage(this, ref, options);
+    }
+    const r = await resolveImage(this, { ...ref, tag: "" }, options);
+    const { tag: _only, ...named } = r.ref;
+    return { ...r, ref: named };
+  }
+
+  async getManifest(repo: RepositoryName, tagOrDigest: string): Promise<Manifest> {
+    if (isDigest(tagOrDigest)) {
+      const known = this.#images.get(tagOrDigest);
+      if (known) return known.manifest;
+      throw new RegistryError(`${this.archive.path}: no manifest ${tagOrDigest}`, {
+        code: "MANIFEST_UNKNOWN",
+      });
+    }
+    const tag = tagOrDigest === ""
+      ? undefined
+      : tagOrDigest.includes(":") || !repo.repository
+      ? tagOrDigest
+      : `${repo.repository}:${tagOrDigest}`;
+    const image = await this.archive.image(tag);
+    this.#images.set(image.manifest.digest, image);
+    return image.manifest;
+  }
+
+  headManifest(repo: RepositoryName, tagOrDigest: string): Promise<cap.ManifestHead | undefined> {
+    return headByFetching(this, repo, tagOrDigest);
+  }
+
+  /** The config of an image synthesized so far (the archive's config file, as it is). */
+  getConfig(_repo: RepositoryName, manifest: ImageManifest | Descriptor): Promise<ImageConfig> {
+    const desc = "kind" in manifest ? manifest.json.config : manifest;
+    const image = [...this.#images.values()].find((i) =>
+      i.manifest.json.config.digest === desc.digest
+    );
+    if (!image) {
+      return Promise.reject(
+        new RegistryError(`${this.archive.path}: no config ${desc.digest}`, {
+          code: "BLOB_UNKNOWN",
+        }),
+      );
+    }
+    let json;
+    try {
+      json = JSON.parse(new TextDecoder().decode(image.config));
+    } catch {
+      return Promise.reject(
+        new RegistryError(`${this.archive.path}: the image config is not valid JSON`, {
+          code: "BAD_RESPONSE",
+        }),
+      );
+    }
+    return Promise.resolve({ digest: desc.digest, bytes: image.config, json });
+  }
+
+  blob(_repo: RepositoryName, digest: string): Promise<cap.BlobSource> {
+    return Promise.resolve(this.archive.blobSource(digest));
+  }
+
+  fetchBlob(
+    _repo: RepositoryName,
+    digest: string,
+    options: cap.CallOptions & { size?: number } = {},
+  ): Promise<ReadableStream<Uint8Array>> {
+    const what = `${this.archive.path}@${digest}`;
+    return Promise.resolve(
+      this.archive.blob(digest).pipeThrough(verifyingStream(what, digest, options.size)),
+    );
+  }
+
+  /** Closes the archive file. */
+  close(): void {
+    this.archive.close();
   }
 }
 

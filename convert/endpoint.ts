@@ -17,7 +17,14 @@
  *
  * @module
  */
-import type { Driver, DriverRegistry } from "../drivers/driver.ts";
+import {
+  type BlobReader,
+  type Driver,
+  type DriverRegistry,
+  type ManifestReader,
+  type Pusher,
+  pusher,
+} from "../drivers/driver.ts";
 import { Digester, digestLike } from "../drivers/digest.ts";
 import { RegistryError } from "../drivers/errors.ts";
 import { OciLayout } from "../drivers/local.ts";
@@ -32,12 +39,15 @@ import {
 import {
   formatReference,
   InvalidReferenceError,
+  parseOciTarget,
   parseReference,
   type Reference,
+  referenceTarget,
   type RepositoryName,
 } from "../drivers/reference.ts";
-import { DockerArchive } from "./docker_archive.ts";
-import { UsageError } from "./cli.ts";
+import { DockerArchiveDriver } from "../drivers/docker_archive.ts";
+import { LAYOUT_REPOSITORY, OciLayoutDriver } from "../drivers/oci_layout_driver.ts";
+import { UsageError } from "./errors.ts";
 
 /** What a command-line argument names. */
 export type Endpoint =
@@ -47,7 +57,6 @@ export type Endpoint =
   | { kind: "file"; path: string; text: string };
 
 const FILE_NAME = /\.(tar|tgz|gz|stargz|estargz)$/i;
-const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
 async function stat(path: string): Promise<Deno.FileInfo | undefined> {
   try {
@@ -66,17 +75,8 @@ export async function parseEndpoint(
   role: "src" | "dst",
   srcIsFile = false,
 ): Promise<Endpoint> {
-  if (text.startsWith("oci:")) {
-    const rest = text.slice(4);
-    if (rest === "") throw new UsageError(`${text}: oci: needs a directory`);
-    const colon = rest.lastIndexOf(":");
-    if (colon > rest.lastIndexOf("/") && colon > 0) {
-      const tag = rest.slice(colon + 1);
-      if (!TAG.test(tag)) throw new UsageError(`${text}: bad tag ${JSON.stringify(tag)}`);
-      return { kind: "oci", dir: rest.slice(0, colon), tag, text };
-    }
-    return { kind: "oci", dir: rest, text };
-  }
+  const oci = parseOciTarget(text);
+  if (oci) return { kind: "oci", ...oci, text };
   if (text.startsWith("docker-archive:")) {
     if (role === "dst") {
       throw new UsageError(
@@ -185,68 +185,58 @@ export async function openSource(
   platform: Platform | undefined,
 ): Promise<ImageSource> {
   switch (src.kind) {
-    case "registry":
-      return registrySource(src.ref, drivers.forHost(src.ref.host));
+    case "registry": {
+      const repo = { host: src.ref.host, repository: src.ref.repository };
+      const reader = drivers.forHost(src.ref.host);
+      return readerSource(reader, repo, referenceTarget(src.ref), formatReference(src.ref), repo);
+    }
     case "oci":
-      return ociSource(await OciLayout.open(src.dir), src);
+      return readerSource(
+        await OciLayoutDriver.open(src.dir),
+        LAYOUT_REPOSITORY,
+        src.tag ?? "",
+        src.text,
+      );
     case "archive":
-      return await archiveSource((await DockerArchive.open(src.path))!, src.tag);
+      return archiveSource((await DockerArchiveDriver.open(src.path))!, src.tag);
     case "file": {
-      const archive = src.path === "-" ? undefined : await DockerArchive.open(src.path, true);
-      if (archive) return await archiveSource(archive, undefined);
+      const archive = src.path === "-" ? undefined : await DockerArchiveDriver.open(src.path, true);
+      if (archive) return archiveSource(archive, undefined);
       return await layerFileSource(src.path, platform ?? defaultPlatform());
     }
   }
 }
 
-function registrySource(ref: Reference, driver: Driver): ImageSource {
-  const repo = { host: ref.host, repository: ref.repository };
-  const what = formatReference(ref);
+/** Any manifest and blob reader (registry, OCI layout, docker archive) as SRC. */
+function readerSource(
+  reader: ManifestReader & BlobReader,
+  repo: RepositoryName,
+  target: string,
+  what: string,
+  registryRepo?: RepositoryName,
+  close = () => {},
+): ImageSource {
   return {
     what,
+    ...(registryRepo ? { repo: registryRepo } : {}),
+    top: (signal) => reader.getManifest(repo, target, { signal }),
+    manifest: (digest, signal) => reader.getManifest(repo, digest, { signal }),
+    config: async (desc, signal) => (await reader.getConfig(repo, desc, { signal })).bytes,
+    blob: (desc, signal) => reader.fetchBlob(repo, desc.digest, { size: desc.size, signal }),
+    close,
+  };
+}
+
+function archiveSource(archive: DockerArchiveDriver, tag: string | undefined): ImageSource {
+  const repo = { host: "docker-archive", repository: "" };
+  return readerSource(
+    archive,
     repo,
-    top: (signal) => driver.getManifest(repo, ref.digest ?? ref.tag ?? "latest", { signal }),
-    manifest: (digest, signal) => driver.getManifest(repo, digest, { signal }),
-    config: async (desc, signal) => (await driver.getConfig(repo, desc, { signal })).bytes,
-    blob: (desc, signal) => driver.fetchBlob(repo, desc.digest, { size: desc.size, signal }),
-    close() {},
-  };
-}
-
-function ociSource(layout: OciLayout, src: { tag?: string; text: string }): ImageSource {
-  return {
-    what: src.text,
-    top: () => layout.getManifest(src.tag),
-    manifest: (digest) => layout.getManifest(digest),
-    config: async (desc) => {
-      const bytes = await layout.readBlob(desc.digest, `${src.text}@${desc.digest} (config)`);
-      if (bytes.length !== desc.size) {
-        throw new RegistryError(
-          `${src.text}@${desc.digest}: config is ${bytes.length} bytes, the manifest says ${desc.size}`,
-          { code: "BAD_RESPONSE" },
-        );
-      }
-      return bytes;
-    },
-    blob: (desc) => layout.fetchBlob(desc.digest, desc.size),
-    close() {},
-  };
-}
-
-async function archiveSource(archive: DockerArchive, tag: string | undefined) {
-  try {
-    const { manifest, config } = await archive.image(tag);
-    return fixedSource(
-      archive.path,
-      manifest,
-      config,
-      (d) => archive.blob(d),
-      () => archive.close(),
-    );
-  } catch (e) {
-    archive.close();
-    throw e;
-  }
+    tag ?? "",
+    archive.archive.path,
+    undefined,
+    () => archive.close(),
+  );
 }
 
 /** A one-image source whose manifest and config are known up front. */
@@ -340,15 +330,25 @@ const UPLOAD_ATTEMPTS = 2;
 
 function registrySink(ref: Reference, driver: Driver): ImageSink {
   const repo = { host: ref.host, repository: ref.repository };
+  return pusherSink(pusher(driver, `push to ${ref.host}`), repo, formatReference(repo), repo);
+}
+
+/** Any driver that reads manifests and pushes (a registry, an OCI layout) as DST. */
+function pusherSink(
+  push: ManifestReader & Pusher,
+  repo: RepositoryName,
+  what: string,
+  registryRepo?: RepositoryName,
+): ImageSink {
   return {
-    what: formatReference(repo),
-    repo,
-    hasBlob: (digest, signal) => driver.blobExists(repo, digest, { signal }),
+    what,
+    ...(registryRepo ? { repo: registryRepo } : {}),
+    hasBlob: (digest, signal) => push.blobExists(repo, digest, { signal }),
     async mountBlob(digest, from, signal) {
       if (from.host !== repo.host || from.repository === repo.repository) return false;
       try {
-        if (!(await driver.blobExists(from, digest, { signal }))) return false;
-        return await driver.mountBlob(repo, digest, from.repository, { signal });
+        if (!(await push.blobExists(from, digest, { signal }))) return false;
+        return await push.mountBlob(repo, digest, from.repository, { signal });
       } catch (e) {
         if (signal?.aborted) throw e;
         return false; // fall back to uploading
@@ -358,7 +358,7 @@ function registrySink(ref: Reference, driver: Driver): ImageSink {
       for (let attempt = 1;; attempt++) {
         const file = await Deno.open(path);
         try {
-          await driver.uploadBlob(repo, digest, size, file.readable, { signal });
+          await push.uploadBlob(repo, digest, size, file.readable, { signal });
           return;
         } catch (e) {
           if (!(e instanceof RegistryError && e.transient) || attempt >= UPLOAD_ATTEMPTS) throw e;
@@ -372,13 +372,13 @@ function registrySink(ref: Reference, driver: Driver): ImageSink {
       }
     },
     putBlob: (digest, bytes, signal) =>
-      driver.uploadBlob(repo, digest, bytes.length, bytes, { signal }),
+      push.uploadBlob(repo, digest, bytes.length, bytes, { signal }),
     hasManifest: async (digest, signal) =>
-      (await driver.headManifest(repo, digest, { signal })) !== undefined,
-    tagDigest: async (tag, signal) => (await driver.headManifest(repo, tag, { signal }))?.digest,
+      (await push.headManifest(repo, digest, { signal })) !== undefined,
+    tagDigest: async (tag, signal) => (await push.headManifest(repo, tag, { signal }))?.digest,
     async putManifest(bytes, mediaType, tag, signal) {
       const digest = await digestLike("sha256:", bytes);
-      await driver.putManifest(repo, tag ?? digest, mediaType, bytes, { signal });
+      await push.putManifest(repo, tag ?? digest, mediaType, bytes, { signal });
       return digest;
     },
     commit: () => Promise.resolve(),
@@ -411,34 +411,25 @@ async function ociSink(dir: string): Promise<ImageSink> {
     layoutDir = staging;
   }
   const layout = await OciLayout.create(layoutDir);
+  const sink = pusherSink(new OciLayoutDriver(layout), LAYOUT_REPOSITORY, `oci:${dir}`);
   const added: string[] = [];
-  const put = async (digest: string, write: () => Promise<void>) => {
+  const put = async (digest: string, write: () => Promise<unknown>) => {
     if (await layout.hasBlob(digest)) return;
     await write();
     added.push(layout.blobPath(digest));
   };
   return {
-    what: `oci:${dir}`,
-    hasBlob: (digest) => layout.hasBlob(digest),
-    mountBlob: () => Promise.resolve(false),
-    putBlobFile: (digest, size, path) =>
-      put(digest, async () => {
-        const file = await Deno.open(path);
-        await layout.writeBlob(digest, file.readable, size);
-      }),
-    putBlob: (digest, bytes) => put(digest, () => layout.writeBlob(digest, bytes, bytes.length)),
-    hasManifest: (digest) => layout.hasBlob(digest),
-    async tagDigest(tag) {
-      return (await layout.tags()).find((t) => t.name === tag)?.descriptor.digest;
-    },
+    ...sink,
+    putBlobFile: (digest, size, path) => put(digest, () => sink.putBlobFile(digest, size, path)),
+    putBlob: (digest, bytes) => put(digest, () => sink.putBlob(digest, bytes)),
     async putManifest(bytes, mediaType, tag) {
-      const digest = await digestLike("sha256:", bytes);
       if (tag === undefined) {
         // Untagged manifests (an index's entries) are blobs only, not index.json entries.
-        await put(digest, () => layout.writeBlob(digest, bytes, bytes.length));
+        const digest = await digestLike("sha256:", bytes);
+        await put(digest, () => sink.putManifest(bytes, mediaType, undefined));
         return digest;
       }
-      await layout.putManifest(bytes, mediaType, tag);
+      const digest = await sink.putManifest(bytes, mediaType, tag);
       // index.json now names what was written: from here on those blobs must stay.
       added.length = 0;
       return digest;
