@@ -9,7 +9,8 @@
  * with kernel caches dropped; the two alternate which goes first; best of `--runs` (default 2).
  *
  * Rows: process start → first byte of a small file (with registry requests and bytes before it),
- * `find` cold and warm, `ls -lR`, `lstat` of every entry, `dd` of the big file cold from the
+ * `find` cold and warm, `ls -lR`, `lstat` of every entry, one FUSE round trip (`getxattr`),
+ * `dd` of the big file cold from the
  * registry, again after dropping kernel caches (same process), resident memory of the serving
  * process after all that, and `dd` by a new process on the same cache directory with kernel caches
  * dropped. The last column is the time (or memory) ratio crfs/peer: below 1 means crfs is better.
@@ -146,6 +147,7 @@ interface Result {
   findWarmS: number;
   lsS: number;
   lstatS: number;
+  roundTripUs: number;
   ddColdMBps: number;
   ddDiskMBps: number;
   rssMB: number;
@@ -156,6 +158,28 @@ async function rssMB(pid: number): Promise<number> {
   const s = await Deno.readTextFile(`/proc/${pid}/status`);
   const m = /VmRSS:\s+(\d+) kB/.exec(s);
   return m ? Number(m[1]) / 1024 : NaN;
+}
+
+const libc = Deno.dlopen("libc.so.6", {
+  getxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
+});
+const cstr = (t: string) => new TextEncoder().encode(`${t}\0`);
+
+/**
+ * One FUSE request round trip, in µs: `getxattr` of a name the file lacks (the kernel caches
+ * neither the answer nor ENODATA, so each call is one GETXATTR), best of 3 × 2,000.
+ */
+function roundTripUs(path: string): number {
+  const p = cstr(path);
+  const name = cstr("user.crfs-bench-missing");
+  const buf = new Uint8Array(64);
+  let bestUs = Infinity;
+  for (let r = 0; r < 3; r++) {
+    const t = performance.now();
+    for (let i = 0; i < 2000; i++) libc.symbols.getxattr(p, name, buf, BigInt(buf.length));
+    bestUs = Math.min(bestUs, (performance.now() - t) / 2000 * 1000);
+  }
+  return bestUs;
 }
 
 /** Opens `path` and reads one byte (in this process, no spawn cost). */
@@ -197,6 +221,7 @@ async function measure(
     const lstatS = await timeBash(`xargs -d '\\n' -a "$1" stat -c %s > /dev/null`, list);
     const entries = (await Deno.readTextFile(list)).split("\n").length - 1;
     if (entries < MIN_ENTRIES) throw new Error(`${sys.name}: only ${entries} entries`);
+    const rtUs = roundTripUs(`${root}/${SMALL}`);
     const ddColdMBps = await dd(`${root}/${BIG}`);
     await dropCaches();
     const ddDiskMBps = await dd(`${root}/${BIG}`);
@@ -213,6 +238,7 @@ async function measure(
       findWarmS,
       lsS,
       lstatS,
+      roundTripUs: rtUs,
       ddColdMBps,
       ddDiskMBps,
       rssMB: rss,
@@ -235,6 +261,7 @@ function bestOf(rs: Result[]): Result {
     findWarmS: min("findWarmS"),
     lsS: min("lsS"),
     lstatS: min("lstatS"),
+    roundTripUs: min("roundTripUs"),
     ddColdMBps: max("ddColdMBps"),
     ddDiskMBps: max("ddDiskMBps"),
     rssMB: min("rssMB"),
@@ -310,6 +337,12 @@ if (import.meta.main) {
           s(c.lstatS),
           s(p.lstatS),
           ratio(c.lstatS, p.lstatS),
+        ],
+        [
+          "FUSE request round trip (`getxattr` → ENODATA)",
+          `${c.roundTripUs.toFixed(1)} µs`,
+          `${p.roundTripUs.toFixed(1)} µs`,
+          ratio(c.roundTripUs, p.roundTripUs),
         ],
         [
           `\`dd\` of ${BIG}, cold from the registry`,
