@@ -20,7 +20,7 @@
  * @module
  */
 // The one import of the image-pushing helper (it may move to convert/ in a refactor).
-import { type ConvertedLayer, pushEStargzLayers } from "../cmd/push_image.ts";
+import { type ConvertedLayer, pushEStargzLayers } from "../convert/push.ts";
 import { defaultDrivers } from "../drivers/mod.ts";
 import { writeEStargz } from "../format/writer.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";

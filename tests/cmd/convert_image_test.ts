@@ -601,7 +601,9 @@ Deno.test("convert: progress per layer on a terminal; Ctrl-C stops it and leaves
     v1: big.manifest,
   });
   await skopeoCopy(`oci:${work}/big-layout:v1`, `docker://${reg.host}/src/big:v1`);
-  const tmpBefore = [...Deno.readDirSync("/tmp")].filter((e) => e.name.startsWith("crfs-convert-"));
+  // The child's own TMPDIR, so that other tests' temporary files cannot change the count.
+  const childTmp = `${work}/tmp`;
+  await Deno.mkdir(childTmp);
   for (const dst of [`oci:${work}/interrupted:v1`, `${reg.host}/dst/big:v1`]) {
     reg.clearLog();
     const child = new Deno.Command(Deno.execPath(), {
@@ -618,6 +620,7 @@ Deno.test("convert: progress per layer on a terminal; Ctrl-C stops it and leaves
         dst,
       ],
       cwd: new URL("../../", import.meta.url).pathname,
+      env: { TMPDIR: childTmp },
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -643,6 +646,5 @@ Deno.test("convert: progress per layer on a terminal; Ctrl-C stops it and leaves
   );
   const head = await fetch(`${reg.url}/v2/dst/big/manifests/v1`, { method: "HEAD" });
   assertEquals(head.status, 404);
-  const tmpAfter = [...Deno.readDirSync("/tmp")].filter((e) => e.name.startsWith("crfs-convert-"));
-  assertEquals(tmpAfter.length, tmpBefore.length, "temporary files removed");
+  assertEquals([...Deno.readDirSync(childTmp)].map((e) => e.name), [], "temporary files removed");
 });
