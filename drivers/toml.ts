@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { parse, TomlError } from "npm:smol-toml@1.9.1";
+import { parse, TomlError } from "smol-toml";
 
 /** A parsed TOML document. */
 export type TomlTable = Record<string, unknown>;
