@@ -88,11 +88,11 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 
   }
 }
 
-async function runUnit(
+function runUnit(
   unit: Unit,
   swap: Record<string, string>,
   wrapper: string,
-): Promise<{ child: Deno.ChildProcess; stderr: () => string }> {
+): { child: Deno.ChildProcess; stderr: () => string } {
   const argv = unit.execStart.map((a) => a === "/usr/local/bin/crfs" ? wrapper : swap[a] ?? a);
   assert.ok(!argv.some((a) => a.startsWith("/var/") || a.includes("%")), argv.join(" "));
   const child = new Deno.Command(argv[0], {
@@ -136,7 +136,7 @@ for (
       const wrapper = await crfsWrapper(dir);
       const swap = { [target]: mnt, "/var/cache/crfs": `${dir}/cache`, HOME: `${dir}/home` };
 
-      const first = await runUnit(unit, swap, wrapper);
+      const first = runUnit(unit, swap, wrapper);
       children.push(first.child);
       await until(`${name} to mount`, () => mounted(mnt));
       assert.ok(await check(mnt), "it serves");
@@ -147,13 +147,13 @@ for (
       assert.match(first.stderr(), /unmounted/);
 
       // Killed hard: the mount is left stale; the next start clears it.
-      const second = await runUnit(unit, swap, wrapper);
+      const second = runUnit(unit, swap, wrapper);
       children.push(second.child);
       await until(`${name} to mount again`, () => mounted(mnt));
       second.child.kill("SIGKILL");
       await second.child.status;
       assert.ok(mounted(mnt), "a SIGKILL leaves the mount behind");
-      const third = await runUnit(unit, swap, wrapper);
+      const third = runUnit(unit, swap, wrapper);
       children.push(third.child);
       await until(`${name} to serve after the stale mount`, async () => {
         try {
