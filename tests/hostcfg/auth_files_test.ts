@@ -29,6 +29,40 @@ function envOf(vars: Record<string, string>): (name: string) => string | undefin
   return (name) => vars[name];
 }
 
+/** `podman login --password-stdin ARGS` with its storage in `dir`; throws when it fails. */
+async function podmanLogin(
+  dir: string,
+  args: string[],
+  password: string,
+  env: Record<string, string>,
+): Promise<void> {
+  if (env.XDG_RUNTIME_DIR) await Deno.mkdir(env.XDG_RUNTIME_DIR, { recursive: true });
+  const login = new Deno.Command("podman", {
+    args: [
+      "--root",
+      `${dir}/root`,
+      "--runroot",
+      `${dir}/runroot`,
+      // vfs: no overlay mount is left under the temp dir.
+      "--storage-driver",
+      "vfs",
+      "login",
+      "--tls-verify=false",
+      "--password-stdin",
+      ...args,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { HOME: `${dir}/home`, ...env },
+  }).spawn();
+  const w = login.stdin.getWriter();
+  await w.write(new TextEncoder().encode(password));
+  await w.close();
+  const out = await login.output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+}
+
 Deno.test("auth files: the order of containers-auth.json(5), explicit file first", () => {
   const env = envOf({
     HOME: "/h",
@@ -226,31 +260,12 @@ Deno.test("auth files: podman login writes auth.json; crfs pulls with it from ht
   try {
     const pushed = await pushImage(reg, "team/app", "v1");
     const authFile = `${dir}/auth.json`;
-    const login = await new Deno.Command("podman", {
-      args: [
-        "--root",
-        `${dir}/root`,
-        "--runroot",
-        `${dir}/runroot`,
-        "login",
-        "--authfile",
-        authFile,
-        "--tls-verify=false",
-        "--username",
-        "alice",
-        "--password-stdin",
-        reg.host,
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { XDG_RUNTIME_DIR: `${dir}/run` },
-    }).spawn();
-    const w = login.stdin.getWriter();
-    await w.write(new TextEncoder().encode("alice-pw-1\n"));
-    await w.close();
-    const out = await login.output();
-    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    await podmanLogin(
+      dir,
+      ["--authfile", authFile, "--username", "alice", reg.host],
+      "alice-pw-1\n",
+      { XDG_RUNTIME_DIR: `${dir}/run` },
+    );
     const written = JSON.parse(await Deno.readTextFile(authFile));
     assert.ok(written.auths[reg.host]?.auth, "podman wrote an auths entry for the registry");
 
@@ -280,10 +295,13 @@ Deno.test("auth files: a namespace-scoped credential is never sent for another n
   try {
     await pushImage(reg, "team/app", "v1");
     await pushImage(reg, "other/app", "v1");
-    await writeJson(`${dir}/auth.json`, {
-      auths: { [`${reg.host}/team`]: { auth: b64("teamuser:team-pw-2") } },
+    // podman logs in for the namespace only, into its primary file under $XDG_RUNTIME_DIR.
+    await podmanLogin(dir, ["--username", "teamuser", `${reg.host}/team`], "team-pw-2\n", {
+      XDG_RUNTIME_DIR: `${dir}/run`,
     });
-    const files = new AuthFiles({ authFile: `${dir}/auth.json`, env: envOf({}) });
+    const written = JSON.parse(await Deno.readTextFile(`${dir}/run/containers/auth.json`));
+    assert.deepEqual(Object.keys(written.auths), [`${reg.host}/team`]);
+    const files = new AuthFiles({ env: envOf({ XDG_RUNTIME_DIR: `${dir}/run` }) });
     const ts = reg.tokenServer!;
     ts.requests.length = 0;
     for (const repository of ["team/app", "other/app"]) {
