@@ -4,6 +4,7 @@
  * @module
  */
 import type { Command } from "./cli.ts";
+import { cacheCommand } from "./cache.ts";
 import { catCommand } from "./cat.ts";
 import { convertCommand } from "./convert.ts";
 import { demoCommand } from "./demo.ts";
@@ -19,4 +20,5 @@ export const commands: Command[] = [
   catCommand,
   convertCommand,
   demoCommand,
+  cacheCommand,
 ];
