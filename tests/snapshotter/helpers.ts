@@ -120,16 +120,26 @@ export interface ContainerdOptions {
 export class Containerd {
   readonly dir: string;
   readonly address: string;
-  readonly #child: Deno.ChildProcess;
+  #child!: Deno.ChildProcess;
   #log = "";
-  readonly #pump: Promise<void>;
+  #pump!: Promise<void>;
   #exited = false;
-  readonly #status: Promise<Deno.CommandStatus>;
+  #status!: Promise<Deno.CommandStatus>;
 
-  private constructor(dir: string, child: Deno.ChildProcess) {
+  private constructor(dir: string) {
     this.dir = dir;
     this.address = `${dir}/containerd.sock`;
+  }
+
+  #spawn(): void {
+    const child = new Deno.Command("containerd", {
+      args: ["--config", `${this.dir}/config.toml`],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
     this.#child = child;
+    this.#exited = false;
     this.#pump = (async () => {
       for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) this.#log += t;
     })();
@@ -137,6 +147,39 @@ export class Containerd {
       this.#exited = true;
       return s;
     });
+  }
+
+  async #ready(): Promise<void> {
+    await waitFor("containerd's socket", async () => {
+      if (this.#exited) throw new Error(`containerd exited:\n${this.#log}`);
+      return await exists(this.address) &&
+        (await run("ctr", ["--address", this.address, "version"])).code === 0;
+    });
+  }
+
+  async #stopProcess(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // exited
+    }
+    const timer = setTimeout(() => {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch {
+        // exited
+      }
+    }, 15_000);
+    await this.#status;
+    clearTimeout(timer);
+    await this.#pump.catch(() => {});
+  }
+
+  /** Stops containerd (tasks and shims keep running, as on a real node) and starts it again. */
+  async restart(): Promise<void> {
+    await this.#stopProcess();
+    this.#spawn();
+    await this.#ready();
   }
 
   /** Starts containerd and waits for its socket. */
@@ -170,19 +213,10 @@ export class Containerd {
       `[plugins."io.containerd.internal.v1.opt"]\n  path = "${dir}/opt"\n` +
       proxies + cri;
     await Deno.writeTextFile(`${dir}/config.toml`, config);
-    const child = new Deno.Command("containerd", {
-      args: ["--config", `${dir}/config.toml`],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const c = new Containerd(dir, child);
+    const c = new Containerd(dir);
+    c.#spawn();
     try {
-      await waitFor("containerd's socket", async () => {
-        if (c.#exited) throw new Error(`containerd exited:\n${c.#log}`);
-        return await exists(c.address) &&
-          (await run("ctr", ["--address", c.address, "version"])).code === 0;
-      });
+      await c.#ready();
     } catch (e) {
       await c.close();
       throw e;
@@ -222,22 +256,8 @@ export class Containerd {
       for (const id of tasks?.out.split("\n").filter(Boolean) ?? []) {
         await this.ctr(["tasks", "kill", "-s", "SIGKILL", id]);
       }
-      try {
-        this.#child.kill("SIGTERM");
-      } catch {
-        // exited
-      }
     }
-    const timer = setTimeout(() => {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch {
-        // exited
-      }
-    }, 15_000);
-    await this.#status;
-    clearTimeout(timer);
-    await this.#pump.catch(() => {});
+    await this.#stopProcess();
     for (const pid of await processesWith(this.address)) {
       try {
         Deno.kill(pid, "SIGKILL");
