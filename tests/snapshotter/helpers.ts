@@ -113,7 +113,7 @@ export interface ContainerdOptions {
   /** A second proxy plugin `stargz` at this socket (the peer, for the bench). */
   stargzSocket?: string;
   /** Enable the CRI plugin with this snapshotter (and remote-snapshot annotations). */
-  cri?: { snapshotter: string };
+  cri?: { snapshotter: string; plainHttp?: string[] };
 }
 
 /** containerd 1.6 with everything in a temporary directory. */
@@ -199,7 +199,10 @@ export class Containerd {
         `  [plugins."io.containerd.grpc.v1.cri".containerd]\n` +
         `    snapshotter = "${opts.cri.snapshotter}"\n` +
         `    disable_snapshot_annotations = false\n` +
-        `  [plugins."io.containerd.grpc.v1.cri".registry.mirrors]\n` +
+        (opts.cri.plainHttp ?? []).map((h) =>
+          `  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."${h}"]\n` +
+          `    endpoint = ["http://${h}"]\n`
+        ).join("") +
         `  [plugins."io.containerd.grpc.v1.cri".cni]\n` +
         `    bin_dir = "${dir}/cni-bin"\n    conf_dir = "${dir}/cni-conf"\n`
       : "";
