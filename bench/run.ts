@@ -4,7 +4,7 @@
  *
  * @module
  */
-const ALL = ["convert", "toc_open", "lazy", "mount_read", "mount_walk", "podman"];
+const ALL = ["convert", "toc_open", "lazy", "mount_read", "mount_walk", "podman", "snapshotter"];
 const chosen = Deno.args.length > 0 ? Deno.args : ALL;
 for (const name of chosen) {
   if (!ALL.includes(name)) {
