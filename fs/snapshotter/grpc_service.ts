@@ -164,7 +164,7 @@ export function snapshotsHandlers(
           call.write({ info: infos.slice(i, i + 100).map(infoMessage) });
         }
         call.end();
-      }, (e) => call.destroy(Object.assign(new Error(toStatus(e).details), toStatus(e))));
+      }, (e) => call.emit("error", { ...toStatus(e), message: toStatus(e).details }));
     },
   };
 }

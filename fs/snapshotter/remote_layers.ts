@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { MediaType } from "../../drivers/manifest.ts";
+import { type Descriptor, MediaType } from "../../drivers/manifest.ts";
 import { parseReference } from "../../drivers/reference.ts";
 import { TOC_DIGEST_ANNOTATION } from "../../format/toc.ts";
 import type { ImageStore } from "../image_store.ts";
@@ -36,15 +36,26 @@ export const CRI_IMAGE_LAYERS_LABEL = "containerd.io/snapshot/cri.image-layers";
 
 const GZIP_LAYERS: string[] = [MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP];
 
-/** The image reference, manifest digest (when labelled) and layer digest the labels name. */
+/**
+ * The image reference, manifest digest (when labelled), layer digest and the image's layers
+ * (those after this one, as far as the label's size allowed) the labels name. The CRI plugin's
+ * labels win when both sets are there.
+ */
 export function labelledLayer(
   labels: Record<string, string>,
-): { ref: string; manifest?: string; layer: string } | undefined {
-  const ref = labels[CRI_IMAGE_REF_LABEL] ?? labels[STARGZ_REFERENCE_LABEL];
-  const layer = labels[CRI_LAYER_DIGEST_LABEL] ?? labels[STARGZ_DIGEST_LABEL];
+): { ref: string; manifest?: string; layer: string; layers: string[] } | undefined {
+  const cri = labels[CRI_IMAGE_REF_LABEL] !== undefined;
+  const ref = cri ? labels[CRI_IMAGE_REF_LABEL] : labels[STARGZ_REFERENCE_LABEL];
+  const layer = cri ? labels[CRI_LAYER_DIGEST_LABEL] : labels[STARGZ_DIGEST_LABEL];
   if (!ref || !layer) return undefined;
-  const manifest = labels[CRI_IMAGE_REF_LABEL] ? labels[CRI_MANIFEST_DIGEST_LABEL] : undefined;
-  return { ref, layer, ...(manifest ? { manifest } : {}) };
+  const manifest = cri ? labels[CRI_MANIFEST_DIGEST_LABEL] : undefined;
+  const list = (cri ? labels[CRI_IMAGE_LAYERS_LABEL] : labels[STARGZ_LAYERS_LABEL]) ?? "";
+  return {
+    ref,
+    layer,
+    ...(manifest ? { manifest } : {}),
+    layers: list.split(",").map((d) => d.trim()).filter(Boolean),
+  };
 }
 
 /** {@link RemoteLayers} over crfs's image store and the tree mounted at `mountpoint`. */
@@ -57,6 +68,10 @@ export class CrfsRemoteLayers implements RemoteLayers {
     this.#store = store;
     this.#mountpoint = mountpoint;
     this.#log = log ?? ((l) => console.error(l));
+  }
+
+  #qualifies(d: Descriptor): boolean {
+    return GZIP_LAYERS.includes(d.mediaType) && !!d.annotations?.[TOC_DIGEST_ANNOTATION];
   }
 
   layerDir(layer: RemoteLayer): string {
@@ -85,10 +100,15 @@ export class CrfsRemoteLayers implements RemoteLayers {
     if (!manifest) return why("the manifest does not exist");
     const desc = manifest.json.layers.find((d) => d.digest === named.layer);
     if (!desc) return why(`manifest ${manifest.digest} does not list the layer`);
-    if (!GZIP_LAYERS.includes(desc.mediaType)) return why(`media type ${desc.mediaType}`);
-    if (!desc.annotations?.[TOC_DIGEST_ANNOTATION]) {
-      return why(`no ${TOC_DIGEST_ANNOTATION} annotation (not eStargz)`);
+    // containerd prepares the layers one after the other: open the image's other eStargz layers
+    // (those the labels list) now, so their TOCs arrive in parallel with this one.
+    const listed = new Set(named.layers);
+    for (const d of manifest.json.layers) {
+      if (d === desc || !listed.has(d.digest) || !this.#qualifies(d)) continue;
+      this.#store.layer(repo, d).catch(() => {}); // the layer's own Prepare reports failures
     }
+    if (!GZIP_LAYERS.includes(desc.mediaType)) return why(`media type ${desc.mediaType}`);
+    if (!this.#qualifies(desc)) return why(`no ${TOC_DIGEST_ANNOTATION} annotation (not eStargz)`);
     // Opens the layer (footer and TOC, checked against the annotation) in the shared store:
     // the FUSE tree serves it from the same reader.
     await this.#store.layer(repo, desc);

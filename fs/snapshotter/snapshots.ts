@@ -207,12 +207,15 @@ export class Snapshotter {
       }
       if (!existing && !this.#meta.get(key)) {
         let layer: RemoteLayer | undefined;
+        const t0 = performance.now();
         try {
           layer = await this.#remote.resolve(labels);
         } catch (e) {
           this.#log(`crfs snapshotter: ${target}: not lazily served: ${(e as Error).message}`);
         }
-        if (layer) await this.#commitRemote(key, target, parent, labels, layer);
+        if (layer) {
+          await this.#commitRemote(key, target, parent, labels, layer, performance.now() - t0);
+        }
       }
     }
     return await this.#locked(async () => {
@@ -252,6 +255,7 @@ export class Snapshotter {
     parent: string,
     labels: Record<string, string>,
     layer: RemoteLayer,
+    checkMs: number,
   ): Promise<never> {
     return this.#locked(async () => {
       if (this.#meta.get(key)) {
@@ -277,7 +281,8 @@ export class Snapshotter {
         remote: layer,
       });
       this.#log(
-        `crfs snapshotter: ${target}: remote snapshot of ${layer.host}/${layer.repository}@${layer.layer}`,
+        `crfs snapshotter: ${target}: remote snapshot of ` +
+          `${layer.host}/${layer.repository}@${layer.layer} (checked in ${checkMs.toFixed(0)} ms)`,
       );
       throw new SnapshotError("ALREADY_EXISTS", `target snapshot ${JSON.stringify(target)}`);
     });

@@ -19,6 +19,7 @@ import {
 } from "../../fs/snapshotter/snapshots.ts";
 import { parseFilter } from "../../fs/snapshotter/filters.ts";
 import { loadProto, serveSnapshots } from "../../fs/snapshotter/grpc_service.ts";
+import { labelledLayer } from "../../fs/snapshotter/remote_layers.ts";
 
 async function rejects(p: Promise<unknown>, code: SnapshotError["code"]): Promise<void> {
   try {
@@ -217,6 +218,32 @@ Deno.test("snapshots: a remote layer is committed under the target name, ALREADY
   assertEquals((await Deno.stat(`${layerDirs}/L1`)).isDirectory, true);
 });
 
+Deno.test("remote labels: ctr-remote's and the CRI plugin's", () => {
+  assertEquals(
+    labelledLayer({
+      "containerd.io/snapshot.ref": "sha256:c",
+      "containerd.io/snapshot/remote/stargz.reference": "h:5000/r:t",
+      "containerd.io/snapshot/remote/stargz.digest": "sha256:l1",
+      "containerd.io/snapshot/remote/stargz.layers": "sha256:l1,sha256:l2",
+    }),
+    { ref: "h:5000/r:t", layer: "sha256:l1", layers: ["sha256:l1", "sha256:l2"] },
+  );
+  assertEquals(
+    labelledLayer({
+      "containerd.io/snapshot/cri.image-ref": "h:5000/r:t",
+      "containerd.io/snapshot/cri.manifest-digest": "sha256:m",
+      "containerd.io/snapshot/cri.layer-digest": "sha256:l2",
+      "containerd.io/snapshot/cri.image-layers": "sha256:l2",
+    }),
+    { ref: "h:5000/r:t", manifest: "sha256:m", layer: "sha256:l2", layers: ["sha256:l2"] },
+  );
+  assertEquals(labelledLayer({ "containerd.io/snapshot.ref": "sha256:c" }), undefined);
+  assertEquals(
+    labelledLayer({ "containerd.io/snapshot/remote/stargz.reference": "h/r:t" }),
+    undefined,
+  );
+});
+
 Deno.test("filters: syntax of containerd's filters", () => {
   assertEquals(parseFilter(`labels."a.b/c"==x:y,kind==active`), [
     { path: ["labels", "a.b/c"], op: "==", value: "x:y" },
@@ -313,6 +340,13 @@ Deno.test("gRPC: the Snapshots service answers with containerd's status codes", 
       s.on("error", reject);
     });
     assertEquals(listed, ["default/2/c"]);
+    const badList = await new Promise<number>((resolve) => {
+      const s = client.List({ snapshotter: "crfs", filters: ["kind=="] });
+      s.on("data", () => {});
+      s.on("end", () => resolve(grpc.status.OK));
+      s.on("error", (e: grpc.ServiceError) => resolve(e.code));
+    });
+    assertEquals(badList, grpc.status.INVALID_ARGUMENT);
     await call("Cleanup", { snapshotter: "crfs" });
   } finally {
     client.close();
