@@ -69,7 +69,6 @@ export const snapshotterCommand: Command = {
         address,
         store: setup.store,
         tagTtlMs: setup.tagTtlMs,
-        localDir: setup.localDir,
         debug: setup.debug ? (line) => console.error(`fuse: ${line}`) : undefined,
       });
     } catch (e) {

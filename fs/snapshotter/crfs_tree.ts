@@ -20,8 +20,6 @@ import type { RemoteLayer } from "./metadata.ts";
 export interface TreeMountOptions {
   /** TTL of tags and listings, in ms. */
   tagTtlMs: number;
-  /** Directory of the `local` host. */
-  localDir?: string;
   /** Kernel readahead in KiB. */
   readAheadKb?: number;
   /** Receives FUSE debug lines. */
@@ -37,7 +35,7 @@ export async function mountCrfsTree(
   mountpoint: string,
   opts: TreeMountOptions,
 ): Promise<FuseMount> {
-  const root = rootNode(store, { localDir: opts.localDir });
+  const root = rootNode(store);
   const fs = new CrfsFilesystem(root, { tagTtlMs: opts.tagTtlMs });
   return await mount(mountpoint, fs, {
     debug: opts.debug,

@@ -23,8 +23,6 @@ export interface StartOptions {
   store: ImageStore;
   /** TTL of tags and listings in the tree, in ms. */
   tagTtlMs: number;
-  /** Directory of the `local` host. */
-  localDir?: string;
   /** FUSE debug lines. */
   debug?: (line: string) => void;
   /** One line per event (remote snapshots, fallbacks, failures). */
@@ -58,7 +56,6 @@ export async function startSnapshotter(opts: StartOptions): Promise<RunningSnaps
   const meta = await MetadataStore.open(root);
   const fuse = await mountCrfsTree(opts.store, `${root}/fuse`, {
     tagTtlMs: opts.tagTtlMs,
-    localDir: opts.localDir,
     debug: opts.debug,
   });
   let server: SnapshotsServer | undefined;
