@@ -173,6 +173,12 @@ Deno.test("containerd: a container's snapshot survives restarts of crfs and cont
     await sn.stop();
     assertEquals(await mountsUnder(`${root}/fuse`), [], "the tree is unmounted while stopped");
     sn = await startSnapshotter(root, sock);
+    // Then crfs crashes (SIGKILL: its dead mount and its socket stay) and starts again.
+    await sn.crash();
+    assertEquals((await mountsUnder(`${root}/fuse`)).length, 1, "a crash leaves the mount");
+    sn = await startSnapshotter(root, sock);
+    // (containerd's connection to a plugin that went away retries with a growing backoff; a
+    // restart reconnects at once.)
     await c.restart();
     f.reg.clearLog();
     const again = await c.ctrOk(["task", "start", "c1"]);

@@ -291,6 +291,8 @@ export interface SnapshotterProcess {
   stderr(): string;
   /** SIGTERM, wait; throws if its FUSE mount or socket is still there afterwards. */
   stop(): Promise<void>;
+  /** SIGKILL, wait for the exit (a crash: its mount and socket stay behind). */
+  crash(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -305,6 +307,7 @@ export async function startSnapshotter(
   opts: { extra?: string[]; cacheDir?: string } = {},
 ): Promise<SnapshotterProcess> {
   const home = await Deno.makeTempDir({ prefix: "crfs-snap-home-" });
+  const fuse = `${root}/fuse`;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -335,7 +338,6 @@ export async function startSnapshotter(
     exited = true;
     return s;
   });
-  const fuse = `${root}/fuse`;
   const stop = async () => {
     if (!exited) child.kill("SIGTERM");
     const timer = setTimeout(() => {
@@ -360,11 +362,19 @@ export async function startSnapshotter(
       const mounted = (await readMountinfo()).some((m) =>
         m.mountPoint === fuse && m.fsType.startsWith("fuse")
       );
-      return mounted && await exists(address);
+      // The line it prints once mounted and bound (a crashed predecessor's dead mount and
+      // socket may still be there until then).
+      return mounted && err.includes("snapshotter serving") && await exists(address);
     });
   } catch (e) {
     await stop().catch(() => {});
-    throw e;
+    throw new Error(`${(e as Error).message}; its stderr:\n${err}`);
   }
-  return { root, address, stderr: () => err, stop, [Symbol.asyncDispose]: stop };
+  const crash = async () => {
+    if (!exited) child.kill("SIGKILL");
+    await status;
+    await pump;
+    await Deno.remove(home, { recursive: true }).catch(() => {});
+  };
+  return { root, address, stderr: () => err, stop, crash, [Symbol.asyncDispose]: stop };
 }
