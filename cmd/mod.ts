@@ -10,12 +10,14 @@ import { convertCommand } from "./convert.ts";
 import { demoCommand } from "./demo.ts";
 import { lsCommand } from "./ls.ts";
 import { mountCommand } from "./mount.ts";
+import { snapshotterCommand } from "./snapshotter.ts";
 import { storeCommand } from "./store.ts";
 
 /** Every subcommand. */
 export const commands: Command[] = [
   mountCommand,
   storeCommand,
+  snapshotterCommand,
   lsCommand,
   catCommand,
   convertCommand,

@@ -1,0 +1,259 @@
+/**
+ * Benchmark: containerd pull + `ctr run` of the same image, in one run, three ways:
+ *
+ * - a normal pull of the ordinary gzip image with containerd's overlayfs snapshotter
+ *   (`ctr image pull`, containerd downloads and unpacks every layer);
+ * - `ctr-remote image rpull --snapshotter crfs` of the eStargz image `crfs convert` made of it,
+ *   through `crfs snapshotter` (empty cache);
+ * - the same through containerd-stargz-grpc, the peer, built from Debian's stargz-snapshotter
+ *   library (`../shared/peers/stargz-grpc/build.sh`, once into bench/out/).
+ *
+ * The image: this machine's shell, coreutils and libraries (the test image's base layer) plus
+ * the Go 1.19 source tree (/usr/share/go-1.19, about 146 MB, 10k files). The container walks
+ * one directory of it and hashes a listing and one file. Each measurement gets a fresh
+ * containerd (its own root) and a fresh snapshotter; times are wall clock, bytes and requests
+ * come from the registry's access log over pull and run. Run with `deno task bench snapshotter`
+ * (root, containerd, ctr-remote, docker-registry, skopeo, golang for the peer).
+ *
+ * @module
+ */
+import { baseLayer } from "../tests/podman/helpers.ts";
+import { buildTarImage, type Spec } from "../tests/cmd/helpers.ts";
+import { skopeoCopy, writeOciLayout } from "../tests/helpers/images.ts";
+import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
+import { Containerd, type Ran, run, startSnapshotter } from "../tests/snapshotter/helpers.ts";
+import { DENO, MAIN, OUT, table } from "./common.ts";
+
+const GO_TREE = "/usr/share/go-1.19";
+const CMD = [
+  "/bin/sh",
+  "-c",
+  `find ${GO_TREE}/src/net | sort | sha256sum; sha256sum ${GO_TREE}/src/go/build/doc.go`,
+];
+const PEER_BUILD = new URL("../../shared/peers/stargz-grpc/build.sh", import.meta.url).pathname;
+
+/** The Go tree as a layer spec (files, directories, symlinks). */
+async function treeSpec(dir: string, at: string): Promise<Record<string, Spec>> {
+  const out: Record<string, Spec> = {};
+  const walk = async (p: string, rel: string) => {
+    for await (const e of Deno.readDir(p)) {
+      const full = `${p}/${e.name}`;
+      const r = `${rel}/${e.name}`;
+      const st = await Deno.lstat(full);
+      if (e.isSymlink) out[r] = { symlink: await Deno.readLink(full) };
+      else if (e.isDirectory) {
+        out[r] = { dir: true, mode: st.mode! & 0o7777 };
+        await walk(full, r);
+      } else if (e.isFile) out[r] = { file: await Deno.readFile(full), mode: st.mode! & 0o7777 };
+    }
+  };
+  await walk(dir, at);
+  return out;
+}
+
+async function ok(cmd: string, args: string[]): Promise<Ran> {
+  const r = await run(cmd, args, { timeoutMs: 600_000 });
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.out}${r.err}`);
+  return r;
+}
+
+/** Builds the peer once (bench/out/stargz-grpc). */
+async function peerBinary(): Promise<string> {
+  const bin = `${OUT}stargz-grpc`;
+  try {
+    await Deno.stat(bin);
+  } catch {
+    console.error("bench: building containerd-stargz-grpc from Debian's Go library (once)");
+    await Deno.mkdir(OUT, { recursive: true });
+    await ok("bash", [PEER_BUILD, bin]);
+  }
+  return bin;
+}
+
+/** The peer serving `sock`, state in `root`; resolves once its socket exists. */
+async function startPeer(bin: string, root: string, sock: string) {
+  const child = new Deno.Command(bin, {
+    args: ["-root", root, "-address", sock],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let err = "";
+  const pump = (async () => {
+    for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) err += t;
+  })();
+  const end = Date.now() + 30_000;
+  while (!(await Deno.lstat(sock).then(() => true, () => false))) {
+    if (Date.now() > end) throw new Error(`stargz-grpc did not start:\n${err}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    async stop() {
+      child.kill("SIGINT");
+      await child.status;
+      await pump;
+      // The peer leaves its FUSE mounts for the next start to reuse: clear them.
+      const mounts = (await Deno.readTextFile("/proc/self/mounts")).split("\n")
+        .map((l) => l.split(" ")[1]).filter((m) => m?.startsWith(root))
+        .sort((a, b) => b.length - a.length);
+      for (const m of mounts) await run("umount", ["-l", m]);
+    },
+  };
+}
+
+interface Measure {
+  pullS: number;
+  runS: number;
+  bytes: number;
+  requests: number;
+  output: string;
+}
+
+async function measure(
+  reg: TestRegistry,
+  c: Containerd,
+  pull: string[],
+  runArgs: string[],
+  remote: boolean,
+): Promise<Measure> {
+  reg.clearLog();
+  const t0 = performance.now();
+  const p = remote ? await c.ctrRemote(pull, 600_000) : await c.ctr(pull, 600_000);
+  if (p.code !== 0) throw new Error(`pull failed: ${p.out}${p.err}`);
+  const t1 = performance.now();
+  const r = await c.ctrOk(runArgs, 600_000);
+  const t2 = performance.now();
+  const log = await reg.accessLog();
+  return {
+    pullS: (t1 - t0) / 1000,
+    runS: (t2 - t1) / 1000,
+    bytes: log.reduce((a, e) => a + e.bytes, 0),
+    requests: log.length,
+    output: r.out,
+  };
+}
+
+const mb = (n: number) => (n / 1e6).toFixed(1);
+
+if (import.meta.main) {
+  const reg = await startRegistry();
+  const work = await Deno.makeTempDir({ prefix: "crfs-bench-snap-" });
+  try {
+    const peer = await peerBinary();
+    console.error("bench: building the image");
+    const image = await buildTarImage([
+      await baseLayer(),
+      await treeSpec(GO_TREE, GO_TREE.slice(1)),
+    ], work);
+    await writeOciLayout(`${work}/layout`, [...image.layers, image.config, image.manifest], {
+      v1: image.manifest,
+    });
+    const gzipRef = `${reg.host}/bench/go:gzip`;
+    await skopeoCopy(`oci:${work}/layout:v1`, `docker://${gzipRef}`);
+    const estargzRef = `${reg.host}/bench/go:estargz`;
+    await ok(DENO, ["run", "-A", MAIN, "convert", "-q", "--no-cache", gzipRef, estargzRef]);
+    const gzipBytes = image.layers.reduce((a, l) => a + l.bytes.length, 0);
+    const uncompressed = image.layers.reduce((a, l) => a + l.tar.length, 0);
+
+    const results: [string, Measure][] = [];
+    {
+      await using c = await Containerd.start();
+      results.push([
+        "normal pull (overlayfs), gzip image",
+        await measure(reg, c, ["image", "pull", "--plain-http", gzipRef], [
+          "run",
+          "--rm",
+          gzipRef,
+          "b1",
+          ...CMD,
+        ], false),
+      ]);
+    }
+    {
+      await using c0 = await Containerd.start();
+      results.push([
+        "normal pull (overlayfs), eStargz image",
+        await measure(reg, c0, ["image", "pull", "--plain-http", estargzRef], [
+          "run",
+          "--rm",
+          estargzRef,
+          "b2",
+          ...CMD,
+        ], false),
+      ]);
+    }
+    {
+      const sock = `${work}/crfs.sock`;
+      const sn = await startSnapshotter(`${work}/crfs-root`, sock);
+      try {
+        await using c = await Containerd.start({ crfsSocket: sock });
+        results.push([
+          "crfs snapshotter, rpull (cold cache)",
+          await measure(
+            reg,
+            c,
+            [
+              "image",
+              "rpull",
+              "--plain-http",
+              "--snapshotter",
+              "crfs",
+              estargzRef,
+            ],
+            ["run", "--rm", "--snapshotter", "crfs", estargzRef, "b3", ...CMD],
+            true,
+          ),
+        ]);
+      } finally {
+        await sn.stop();
+      }
+    }
+    {
+      const sock = `${work}/stargz.sock`;
+      const p = await startPeer(peer, `${work}/stargz-root`, sock);
+      try {
+        await using c = await Containerd.start({ stargzSocket: sock });
+        results.push([
+          "containerd-stargz-grpc (peer), rpull",
+          await measure(
+            reg,
+            c,
+            [
+              "image",
+              "rpull",
+              "--plain-http",
+              "--snapshotter",
+              "stargz",
+              estargzRef,
+            ],
+            ["run", "--rm", "--snapshotter", "stargz", estargzRef, "b4", ...CMD],
+            true,
+          ),
+        ]);
+      } finally {
+        await p.stop();
+      }
+    }
+    const want = results[0][1].output;
+    for (const [name, m] of results) {
+      if (m.output !== want) throw new Error(`${name}: output differs: ${m.output} vs ${want}`);
+    }
+    table(
+      `containerd pull + run: shell + Go 1.19 sources, ${mb(uncompressed)} MB uncompressed in ` +
+        `2 layers (${mb(gzipBytes)} MB gzip)`,
+      ["method", "pull (s)", "run (s)", "pull + run (s)", "MB from registry", "requests"],
+      results.map(([name, m]) => [
+        name,
+        m.pullS.toFixed(2),
+        m.runS.toFixed(2),
+        (m.pullS + m.runS).toFixed(2),
+        mb(m.bytes),
+        m.requests,
+      ]),
+    );
+    console.log(`\nContainer output: ${JSON.stringify(want.trim())}`);
+  } finally {
+    await reg.stop();
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
