@@ -527,7 +527,7 @@ export class StargzReader {
         } else misses.push(m);
       });
       let run: typeof misses = [];
-      for (const m of misses) {
+      for (const m of this.#withSiblings(misses)) {
         const prev = run[run.length - 1];
         if (
           prev &&
@@ -595,6 +595,49 @@ export class StargzReader {
         break;
       }
     }
+  }
+
+  /**
+   * `misses` with, beside each chunk that shares its member with others (eStargz
+   * `innerOffset`), the member's other chunks not already being fetched: the same bytes and one
+   * decompression give them all, so they go to the cache now rather than cost a fetch later.
+   */
+  #withSiblings(
+    misses: { o: Owned; d: Deferred<Uint8Array> }[],
+  ): { o: Owned; d: Deferred<Uint8Array> }[] {
+    const all = this.index.chunks;
+    const out: typeof misses = [];
+    const expanded = new Set<number>(); // member offsets already placed with all their chunks
+    let claimed: Map<Chunk, (typeof misses)[number]> | undefined;
+    for (const m of misses) {
+      const c = m.o.chunk;
+      if (expanded.has(c.offset)) continue;
+      let k = this.#chunkIndexAfter(c) - 1; // m's own place
+      while (k > 0 && all[k - 1].chunk.offset === c.offset) k--;
+      const sharedMember = all[k]?.chunk.offset === c.offset && k + 1 < all.length &&
+        all[k + 1].chunk.offset === c.offset;
+      if (!sharedMember) {
+        out.push(m);
+        continue;
+      }
+      expanded.add(c.offset);
+      claimed ??= new Map(misses.map((x) => [x.o.chunk, x]));
+      for (; k < all.length && all[k].chunk.offset === c.offset; k++) {
+        const o = all[k];
+        const own = claimed.get(o.chunk);
+        if (own) {
+          out.push(own);
+          continue;
+        }
+        const key = chunkKey(o.chunk);
+        if (this.#inflight.has(key)) continue;
+        const d = deferred<Uint8Array>();
+        this.#inflight.set(key, d.promise);
+        d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
+        out.push({ o, d });
+      }
+    }
+    return out;
   }
 
   /** Index in `index.chunks` of the first chunk after `c` in blob order. */

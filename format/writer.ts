@@ -40,6 +40,13 @@ export const DEFAULT_CHUNK_SIZE = 4 << 20;
 export interface WriterOptions {
   /** Largest chunk of a file in one gzip member. Default 4 MiB. */
   chunkSize?: number;
+  /**
+   * Pack small files into shared gzip members: a chunk starts a new member only once the
+   * current one holds at least this many uncompressed bytes; otherwise it joins it at its
+   * `innerOffset` (as the reference writer's `WithMinChunkSize`, which counts compressed bytes).
+   * Smaller blobs, but readers older than `innerOffset` cannot read them. Default 0 (off).
+   */
+  minChunkSize?: number;
   /** gzip level 1–9. Default 6. */
   level?: number;
   /** Compression workers; default one per core, 0 = on the calling thread. */
@@ -375,9 +382,13 @@ export async function writeEStargz(
   const byName = new Map<string, { indices: number[]; links: number[] }>();
   let consumed = 0;
 
+  const minChunkSize = opts.minChunkSize ?? 0;
+  /** True once the member being built starts with a chunk (others can then share it). */
+  let memberHasChunk = false;
   /** Ends the member being built; what is pushed next starts member `pipe.count`. */
   const startMember = async () => {
     if (member.size > 0) await pipe.add(member.take());
+    memberHasChunk = false;
   };
 
   /**
@@ -455,8 +466,10 @@ export async function writeEStargz(
     const fileHash = createHash("sha256");
     let written = 0;
     let ent = e;
+    const landmark = name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK;
     while (written < h.size) {
-      await startMember();
+      const shared = memberHasChunk && !landmark && member.size < minChunkSize;
+      if (!shared) await startMember();
       const size = Math.min(chunkSize, h.size - written);
       const data = content ? content.subarray(written, written + size) : await entry!.read(size);
       if (data.length !== size) {
@@ -468,6 +481,8 @@ export async function writeEStargz(
       ent.chunkOffset = written || undefined;
       ent.chunkDigest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
       fixups.push({ entry: ent, member: pipe.count });
+      if (shared) ent.innerOffset = member.size;
+      memberHasChunk = true;
       member.push(data);
       written += size;
       if (written < h.size) {
