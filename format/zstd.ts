@@ -125,6 +125,7 @@ export function zstdFrames(buf: Uint8Array): ZstdFrame[] {
 export function zstdCompress(data: Uint8Array, level = 3): Uint8Array {
   const C = zlib.constants as unknown as Record<string, number>;
   const out: Uint8Array = z.zstdCompressSync(data, {
+    pledgedSrcSize: data.length,
     params: {
       [C.ZSTD_c_compressionLevel]: level,
       [C.ZSTD_c_checksumFlag]: 1,
