@@ -336,6 +336,9 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
         `TOC: chunks of ${JSON.stringify(node.path)} cover ${expect} of ${node.size} bytes`,
       );
     }
+    // A file of one chunk without a chunk digest (zstd:chunked from containers/storage, legacy
+    // stargz): the file's digest is that chunk's, so every read of it is verified.
+    if (cs.length === 1 && !cs[0].digest && node.digest) cs[0].digest = node.digest;
   }
   computeExtents(allChunks, boundaries, tocOffset);
   const chunks: { node: TOCNode; chunk: Chunk }[] = [];

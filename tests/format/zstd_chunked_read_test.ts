@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { FileSource } from "../../format/range_source.ts";
 import { IntegrityError, StargzReader } from "../../format/reader.ts";
+import { announcedLayer } from "../../format/layer_kind.ts";
 import { assertSameAsTarX, run, sampleTree, skopeoZstdChunked } from "./helpers.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "crfs-zstd-read-" });
@@ -83,6 +84,32 @@ Deno.test("a wrong manifest checksum or position is refused", async () => {
       () => StargzReader.open(src, { annotations: lying }),
       /announced|more than/,
     );
+  } finally {
+    src.close();
+  }
+});
+
+Deno.test("announcedLayer tells zstd:chunked and eStargz descriptors apart without a request", () => {
+  assert.deepEqual(announcedLayer(layer.annotations), {
+    format: "zstd:chunked",
+    tocKey: layer.annotations["io.containers.zstd-chunked.manifest-checksum"],
+  });
+  const toc = `sha256:${"a".repeat(64)}`;
+  assert.deepEqual(announcedLayer({ "containerd.io/snapshot/stargz/toc.digest": toc }), {
+    format: "estargz",
+    tocKey: toc,
+  });
+  assert.equal(announcedLayer({}), undefined);
+  assert.equal(announcedLayer(undefined), undefined);
+});
+
+Deno.test("single-chunk files without a chunkDigest are verified by their file digest", async () => {
+  const src = await FileSource.open(layer.path);
+  try {
+    const r = await StargzReader.open(src, { annotations: layer.annotations });
+    const hello = r.lookup("etc/hello")!;
+    assert.equal(hello.chunks.length, 1);
+    assert.equal(hello.chunks[0].digest, hello.digest, "the file digest checks its one chunk");
   } finally {
     src.close();
   }
