@@ -1,5 +1,5 @@
 /**
- * The eStargz writer: a tar or tar.gz stream in, an eStargz blob out. Every regular file's
+ * The eStargz writer: a tar, tar.gz or tar.zst stream in, an eStargz blob out. Every regular file's
  * content starts a new gzip member and large files are split into chunks, each its own member,
  * with sha256 digests per file and per chunk in the TOC. Tar headers are copied verbatim from
  * the input (exact name bytes, PAX records, GNU long names), so the blob decompresses to the
@@ -12,6 +12,7 @@ import { createHash, type Hash } from "node:crypto";
 import { CompressPool } from "./compress_pool.ts";
 import { estargzFooter } from "./footer.ts";
 import { gunzipStream, gzipMember, isGzip } from "./gzip.ts";
+import { isZstd, unzstdStream } from "./zstd.ts";
 import { cleanPath } from "./names.ts";
 import {
   encodeHeader,
@@ -342,6 +343,7 @@ async function* tarStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint
     }
   }
   if (isGzip(head)) yield* gunzipStream(all());
+  else if (isZstd(head)) yield* unzstdStream(all());
   else yield* all();
 }
 
@@ -359,7 +361,8 @@ function base64(b: Uint8Array): string {
 }
 
 /**
- * Converts a tar or tar.gz stream into an eStargz blob written to `sink`.
+ * Converts a tar, tar.gz or tar.zst (zstd:chunked too) stream into an eStargz blob written to
+ * `sink`.
  * A `stargz.index.json` or landmark already in the input (a converted layer) is dropped and
  * written anew, so converting twice gives a valid blob.
  */

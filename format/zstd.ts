@@ -238,3 +238,180 @@ export async function unzstdPrefix(frame: Uint8Array, want: number): Promise<Uin
   if (got < want) throw new ZstdError(`zstd: frame holds ${got} bytes, ${want} wanted`);
   return out;
 }
+
+/** Marks the end of a data frame in {@link frameStream}'s output. */
+const FRAME_END = Symbol("zstd frame end");
+
+/**
+ * Splits a stream of zstd frames into the bytes of each data frame (skippable frames dropped),
+ * each frame followed by {@link FRAME_END}, reading headers only. Throws {@link ZstdError} on
+ * malformed or truncated input.
+ */
+async function* frameStream(
+  input: AsyncIterable<Uint8Array>,
+): AsyncGenerator<Uint8Array | typeof FRAME_END> {
+  type State = "header" | "skip" | "blockHeader" | "block" | "checksum";
+  let state: State = "header";
+  const head = new Uint8Array(18); // magic, frame header (or skippable size)
+  let headLen = 0;
+  let headNeed = 5;
+  const block = new Uint8Array(3);
+  let blockLen = 0;
+  let remaining = 0;
+  let last = false;
+  let checksum = false;
+  for await (const chunk of input) {
+    let i = 0;
+    let run = -1; // start of the bytes of this chunk passed through
+    const pass = function* (to: number): Generator<Uint8Array> {
+      if (run >= 0 && to > run) yield chunk.subarray(run, to);
+      run = -1;
+    };
+    while (i < chunk.length) {
+      if (state === "header") {
+        head[headLen++] = chunk[i++];
+        if (headLen === 4 || headLen === 5) {
+          const magic = (head[0] | (head[1] << 8) | (head[2] << 16) | (head[3] << 24)) >>> 0;
+          const skippable = (magic & 0xfffffff0) === SKIPPABLE_MAGIC;
+          if (!skippable && magic !== ZSTD_MAGIC) throw new ZstdError("zstd: bad magic");
+          if (skippable) headNeed = 8;
+          else if (headLen === 5) {
+            const fhd = head[4];
+            if (fhd & 0x08) throw new ZstdError("zstd: reserved bit set in frame header");
+            const single = (fhd >> 5) & 1;
+            checksum = ((fhd >> 2) & 1) === 1;
+            headNeed = 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3] +
+              [single ? 1 : 0, 2, 4, 8][fhd >> 6];
+          }
+        }
+        if (headLen < headNeed) continue;
+        const magic = (head[0] | (head[1] << 8) | (head[2] << 16) | (head[3] << 24)) >>> 0;
+        if ((magic & 0xfffffff0) === SKIPPABLE_MAGIC) {
+          remaining = new DataView(head.buffer).getUint32(4, true);
+          state = "skip";
+        } else {
+          yield head.slice(0, headLen);
+          state = "blockHeader";
+          blockLen = 0;
+          run = i;
+        }
+        headLen = 0;
+        headNeed = 5;
+      } else if (state === "skip") {
+        const n = Math.min(remaining, chunk.length - i);
+        i += n;
+        remaining -= n;
+        if (remaining === 0) state = "header";
+      } else if (state === "blockHeader") {
+        if (run < 0) run = i;
+        block[blockLen++] = chunk[i++];
+        if (blockLen < 3) continue;
+        const h = block[0] | (block[1] << 8) | (block[2] << 16);
+        last = (h & 1) === 1;
+        const type = (h >> 1) & 3;
+        const size = h >>> 3;
+        if (type === 3) throw new ZstdError("zstd: reserved block type");
+        if (size > 128 << 10) throw new ZstdError("zstd: block larger than 128 KiB");
+        remaining = type === 1 ? 1 : size;
+        blockLen = 0;
+        state = "block";
+      } else {
+        if (run < 0) run = i;
+        const n = Math.min(remaining, chunk.length - i);
+        i += n;
+        remaining -= n;
+      }
+      if ((state === "block" || state === "checksum") && remaining === 0) {
+        if (state === "block" && !last) {
+          state = "blockHeader";
+        } else if (state === "block" && checksum) {
+          state = "checksum";
+          remaining = 4;
+        } else {
+          yield* pass(i);
+          yield FRAME_END;
+          state = "header";
+        }
+      }
+    }
+    yield* pass(i);
+  }
+  if (state !== "header" || headLen > 0) throw new ZstdError("zstd: stream truncated");
+}
+
+/** One streaming decoder for one data frame, read with backpressure (bounded memory). */
+class FrameDecoder {
+  readonly #d = z.createZstdDecompress({ chunkSize: 1 << 20 });
+  #ended = false;
+  #error?: Error;
+  #wake?: () => void;
+  constructor() {
+    const kick = () => {
+      const w = this.#wake;
+      this.#wake = undefined;
+      w?.();
+    };
+    this.#d.on("readable", kick);
+    this.#d.on("drain", kick);
+    this.#d.on("end", () => {
+      this.#ended = true;
+      kick();
+    });
+    this.#d.on("error", (e: Error) => {
+      this.#error = new ZstdError(`zstd: corrupt frame (${e.message})`);
+      kick();
+    });
+  }
+  #wait(): Promise<void> {
+    return new Promise((resolve) => (this.#wake = resolve));
+  }
+  *#ready(): Generator<Uint8Array> {
+    for (let c = this.#d.read(); c !== null; c = this.#d.read()) {
+      yield new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+    }
+    if (this.#error) throw this.#error;
+  }
+  /** Writes frame bytes; yields output until the decoder takes more input. */
+  async *write(b: Uint8Array): AsyncGenerator<Uint8Array> {
+    this.#d.write(b);
+    for (;;) {
+      yield* this.#ready();
+      if (!this.#d.writableNeedDrain) return;
+      await this.#wait();
+    }
+  }
+  /** Ends the frame; yields the rest of its output. */
+  async *finish(): AsyncGenerator<Uint8Array> {
+    this.#d.end();
+    for (;;) {
+      yield* this.#ready();
+      if (this.#ended) return;
+      await this.#wait();
+    }
+  }
+  /** Stops the decoder early. */
+  destroy(): void {
+    this.#d.destroy();
+  }
+}
+
+/**
+ * Decompresses a stream of zstd frames (a plain `.tar.zst` layer, or a zstd:chunked blob read
+ * as one), skipping skippable frames, in bounded memory whatever the frames' sizes.
+ */
+export async function* unzstdStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let d: FrameDecoder | undefined;
+  try {
+    for await (const t of frameStream(input)) {
+      if (t === FRAME_END) {
+        if (d) yield* d.finish();
+        d = undefined;
+        continue;
+      }
+      d ??= new FrameDecoder();
+      yield* d.write(t);
+    }
+  } finally {
+    d?.destroy();
+  }
+}

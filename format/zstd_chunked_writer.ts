@@ -1,5 +1,5 @@
 /**
- * The zstd:chunked writer: a tar or tar.gz stream in, a zstd:chunked blob out, laid out as
+ * The zstd:chunked writer: a tar, tar.gz or tar.zst stream in, a zstd:chunked blob out, laid out as
  * containers/storage writes it. Tar headers (and the padding before them) go into zstd frames of
  * their own; every regular file's content is one frame per chunk, so `[offset, endOffset)` of a
  * file decompresses to exactly its bytes. After the tar's end marker come a skippable frame with
@@ -19,7 +19,13 @@ import { readTar } from "./tar_reader.ts";
 import { Crc64, TarSplitWriter } from "./tar_split.ts";
 import { formatModTime, serializeTOC, type TOC, type TOCEntry } from "./toc.ts";
 import { DEFAULT_CHUNK_SIZE } from "./writer.ts";
-import { SKIPPABLE_HEADER_SIZE, skippableFrame, zstdCompress } from "./zstd.ts";
+import {
+  isZstd,
+  SKIPPABLE_HEADER_SIZE,
+  skippableFrame,
+  unzstdStream,
+  zstdCompress,
+} from "./zstd.ts";
 import {
   MANIFEST_CHECKSUM_KEY,
   MANIFEST_POSITION_KEY,
@@ -80,6 +86,7 @@ async function* tarStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint
     }
   }
   if (isGzip(head)) yield* gunzipStream(all());
+  else if (isZstd(head)) yield* unzstdStream(all());
   else yield* all();
 }
 
@@ -139,7 +146,7 @@ function base64(b: Uint8Array): string {
 }
 
 /**
- * Converts a tar or tar.gz stream into a zstd:chunked blob written to `sink`.
+ * Converts a tar, tar.gz or tar.zst stream into a zstd:chunked blob written to `sink`.
  *
  * @example
  * ```ts
