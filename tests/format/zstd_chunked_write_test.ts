@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import zlib from "node:zlib";
+import { DecodePool } from "../../format/decode_pool.ts";
 import { BytesSource, FileSource } from "../../format/range_source.ts";
 import { StargzReader } from "../../format/reader.ts";
 import { readTar } from "../../format/tar_reader.ts";
@@ -63,6 +64,15 @@ for (
       assert.equal(r.openRequests, 1);
       assert.equal(r.tocDigest, result.tocDigest);
       await assertSameTree(r, expected, seed);
+    }
+    // Big fetches decode zstd frames in the decode pool too.
+    const pool = new DecodePool(2);
+    try {
+      const r = await StargzReader.open(new BytesSource(blob), { decodePool: pool });
+      await r.prefetch("all");
+      await assertSameTree(r, expected, seed + 50);
+    } finally {
+      pool.close();
     }
     const f = parseZstdChunkedFooter(blob.subarray(blob.length - 100))!;
     assert.equal(f.size, footer === "v2" ? 72 : 48);
