@@ -114,3 +114,17 @@ Deno.test("single-chunk files without a chunkDigest are verified by their file d
     src.close();
   }
 });
+
+Deno.test("verify none checks no digest the annotations give", async () => {
+  const src = await FileSource.open(layer.path);
+  try {
+    const bad = { ...layer.annotations };
+    bad["io.containers.zstd-chunked.manifest-checksum"] = `sha256:${"0".repeat(64)}`;
+    bad["containerd.io/snapshot/stargz/toc.digest"] = `sha256:${"1".repeat(64)}`;
+    const r = await StargzReader.open(src, { annotations: bad, verify: "none" });
+    assert.equal(r.format, "zstd:chunked");
+    await assert.rejects(() => StargzReader.open(src, { annotations: bad }), IntegrityError);
+  } finally {
+    src.close();
+  }
+});
