@@ -373,6 +373,10 @@ export async function writeEStargz(
 ): Promise<WriteResult> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw new RangeError("bad chunk size");
+  const minChunkSize = opts.minChunkSize ?? 0;
+  if (!Number.isSafeInteger(minChunkSize) || minChunkSize < 0) {
+    throw new RangeError("bad minimum chunk size");
+  }
   const level = opts.level ?? 6;
   const pool = opts.pool ?? new CompressPool(opts.workers);
   const pipe = new MemberPipeline(pool, level, sink);
@@ -385,7 +389,6 @@ export async function writeEStargz(
   const byName = new Map<string, { indices: number[]; links: number[] }>();
   let consumed = 0;
 
-  const minChunkSize = opts.minChunkSize ?? 0;
   /** True once the member being built starts with a chunk (others can then share it). */
   let memberHasChunk = false;
   /** Ends the member being built; what is pushed next starts member `pipe.count`. */
