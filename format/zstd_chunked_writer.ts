@@ -39,7 +39,7 @@ import {
 export interface ZstdChunkedWriterOptions {
   /** Largest chunk of a file in one zstd frame. Default 4 MiB. */
   chunkSize?: number;
-  /** zstd level 1–19. Default 3. */
+  /** zstd level 1–19. Default 10, as containers/storage (3 is ~1.6× faster, 7 % bigger). */
   level?: number;
   /**
    * Footer form: `v1` (40-byte payload: estargz/zstdchunked, skopeo 1.9 and the Go reader of
@@ -163,7 +163,7 @@ export async function writeZstdChunked(
 ): Promise<ZstdChunkedWriteResult> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw new RangeError("bad chunk size");
-  const level = opts.level ?? 3;
+  const level = opts.level ?? 10;
   const diff = createHash("sha256");
   const blob = createHash("sha256");
   let written = 0;
