@@ -20,7 +20,7 @@ import {
   zstdFrameAt,
   ZstdLimitError,
 } from "../../format/zstd.ts";
-import { zstdChunkedFooter } from "../../format/zstd_chunked.ts";
+import { parseZstdChunkedFooter, zstdChunkedFooter } from "../../format/zstd_chunked.ts";
 import { writeZstdChunked } from "../../format/zstd_chunked_writer.ts";
 import { randomTar, rng } from "../unit/random_tar.ts";
 import { expectedTree } from "../unit/tree_helpers.ts";
@@ -215,4 +215,19 @@ Deno.test("every flipped byte of a zstd:chunked blob gives a known error or the 
   }
   assert.ok(errors > 50, `corruption was detected (${errors} errors)`);
   assert.ok(intact > 0);
+});
+
+Deno.test("random and mutated tails never make the footer parser throw", () => {
+  const r = rng(11);
+  const real = blob.subarray(blob.length - 200);
+  for (let i = 0; i < 5000; i++) {
+    const tail = i % 2 ? real.slice() : new Uint8Array(Math.floor(r() * 120));
+    if (i % 2) { for (let k = 0; k < 3; k++) tail[Math.floor(r() * tail.length)] ^= 1 << (i % 8); }
+    else for (let k = 0; k < tail.length; k++) tail[k] = r() < 0.5 ? 0 : Math.floor(r() * 256);
+    const f = parseZstdChunkedFooter(tail);
+    if (!f) continue;
+    for (const v of [f.manifestOffset, f.manifestLength, f.manifestUncompressed]) {
+      assert.ok(Number.isSafeInteger(v) && v >= 0);
+    }
+  }
 });
