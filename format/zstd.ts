@@ -121,7 +121,10 @@ export function zstdFrames(buf: Uint8Array): ZstdFrame[] {
   return out;
 }
 
-/** Compresses `data` into one zstd frame (content size and checksum recorded), level 1–19. */
+/**
+ * Compresses `data` into one zstd frame (content size and checksum recorded), level 1–19, in a
+ * buffer of its own.
+ */
 export function zstdCompress(data: Uint8Array, level = 3): Uint8Array {
   const C = zlib.constants as unknown as Record<string, number>;
   const out: Uint8Array = z.zstdCompressSync(data, {
@@ -132,7 +135,11 @@ export function zstdCompress(data: Uint8Array, level = 3): Uint8Array {
       [C.ZSTD_c_contentSizeFlag]: 1,
     },
   });
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  const frame = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  // A buffer of its own (small results may share a pooled one), so it can be transferred.
+  return frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength
+    ? frame
+    : frame.slice();
 }
 
 /** `payload` wrapped in a skippable frame (magic `50 2a 4d 18`). */

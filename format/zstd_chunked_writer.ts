@@ -12,6 +12,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import { CompressPool } from "./compress_pool.ts";
 import { gunzipStream, isGzip } from "./gzip.ts";
 import { cleanPath } from "./names.ts";
 import { END_OF_ARCHIVE, paddingFor, TarError } from "./tar_header.ts";
@@ -49,7 +50,17 @@ export interface ZstdChunkedWriterOptions {
   footer?: "v1" | "v2";
   /** Called with the number of input bytes consumed so far, now and then. */
   onProgress?: (inputBytes: number) => void;
+  /** Compression workers; default one per core, 0 = on the calling thread. */
+  workers?: number;
+  /** A pool to share between writers instead of starting one. */
+  pool?: CompressPool;
 }
+
+/** Frames compressed in one worker job, at most (bytes of plaintext or count). */
+const BATCH_BYTES = 1 << 20;
+const BATCH_FRAMES = 256;
+/** Plaintext handed to the workers and not yet written, at most. */
+const MAX_INFLIGHT_BYTES = 64 << 20;
 
 /** What {@link writeZstdChunked} produced. */
 export interface ZstdChunkedWriteResult {
@@ -164,6 +175,23 @@ export async function writeZstdChunked(
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw new RangeError("bad chunk size");
   const level = opts.level ?? 10;
+  const pool = opts.pool ?? new CompressPool(opts.workers);
+  try {
+    return await convert(input, sink, opts, chunkSize, level, pool);
+  } finally {
+    if (!opts.pool) pool.close();
+  }
+}
+
+/** {@link writeZstdChunked} with its options checked and its pool. */
+async function convert(
+  input: AsyncIterable<Uint8Array>,
+  sink: ByteSink,
+  opts: ZstdChunkedWriterOptions,
+  chunkSize: number,
+  level: number,
+  pool: CompressPool,
+): Promise<ZstdChunkedWriteResult> {
   const diff = createHash("sha256");
   const blob = createHash("sha256");
   let written = 0;
@@ -174,6 +202,39 @@ export async function writeZstdChunked(
     written += b.length;
     await sink(b);
   };
+  // Frames are compressed on the workers in batches and written in order; where each one
+  // starts and ends is known once it is written.
+  const starts: number[] = [];
+  const ends: number[] = [];
+  let batch: Uint8Array[] = [];
+  let batchBytes = 0;
+  let frames = 0;
+  const inflight: { result: Promise<Uint8Array[]>; bytes: number }[] = [];
+  let inflightBytes = 0;
+  const drainOne = async () => {
+    const head = inflight.shift()!;
+    inflightBytes -= head.bytes;
+    for (const f of await head.result) {
+      starts.push(written);
+      await write(f);
+      ends.push(written);
+    }
+  };
+  const submit = async () => {
+    if (batch.length === 0) return;
+    inflight.push({ result: pool.compress(batch, level, "zstd"), bytes: batchBytes });
+    inflightBytes += batchBytes;
+    batch = [];
+    batchBytes = 0;
+    while (inflightBytes > MAX_INFLIGHT_BYTES) await drainOne();
+  };
+  const flushFrames = async () => {
+    await submit();
+    while (inflight.length > 0) await drainOne();
+  };
+  /** Entries whose `offset` / `endOffset` are frame indices until the frames are written. */
+  const offsetFixups: { entry: TOCEntry; frame: number }[] = [];
+  const endFixups: { entry: TOCEntry; frame: number }[] = [];
   /** Raw tar bytes waiting for the next header frame. */
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
@@ -182,11 +243,18 @@ export async function writeZstdChunked(
     pending.push(b);
     pendingBytes += b.length;
   };
-  /** Writes one frame of `plain`, which is part of the tar. */
-  const frame = async (plain: Uint8Array) => {
+  /**
+   * Queues one frame of `plain` (part of the tar; its buffer is handed to a worker: it must
+   * be its own). Resolves with the frame's index.
+   */
+  const frame = async (plain: Uint8Array): Promise<number> => {
     diff.update(plain);
     uncompressed += plain.length;
-    await write(zstdCompress(plain, level));
+    batch.push(plain);
+    batchBytes += plain.length;
+    const index = frames++;
+    if (batchBytes >= BATCH_BYTES || batch.length >= BATCH_FRAMES) await submit();
+    return index;
   };
   const flushHeaders = async () => {
     if (pendingBytes === 0) return;
@@ -263,17 +331,18 @@ export async function writeZstdChunked(
     let ent = entry;
     while (done < size) {
       const n = Math.min(chunkSize, size - done);
-      const data = await e.read(n);
+      const data = (await e.read(n)).slice();
       if (data.length !== n) {
         throw new TarError(`tar: content of ${JSON.stringify(h.name)} truncated`);
       }
       fileHash.update(data);
       crc.update(data);
-      ent.offset = written;
       ent.chunkOffset = done || undefined;
       if (size > chunkSize) ent.chunkSize = n;
       ent.chunkDigest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
-      await frame(data);
+      const index = await frame(data);
+      offsetFixups.push({ entry: ent, frame: index });
+      if (done + n === size) endFixups.push({ entry, frame: index });
       done += n;
       consumed += n;
       if (done < size) {
@@ -282,7 +351,6 @@ export async function writeZstdChunked(
       }
     }
     entry.digest = `sha256:${fileHash.digest("hex")}`;
-    entry.endOffset = written;
     split.file(h.name, size, crc.digest());
     padding = new Uint8Array(paddingFor(size));
     accounted += size;
@@ -307,6 +375,9 @@ export async function writeZstdChunked(
   split.end(new Uint8Array(0));
   queue(rest);
   await flushHeaders();
+  await flushFrames();
+  for (const { entry, frame } of offsetFixups) entry.offset = starts[frame];
+  for (const { entry, frame } of endFixups) entry.endOffset = ends[frame];
 
   const tarSplitPlain = split.bytes();
   const tarSplit = zstdCompress(tarSplitPlain, level);

@@ -162,3 +162,13 @@ Deno.test("crfs reads zstd:chunked written by the Go zstdchunked writer like tar
     src.close();
   }
 });
+
+Deno.test("the same input gives the same blob whatever the worker count", async () => {
+  const tar = randomTar({ seed: 12, chunkSize: 70_000, entries: 60 });
+  const one = await write(tar, { chunkSize: 70_000, workers: 0 });
+  const two = await write(tar, { chunkSize: 70_000, workers: 2 });
+  assert.deepEqual(two.blob, one.blob);
+  assert.equal(two.result.tocDigest, one.result.tocDigest);
+  const r = await StargzReader.open(new BytesSource(two.blob));
+  await assertSameTree(r, await expectedTree(once(tar)), 12);
+});
