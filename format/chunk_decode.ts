@@ -1,12 +1,17 @@
 /**
- * Decompressing one chunk from its gzip member and checking it: the CRC and length of the whole
- * member when it is small enough to inflate whole, the size the TOC gives, and the chunk's
- * sha256 digest when the TOC has one. Pure, so it runs on the main thread or in a worker.
+ * Decompressing one chunk from its gzip member or zstd frame and checking it: the CRC and length
+ * of the whole member (the frame's structure, content size and checksum) when it is small enough
+ * to decompress whole, the size the TOC gives, and the chunk's sha256 digest when the TOC has
+ * one. Pure, so it runs on the main thread or in a worker.
  *
  * @module
  */
 import { createHash } from "node:crypto";
 import { GzipError, GzipLimitError, inflateMember, inflatePrefix } from "./gzip.ts";
+import { unzstdFrame, unzstdPrefix, ZstdError, zstdFrameAt, ZstdLimitError } from "./zstd.ts";
+
+/** How chunks of a blob are compressed: gzip members (stargz, eStargz) or zstd frames. */
+export type ChunkCodec = "gzip" | "zstd";
 
 /** Decompressed bytes allowed after a chunk inside its member (tar headers of later entries). */
 export const MEMBER_SLACK = 16 << 20;
@@ -23,7 +28,15 @@ export interface ChunkSpec {
   size: number;
   /** `sha256:…` to check, if any. */
   digest?: string;
+  /** Default `gzip`. */
+  codec?: ChunkCodec;
 }
+
+/**
+ * Decompressed members of one fetched buffer by their `start`, so that chunks sharing a member
+ * (eStargz `innerOffset`) decompress it once. Valid for one buffer only.
+ */
+export type MemberMemo = Map<number, Uint8Array>;
 
 /** A chunk that failed to decode or verify. */
 export class ChunkDecodeError extends Error {
@@ -38,21 +51,21 @@ export async function decodeChunk(
   bytes: Uint8Array,
   c: ChunkSpec,
   verify: boolean,
+  memo?: MemberMemo,
 ): Promise<Uint8Array> {
   const compressed = bytes.subarray(c.start, c.end);
   const want = c.innerOffset + c.size;
-  let data: Uint8Array;
-  try {
+  let data = memo?.get(c.start);
+  if (!data || data.length < want) {
     try {
-      // Whole member (CRC checked): the chunk plus the headers that ride after it.
-      data = inflateMember(compressed, 0, want + MEMBER_SLACK).data;
+      data = c.codec === "zstd"
+        ? await zstdMember(compressed, want)
+        : await gzipMember(compressed, want);
     } catch (e) {
-      if (!(e instanceof GzipLimitError)) throw e;
-      // Tens of MB of headers after one chunk: decompress just the chunk.
-      data = await inflatePrefix(compressed, want);
+      const known = e instanceof GzipError || e instanceof ZstdError;
+      throw new ChunkDecodeError(known ? (e as Error).message : String(e));
     }
-  } catch (e) {
-    throw new ChunkDecodeError(e instanceof GzipError ? e.message : String(e));
+    if (memo && c.innerOffset + c.size < data.length) memo.set(c.start, data);
   }
   if (data.length < want) {
     throw new ChunkDecodeError(`member holds ${data.length} bytes, the TOC says ${want}`);
@@ -65,4 +78,30 @@ export async function decodeChunk(
   // Keep only the chunk's bytes alive, in a buffer of its own.
   const whole = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
   return whole ? chunk : chunk.slice();
+}
+
+/** The member at the start of `compressed`, whole (CRC checked) or, when huge, its prefix. */
+async function gzipMember(compressed: Uint8Array, want: number): Promise<Uint8Array> {
+  try {
+    // Whole member: the chunk plus the headers that ride after it.
+    return inflateMember(compressed, 0, want + MEMBER_SLACK).data;
+  } catch (e) {
+    if (!(e instanceof GzipLimitError)) throw e;
+    // Tens of MB of headers after one chunk: decompress just the chunk.
+    return await inflatePrefix(compressed, want);
+  }
+}
+
+/**
+ * The first data frame of `compressed` (its structure, content size and checksum checked), or,
+ * when it is huge, its first `want` bytes.
+ */
+async function zstdMember(compressed: Uint8Array, want: number): Promise<Uint8Array> {
+  try {
+    return unzstdFrame(compressed, 0, want + MEMBER_SLACK).data;
+  } catch (e) {
+    if (!(e instanceof ZstdLimitError)) throw e;
+    const f = zstdFrameAt(compressed, 0);
+    return await unzstdPrefix(compressed.subarray(f.start, f.end), want);
+  }
 }

@@ -4,14 +4,15 @@
  *
  * @module
  */
-import { type ChunkSpec, decodeChunk } from "./chunk_decode.ts";
+import { type ChunkSpec, decodeChunk, type MemberMemo } from "./chunk_decode.ts";
 import { serveJobs } from "./worker_pool.ts";
 
 serveJobs(async (job: { bytes: Uint8Array; chunks: ChunkSpec[]; verify: boolean }) => {
   const out: (Uint8Array | string)[] = [];
+  const memo: MemberMemo = new Map();
   for (const c of job.chunks) {
     try {
-      out.push(await decodeChunk(job.bytes, c, job.verify));
+      out.push(await decodeChunk(job.bytes, c, job.verify, memo));
     } catch (e) {
       out.push((e as Error).message);
     }

@@ -16,8 +16,8 @@ export const ESTARGZ_FOOTER_SIZE = 51;
 export interface Footer {
   /** Offset of the gzip member holding the TOC. */
   tocOffset: number;
-  /** Which footer form was found. */
-  kind: "estargz" | "legacy";
+  /** Which footer form was found (`zstd:chunked`: see zstd_chunked.ts). */
+  kind: "estargz" | "legacy" | "zstd:chunked";
   /** The footer's size in bytes. */
   size: number;
 }

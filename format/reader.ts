@@ -9,15 +9,24 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { inflateMembers } from "./gzip.ts";
-import { decodeChunk } from "./chunk_decode.ts";
+import { type ChunkCodec, decodeChunk, type MemberMemo } from "./chunk_decode.ts";
 import type { DecodePool } from "./decode_pool.ts";
-import { ESTARGZ_FOOTER_SIZE, type Footer, parseFooter } from "./footer.ts";
+import { ESTARGZ_FOOTER_SIZE, type Footer } from "./footer.ts";
+import {
+  type LayerFormat,
+  LayerFormatError,
+  type LayerFormatName,
+  type TOCLocation,
+} from "./layer_format.ts";
 import type { RangeSource } from "./range_source.ts";
-import { parseTOC, type TOC, TOC_TAR_NAME, TOCError } from "./toc.ts";
+import { GZIP_STARGZ } from "./stargz_layer.ts";
+import { parseTOC, type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
 import { buildIndex, type Chunk, type TOCIndex, type TOCNode } from "./toc_index.ts";
-import { cleanPath, decodeName } from "./names.ts";
-import { decodeHeaderBlock } from "./tar_header.ts";
+import { cleanPath } from "./names.ts";
+import { ZSTD_CHUNKED } from "./zstd_chunked.ts";
+
+/** The layer formats, in the order `open` tries them. */
+const LAYER_FORMATS: readonly LayerFormat[] = [ZSTD_CHUNKED, GZIP_STARGZ];
 
 /** Bytes that failed a digest check. */
 export class IntegrityError extends Error {
@@ -87,6 +96,13 @@ export class MemoryChunkCache implements ChunkCache {
 export interface OpenOptions {
   /** Expected `sha256:…` of the TOC JSON (e.g. from the manifest annotation); checked if given. */
   tocDigest?: string;
+  /**
+   * The layer descriptor's annotations. zstd:chunked's `…manifest-position` locates the TOC
+   * without reading the footer (one range request) and `…manifest-checksum` is verified;
+   * `containerd.io/snapshot/stargz/toc.digest` is checked like `tocDigest` (neither with
+   * `verify: "none"`).
+   */
+  annotations?: Record<string, string>;
   /** Bytes read from the blob's end in the first request. Default 256 KiB. */
   tailGuess?: number;
   /** Largest uncompressed TOC accepted. Default 256 MiB. */
@@ -173,6 +189,10 @@ export class StargzReader {
   readonly index: TOCIndex;
   /** Range requests made by `open` (1 or 2). */
   readonly openRequests: number;
+  /** Which layer format the blob is. */
+  readonly format: LayerFormatName;
+  /** How its chunks are compressed. */
+  readonly #codec: ChunkCodec;
   readonly #verify: boolean;
   readonly #cache: ChunkCache;
   readonly #cacheKey: string;
@@ -183,7 +203,7 @@ export class StargzReader {
   /** Where the last foreground fetch window ended, and how big windows are now. */
   #windowEnd = -1;
   #window = 0;
-  readonly #inflight = new Map<number, Promise<Uint8Array>>();
+  readonly #inflight = new Map<string, Promise<Uint8Array>>();
   readonly #lastEnd = new WeakMap<TOCNode, number>();
   /** Counters for status reports. */
   readonly stats: ReaderStats = {
@@ -202,8 +222,11 @@ export class StargzReader {
     index: TOCIndex,
     openRequests: number,
     opts: OpenOptions,
+    kind: { format: LayerFormatName; codec: ChunkCodec },
   ) {
     this.source = source;
+    this.format = kind.format;
+    this.#codec = kind.codec;
     this.footer = footer;
     this.toc = toc;
     this.tocDigest = tocDigest;
@@ -218,73 +241,119 @@ export class StargzReader {
     this.#decodePool = opts.decodePool;
   }
 
-  /** Opens a blob: reads footer and TOC, verifies the TOC digest if expected, builds the tree. */
+  /**
+   * Opens a blob: finds its TOC (from `opts.annotations` when they locate it, else from the
+   * footer), verifies the TOC digests the options or annotations give, builds the tree.
+   *
+   * @example Open a layer with its descriptor's annotations (any format crfs reads)
+   * ```ts
+   * const r = await StargzReader.open(source, { annotations: descriptor.annotations });
+   * const data = await r.readFile(r.lookup("/etc/os-release")!);
+   * ```
+   */
   static async open(source: RangeSource, opts: OpenOptions = {}): Promise<StargzReader> {
     const size = source.size;
-    if (size < ESTARGZ_FOOTER_SIZE - 4) {
-      throw new StargzFormatError(`blob of ${size} bytes is too small to be stargz`);
+    const maxToc = opts.maxTocBytes ?? 256 << 20;
+    const annotations = opts.annotations ?? {};
+    // `verify: "none"` checks no digest the annotations give (an explicit `tocDigest` still is).
+    const strict = (opts.verify ?? "strict") === "strict";
+    const expected = opts.tocDigest ?? (strict ? annotations[TOC_DIGEST_ANNOTATION] : undefined);
+    let format: LayerFormat | undefined;
+    let loc: TOCLocation | undefined;
+    // What of the blob's tail we hold: `have` starts at `haveStart`.
+    let have: Uint8Array = new Uint8Array(0);
+    let haveStart = size;
+    let requests = 0;
+    try {
+      for (const f of LAYER_FORMATS) {
+        loc = f.fromAnnotations(annotations, size);
+        if (loc) {
+          format = f;
+          break;
+        }
+      }
+      if (!loc) {
+        if (size < ESTARGZ_FOOTER_SIZE - 4) {
+          throw new StargzFormatError(`blob of ${size} bytes is too small to be stargz`);
+        }
+        const guess = Math.min(size, Math.max(opts.tailGuess ?? 256 << 10, ESTARGZ_FOOTER_SIZE));
+        haveStart = size - guess;
+        have = await source.read(haveStart, guess);
+        requests = 1;
+        if (have.length !== guess) throw new StargzFormatError("short read of the blob's tail");
+        for (const f of LAYER_FORMATS) {
+          loc = f.fromTail(have, size);
+          if (loc) {
+            format = f;
+            break;
+          }
+        }
+      }
+    } catch (e) {
+      if (e instanceof LayerFormatError) throw new StargzFormatError(e.message);
+      throw e;
     }
-    const guess = Math.min(size, Math.max(opts.tailGuess ?? 256 << 10, ESTARGZ_FOOTER_SIZE));
-    let tailStart = size - guess;
-    let tail = await source.read(tailStart, guess);
-    let requests = 1;
-    if (tail.length !== guess) throw new StargzFormatError("short read of the blob's tail");
-    const footer = parseFooter(tail);
-    if (!footer) {
-      throw new StargzFormatError("no stargz footer at the end of the blob (not stargz/eStargz)");
+    if (!loc || !format) {
+      throw new StargzFormatError(
+        "no stargz footer at the end of the blob (not stargz/eStargz/zstd:chunked)",
+      );
     }
-    const tocEnd = size - footer.size;
-    if (footer.tocOffset >= tocEnd) {
+    const footer = loc.footer;
+    if (loc.start >= loc.end || loc.end > size || footer.tocOffset > loc.start) {
       throw new StargzFormatError(`footer points at ${footer.tocOffset}, past the blob's data`);
     }
-    const maxToc = opts.maxTocBytes ?? 256 << 20;
-    if (tocEnd - footer.tocOffset > maxToc) {
+    if (loc.end - loc.start > maxToc || (loc.uncompressedSize ?? 0) > maxToc) {
       throw new StargzFormatError(
-        `TOC of ${tocEnd - footer.tocOffset} compressed bytes exceeds the limit`,
+        `TOC of ${loc.end - loc.start} compressed bytes exceeds the limit`,
       );
     }
-    if (footer.tocOffset < tailStart) {
+    let compressed: Uint8Array;
+    if (loc.start >= haveStart) {
+      compressed = have.subarray(loc.start - haveStart, loc.end - haveStart);
+    } else if (haveStart < loc.end) {
       // The TOC is bigger than the guess: fetch only the part before what we already have.
-      const head = await source.read(footer.tocOffset, tailStart - footer.tocOffset);
+      const head = await source.read(loc.start, haveStart - loc.start);
       requests++;
-      if (head.length !== tailStart - footer.tocOffset) {
+      if (head.length !== haveStart - loc.start) {
         throw new StargzFormatError("short read of the TOC");
       }
-      const joined = new Uint8Array(head.length + tail.length);
-      joined.set(head);
-      joined.set(tail, head.length);
-      tail = joined;
-      tailStart = footer.tocOffset;
+      compressed = new Uint8Array(loc.end - loc.start);
+      compressed.set(head);
+      compressed.set(have.subarray(0, loc.end - haveStart), head.length);
+    } else {
+      compressed = await source.read(loc.start, loc.end - loc.start);
+      requests++;
+      if (compressed.length !== loc.end - loc.start) {
+        throw new StargzFormatError("short read of the TOC");
+      }
     }
-    const tocMember = tail.subarray(footer.tocOffset - tailStart, tocEnd - tailStart);
-    let tocTar: Uint8Array;
+    if (loc.compressedDigest && strict) {
+      const got = `sha256:${sha256Hex(compressed)}`;
+      if (got !== loc.compressedDigest) {
+        throw new IntegrityError(
+          `manifest checksum mismatch: expected ${loc.compressedDigest}, got ${got}`,
+        );
+      }
+    }
+    let json: Uint8Array;
     try {
-      tocTar = inflateMembers(tocMember, maxToc + 4096);
+      json = format.decodeTOC(compressed, loc, maxToc);
     } catch (e) {
-      throw new StargzFormatError(`cannot decompress the TOC: ${(e as Error).message}`);
-    }
-    if (tocTar.length < 512) throw new StargzFormatError("TOC member holds no tar header");
-    let header;
-    try {
-      header = decodeHeaderBlock(tocTar.subarray(0, 512));
-    } catch (e) {
-      throw new StargzFormatError(`TOC tar header: ${(e as Error).message}`);
-    }
-    const tocName = cleanPath(decodeName(header.name));
-    if (tocName !== TOC_TAR_NAME) {
+      const msg = (e as Error).message;
       throw new StargzFormatError(
-        `TOC member holds ${JSON.stringify(tocName)}, not ${TOC_TAR_NAME}`,
+        e instanceof LayerFormatError ? msg : `cannot decompress the TOC: ${msg}`,
       );
     }
-    if (header.size > tocTar.length - 512) throw new StargzFormatError("TOC truncated");
-    const json = tocTar.subarray(512, 512 + header.size);
     const tocDigest = `sha256:${sha256Hex(json)}`;
-    if (opts.tocDigest && opts.tocDigest !== tocDigest) {
-      throw new IntegrityError(`TOC digest mismatch: expected ${opts.tocDigest}, got ${tocDigest}`);
+    if (expected && expected !== tocDigest) {
+      throw new IntegrityError(`TOC digest mismatch: expected ${expected}, got ${tocDigest}`);
     }
     const toc = parseTOC(json);
     const index = buildIndex(toc, footer.tocOffset);
-    return new StargzReader(source, footer, toc, tocDigest, index, requests, opts);
+    return new StargzReader(source, footer, toc, tocDigest, index, requests, opts, {
+      format: loc.format,
+      codec: format.codec,
+    });
   }
 
   /** The root directory. */
@@ -394,13 +463,13 @@ export class StargzReader {
     const mine: { o: Owned; d: Deferred<Uint8Array> }[] = [];
     for (let i = 0; i < chunks.length; i++) {
       const { chunk } = chunks[i];
-      const pending = this.#inflight.get(chunk.offset);
+      const pending = this.#inflight.get(chunkKey(chunk));
       if (pending) {
         out[i] = pending;
         continue;
       }
       // The common case on the read path: a memory hit, answered without any bookkeeping.
-      const hit = this.#cache.get(this.#cacheKey + chunk.offset, {
+      const hit = this.#cache.get(this.#cacheKey + chunkKey(chunk), {
         size: chunk.chunkSize,
         digest: chunk.digest,
       });
@@ -411,8 +480,9 @@ export class StargzReader {
       }
       // Claim the chunk before any await, so concurrent reads share this fetch.
       const d = deferred<Uint8Array>();
-      this.#inflight.set(chunk.offset, d.promise);
-      d.promise.finally(() => this.#inflight.delete(chunk.offset)).catch(() => {});
+      const key = chunkKey(chunk);
+      this.#inflight.set(key, d.promise);
+      d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
       out[i] = d.promise;
       mine.push({ o: chunks[i], d });
     }
@@ -427,11 +497,11 @@ export class StargzReader {
         } else misses.push(m);
       });
       let run: typeof misses = [];
-      for (const m of misses) {
+      for (const m of this.#withSiblings(misses)) {
         const prev = run[run.length - 1];
         if (
           prev &&
-          (prev.o.chunk.end !== m.o.chunk.offset ||
+          (!follows(prev.o.chunk, m.o.chunk) ||
             m.o.chunk.end - run[0].o.chunk.offset > this.#maxCoalesce)
         ) {
           this.#fetchRun(run, background);
@@ -462,18 +532,20 @@ export class StargzReader {
     this.#window = sequential
       ? Math.min(Math.max(this.#window, this.#fetchWindow) * 2, 4 << 20)
       : this.#fetchWindow;
-    let k = this.#chunkIndexAfter(last.offset);
-    let end = last.end;
+    let k = this.#chunkIndexAfter(last);
+    let prev = last;
     for (; k < all.length; k++) {
       const o = all[k];
-      if (o.chunk.offset !== end || o.chunk.end - start > this.#window) break;
-      end = o.chunk.end;
-      if (this.#inflight.has(o.chunk.offset)) continue;
+      if (!follows(prev, o.chunk) || o.chunk.end - start > this.#window) break;
+      prev = o.chunk;
+      const key = chunkKey(o.chunk);
+      if (this.#inflight.has(key)) continue;
       const d = deferred<Uint8Array>();
-      this.#inflight.set(o.chunk.offset, d.promise);
-      d.promise.finally(() => this.#inflight.delete(o.chunk.offset)).catch(() => {});
+      this.#inflight.set(key, d.promise);
+      d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
       run.push({ o, d });
     }
+    const end = prev.end;
     this.#windowEnd = end;
     if (sequential) {
       const next: Owned[] = [];
@@ -483,10 +555,10 @@ export class StargzReader {
     // A chunk already in flight inside the window breaks contiguity of what we fetch: keep
     // only the leading contiguous part.
     for (let i = 1; i < run.length; i++) {
-      if (run[i].o.chunk.offset !== run[i - 1].o.chunk.end) {
+      if (!follows(run[i - 1].o.chunk, run[i].o.chunk)) {
         for (const r of run.splice(i)) {
-          if (this.#inflight.get(r.o.chunk.offset) === r.d.promise) {
-            this.#inflight.delete(r.o.chunk.offset);
+          if (this.#inflight.get(chunkKey(r.o.chunk)) === r.d.promise) {
+            this.#inflight.delete(chunkKey(r.o.chunk));
           }
           r.d.reject(new Error("not fetched"));
         }
@@ -495,15 +567,60 @@ export class StargzReader {
     }
   }
 
-  /** Index in `index.chunks` of the first chunk after blob offset `offset`. */
-  #chunkIndexAfter(offset: number): number {
+  /**
+   * `misses` with, beside each chunk that shares its member with others (eStargz
+   * `innerOffset`), the member's other chunks not already being fetched: the same bytes and one
+   * decompression give them all, so they go to the cache now rather than cost a fetch later.
+   */
+  #withSiblings(
+    misses: { o: Owned; d: Deferred<Uint8Array> }[],
+  ): { o: Owned; d: Deferred<Uint8Array> }[] {
+    const all = this.index.chunks;
+    const out: typeof misses = [];
+    const expanded = new Set<number>(); // member offsets already placed with all their chunks
+    let claimed: Map<Chunk, (typeof misses)[number]> | undefined;
+    for (const m of misses) {
+      const c = m.o.chunk;
+      if (expanded.has(c.offset)) continue;
+      let k = this.#chunkIndexAfter(c) - 1; // m's own place
+      while (k > 0 && all[k - 1].chunk.offset === c.offset) k--;
+      const sharedMember = all[k]?.chunk.offset === c.offset && k + 1 < all.length &&
+        all[k + 1].chunk.offset === c.offset;
+      if (!sharedMember) {
+        out.push(m);
+        continue;
+      }
+      expanded.add(c.offset);
+      claimed ??= new Map(misses.map((x) => [x.o.chunk, x]));
+      for (; k < all.length && all[k].chunk.offset === c.offset; k++) {
+        const o = all[k];
+        const own = claimed.get(o.chunk);
+        if (own) {
+          out.push(own);
+          continue;
+        }
+        const key = chunkKey(o.chunk);
+        if (this.#inflight.has(key)) continue;
+        const d = deferred<Uint8Array>();
+        this.#inflight.set(key, d.promise);
+        d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
+        out.push({ o, d });
+      }
+    }
+    return out;
+  }
+
+  /** Index in `index.chunks` of the first chunk after `c` in blob order. */
+  #chunkIndexAfter(c: Chunk): number {
     const all = this.index.chunks;
     let lo = 0;
     let hi = all.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (all[mid].chunk.offset <= offset) lo = mid + 1;
-      else hi = mid;
+      const m = all[mid].chunk;
+      if (m.offset < c.offset || (m.offset === c.offset && m.innerOffset <= c.innerOffset)) {
+        lo = mid + 1;
+      } else hi = mid;
     }
     return lo;
   }
@@ -512,7 +629,7 @@ export class StargzReader {
   async #cached(c: Chunk): Promise<Uint8Array | undefined> {
     const info = { size: c.chunkSize, digest: c.digest };
     try {
-      const hit = await this.#cache.get(this.#cacheKey + c.offset, info);
+      const hit = await this.#cache.get(this.#cacheKey + chunkKey(c), info);
       return hit && hit.length === c.chunkSize ? hit : undefined;
     } catch {
       return undefined; // a broken cache entry is a miss
@@ -545,19 +662,23 @@ export class StargzReader {
             innerOffset: c.innerOffset,
             size: c.chunkSize,
             digest: c.digest,
+            codec: this.#codec,
           })),
           this.#verify,
         )
         : undefined;
+      const memo: MemberMemo = new Map();
       for (const [k, m] of run.entries()) {
         const c = m.o.chunk;
         try {
           const r = pooled?.[k];
           if (typeof r === "string") throw this.#integrity(m.o.node, c, r);
-          const data = r ??
-            await this.#decode(m.o.node, c, bytes.subarray(c.offset - start, c.end - start));
+          const data = r ?? await this.#decode(m.o.node, c, bytes, c.offset - start, memo);
           this.stats.chunksFetched++;
-          this.#cache.set(this.#cacheKey + c.offset, data, { size: c.chunkSize, digest: c.digest });
+          this.#cache.set(this.#cacheKey + chunkKey(c), data, {
+            size: c.chunkSize,
+            digest: c.digest,
+          });
           m.d.resolve(data);
         } catch (e) {
           if (retry && e instanceof IntegrityError) failed.push(m);
@@ -601,17 +722,27 @@ export class StargzReader {
     return this.stats.backgroundBytes - before;
   }
 
-  /** Decodes one chunk on this thread; errors name the file. */
-  async #decode(node: TOCNode, c: Chunk, compressed: Uint8Array): Promise<Uint8Array> {
+  /**
+   * Decodes on this thread the chunk whose member starts at `at` in `bytes`; errors name the
+   * file. `memo` shares members decompressed for earlier chunks of the same fetch.
+   */
+  async #decode(
+    node: TOCNode,
+    c: Chunk,
+    bytes: Uint8Array,
+    at: number,
+    memo: MemberMemo,
+  ): Promise<Uint8Array> {
     const spec = {
-      start: 0,
-      end: compressed.length,
+      start: at,
+      end: at + c.end - c.offset,
       innerOffset: c.innerOffset,
       size: c.chunkSize,
       digest: c.digest,
+      codec: this.#codec,
     };
     try {
-      return await decodeChunk(compressed, spec, this.#verify);
+      return await decodeChunk(bytes, spec, this.#verify, memo);
     } catch (e) {
       throw this.#integrity(node, c, (e as Error).message);
     }
@@ -628,6 +759,19 @@ export class StargzReader {
     const lm = this.index.prefetchLandmark;
     return lm ? { start: 0, end: lm } : undefined;
   }
+}
+
+/** The key of a chunk in the cache and among fetches: its member, and its place inside it. */
+function chunkKey(c: Chunk): string {
+  return c.innerOffset === 0 ? String(c.offset) : `${c.offset}+${c.innerOffset}`;
+}
+
+/**
+ * True when `next` can be fetched in the same range request right after `prev`: it starts
+ * where `prev`'s extent ends, or shares its member (eStargz `innerOffset`).
+ */
+function follows(prev: Chunk, next: Chunk): boolean {
+  return next.offset === prev.end || (next.offset === prev.offset && next.end === prev.end);
 }
 
 /** `p`, or a rejection as soon as `signal` aborts (the work behind `p` goes on). */

@@ -59,7 +59,7 @@ export interface TarHeader {
   gname: string;
   devMajor: number;
   devMinor: number;
-  /** Extended attributes from `SCHILY.xattr.*` / `LIBARCHIVE.xattr.*`, name → raw value. */
+  /** Extended attributes from `SCHILY.xattr.*` PAX records, name → raw value. */
   xattrs: Map<string, Uint8Array>;
 }
 
@@ -338,11 +338,9 @@ export function resolveHeader(
   if (mt !== undefined) ({ sec: mtimeSec, nsec: mtimeNsec } = parsePaxTime(mt));
   const xattrs = new Map<string, Uint8Array>();
   for (const [k, v] of pax) {
+    // Only SCHILY records: `LIBARCHIVE.xattr.*` ones are ignored by the container runtimes'
+    // extraction (Go archive/tar) and by the reference eStargz and zstd:chunked writers.
     if (k.startsWith("SCHILY.xattr.")) xattrs.set(k.slice(13), v);
-    else if (k.startsWith("LIBARCHIVE.xattr.")) {
-      const name = decodeURIComponent(k.slice(17));
-      xattrs.set(name, base64Decode(new TextDecoder().decode(v)));
-    }
   }
   if (text("GNU.sparse.major") !== undefined || text("GNU.sparse.size") !== undefined) {
     throw new TarError("tar: sparse files are not supported");
@@ -369,13 +367,6 @@ export function resolveHeader(
 function stripTrailingNul(b: Uint8Array): Uint8Array {
   const z = b.indexOf(0);
   return z < 0 ? b : b.subarray(0, z);
-}
-
-function base64Decode(s: string): Uint8Array {
-  const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/"));
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
 }
 
 function writeString(block: Uint8Array, off: number, len: number, bytes: Uint8Array): void {

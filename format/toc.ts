@@ -55,12 +55,18 @@ export interface TOCEntry {
   chunkSize?: number;
   /** `sha256:…` of this chunk's uncompressed bytes (eStargz). */
   chunkDigest?: string;
+  /** zstd:chunked: end of the file's last compressed frame (on `reg` entries). */
+  endOffset?: number;
+  /** zstd:chunked: `zeros` for a chunk of zero bytes; absent for data. */
+  chunkType?: string;
 }
 
 /** A whole TOC. */
 export interface TOC {
   version: number;
   entries: TOCEntry[];
+  /** zstd:chunked: `sha256:…` of the compressed tar-split frame. */
+  tarSplitDigest?: string;
 }
 
 /** A TOC that is not well-formed. */
@@ -85,6 +91,7 @@ const NUMBER_FIELDS = [
   "devMinor",
   "chunkOffset",
   "chunkSize",
+  "endOffset",
 ] as const;
 const STRING_FIELDS = [
   "modtime",
@@ -93,6 +100,7 @@ const STRING_FIELDS = [
   "groupName",
   "digest",
   "chunkDigest",
+  "chunkType",
 ] as const;
 /** A well-formed `sha256:<64 lowercase hex>` digest (a loop: this runs for every entry). */
 export function isSha256Digest(d: string): boolean {
@@ -119,12 +127,23 @@ export function parseTOC(json: Uint8Array): TOC {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
     throw new TOCError("TOC is not a JSON object");
   }
-  const { version, entries } = doc as { version?: unknown; entries?: unknown };
+  const { version, entries, tarSplitDigest } = doc as {
+    version?: unknown;
+    entries?: unknown;
+    tarSplitDigest?: unknown;
+  };
   if (version !== 1) throw new TOCError(`unsupported TOC version ${JSON.stringify(version)}`);
   if (!Array.isArray(entries)) throw new TOCError("TOC has no entries array");
   const out: TOCEntry[] = new Array(entries.length);
   for (let i = 0; i < entries.length; i++) out[i] = checkEntry(entries[i], i);
-  return { version: 1, entries: out };
+  const toc: TOC = { version: 1, entries: out };
+  if (tarSplitDigest !== undefined && tarSplitDigest !== "") {
+    if (typeof tarSplitDigest !== "string" || !isSha256Digest(tarSplitDigest)) {
+      throw new TOCError("TOC: malformed tarSplitDigest");
+    }
+    toc.tarSplitDigest = tarSplitDigest;
+  }
+  return toc;
 }
 
 function checkEntry(e: unknown, i: number): TOCEntry {
@@ -234,6 +253,8 @@ const KEY_ORDER: (keyof TOCEntry)[] = [
   "chunkOffset",
   "chunkSize",
   "chunkDigest",
+  "endOffset",
+  "chunkType",
 ];
 
 /**
@@ -256,7 +277,7 @@ export function serializeTOC(toc: TOC): Uint8Array {
     }
     return o;
   });
-  return new TextEncoder().encode(
-    JSON.stringify({ version: toc.version, entries }),
-  );
+  const doc: Record<string, unknown> = { version: toc.version, entries };
+  if (toc.tarSplitDigest) doc.tarSplitDigest = toc.tarSplitDigest;
+  return new TextEncoder().encode(JSON.stringify(doc));
 }

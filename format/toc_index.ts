@@ -125,7 +125,8 @@ function decodeXattrs(x: Record<string, string>, where: () => string): Map<strin
 /**
  * Builds the tree of `toc`. `tocOffset` bounds every content offset (content lies before the
  * TOC member). Throws {@link TOCError} for structural problems that would make reads wrong:
- * names with `..`, offsets outside the blob, chunks that do not tile their file, shared offsets.
+ * names with `..`, offsets outside the blob, chunks that do not tile their file, two chunks at
+ * one place (chunks may share a member at distinct, non-overlapping `innerOffset`s).
  */
 export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}): TOCIndex {
   const maxDepth = limits.maxDepth ?? 1024;
@@ -314,13 +315,19 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
         `TOC: chunks of ${JSON.stringify(node.path)} cover ${expect} of ${node.size} bytes`,
       );
     }
+    // A file of one chunk without a chunk digest (zstd:chunked from containers/storage, legacy
+    // stargz): the file's digest is that chunk's, so every read of it is verified.
+    if (cs.length === 1 && !cs[0].digest && node.digest) cs[0].digest = node.digest;
   }
   computeExtents(allChunks, boundaries, tocOffset);
   const chunks: { node: TOCNode; chunk: Chunk }[] = [];
   for (const node of live) {
     for (const chunk of node.chunks) chunks.push({ node, chunk });
   }
-  chunks.sort((a, b) => a.chunk.offset - b.chunk.offset);
+  chunks.sort((a, b) =>
+    a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset
+  );
+  checkSharedMembers(chunks.map((o) => o.chunk));
   return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings, chunks };
 }
 
@@ -362,17 +369,36 @@ function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: Name
 }
 
 /**
- * Gives every chunk the end of its compressed extent: the next larger member offset the TOC
- * knows, or the TOC's own offset. Two entries at one offset are rejected: their bytes would be
- * read from the same member.
+ * Chunks (in blob order) that share a member must sit at distinct places inside it: the same
+ * `offset` and `innerOffset` twice (a TOC entry copied), or overlapping bytes, are rejected.
  */
-function computeExtents(chunks: Chunk[], boundaries: number[], tocOffset: number): void {
-  const offsets = Float64Array.from(boundaries).sort();
-  for (let i = 1; i < offsets.length; i++) {
-    if (offsets[i] === offsets[i - 1]) {
-      throw new TOCError(`TOC: two entries share the blob offset ${offsets[i]}`);
+function checkSharedMembers(chunks: Chunk[]): void {
+  for (let i = 1; i < chunks.length; i++) {
+    const a = chunks[i - 1];
+    const b = chunks[i];
+    if (a.offset !== b.offset) continue;
+    if (a.innerOffset === b.innerOffset) {
+      const inner = a.innerOffset ? ` (inner offset ${a.innerOffset})` : "";
+      throw new TOCError(`TOC: two entries share the blob offset ${a.offset}${inner}`);
+    }
+    if (a.innerOffset + a.chunkSize > b.innerOffset) {
+      throw new TOCError(`TOC: chunks overlap inside the member at blob offset ${a.offset}`);
     }
   }
+}
+
+/**
+ * Gives every chunk the end of its compressed extent: the next larger member offset the TOC
+ * knows, or the TOC's own offset. Chunks at one offset share that member (eStargz
+ * `innerOffset`).
+ */
+function computeExtents(chunks: Chunk[], boundaries: number[], tocOffset: number): void {
+  const sorted = Float64Array.from(boundaries).sort();
+  let n = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    if (n === 0 || sorted[i] !== sorted[n - 1]) sorted[n++] = sorted[i];
+  }
+  const offsets = sorted.subarray(0, n);
   for (const c of chunks) {
     // Binary search for the first offset greater than c.offset.
     let lo = 0;

@@ -1,5 +1,5 @@
 /**
- * The eStargz writer: a tar or tar.gz stream in, an eStargz blob out. Every regular file's
+ * The eStargz writer: a tar, tar.gz or tar.zst stream in, an eStargz blob out. Every regular file's
  * content starts a new gzip member and large files are split into chunks, each its own member,
  * with sha256 digests per file and per chunk in the TOC. Tar headers are copied verbatim from
  * the input (exact name bytes, PAX records, GNU long names), so the blob decompresses to the
@@ -13,6 +13,7 @@ import { concat } from "./bytes.ts";
 import { CompressPool } from "./compress_pool.ts";
 import { estargzFooter } from "./footer.ts";
 import { gunzipStream, gzipMember, isGzip } from "./gzip.ts";
+import { isZstd, unzstdStream } from "./zstd.ts";
 import { cleanPath } from "./names.ts";
 import {
   encodeHeader,
@@ -41,6 +42,13 @@ export const DEFAULT_CHUNK_SIZE = 4 << 20;
 export interface WriterOptions {
   /** Largest chunk of a file in one gzip member. Default 4 MiB. */
   chunkSize?: number;
+  /**
+   * Pack small files into shared gzip members: a chunk starts a new member only once the
+   * current one holds at least this many uncompressed bytes; otherwise it joins it at its
+   * `innerOffset` (as the reference writer's `WithMinChunkSize`, which counts compressed bytes).
+   * Smaller blobs, but readers older than `innerOffset` cannot read them. Default 0 (off).
+   */
+  minChunkSize?: number;
   /** gzip level 1–9. Default 6. */
   level?: number;
   /** Compression workers; default one per core, 0 = on the calling thread. */
@@ -331,6 +339,7 @@ async function* tarStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint
     }
   }
   if (isGzip(head)) yield* gunzipStream(all());
+  else if (isZstd(head)) yield* unzstdStream(all());
   else yield* all();
 }
 
@@ -348,7 +357,8 @@ function base64(b: Uint8Array): string {
 }
 
 /**
- * Converts a tar or tar.gz stream into an eStargz blob written to `sink`.
+ * Converts a tar, tar.gz or tar.zst (zstd:chunked too) stream into an eStargz blob written to
+ * `sink`.
  * A `stargz.index.json` or landmark already in the input (a converted layer) is dropped and
  * written anew, so converting twice gives a valid blob.
  */
@@ -359,6 +369,10 @@ export async function writeEStargz(
 ): Promise<WriteResult> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw new RangeError("bad chunk size");
+  const minChunkSize = opts.minChunkSize ?? 0;
+  if (!Number.isSafeInteger(minChunkSize) || minChunkSize < 0) {
+    throw new RangeError("bad minimum chunk size");
+  }
   const level = opts.level ?? 6;
   const pool = opts.pool ?? new CompressPool(opts.workers);
   const pipe = new MemberPipeline(pool, level, sink);
@@ -371,9 +385,12 @@ export async function writeEStargz(
   const byName = new Map<string, { indices: number[]; links: number[] }>();
   let consumed = 0;
 
+  /** True once the member being built starts with a chunk (others can then share it). */
+  let memberHasChunk = false;
   /** Ends the member being built; what is pushed next starts member `pipe.count`. */
   const startMember = async () => {
     if (member.size > 0) await pipe.add(member.take());
+    memberHasChunk = false;
   };
 
   /**
@@ -451,8 +468,10 @@ export async function writeEStargz(
     const fileHash = createHash("sha256");
     let written = 0;
     let ent = e;
+    const landmark = name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK;
     while (written < h.size) {
-      await startMember();
+      const shared = memberHasChunk && !landmark && member.size < minChunkSize;
+      if (!shared) await startMember();
       const size = Math.min(chunkSize, h.size - written);
       const data = content ? content.subarray(written, written + size) : await entry!.read(size);
       if (data.length !== size) {
@@ -464,6 +483,8 @@ export async function writeEStargz(
       ent.chunkOffset = written || undefined;
       ent.chunkDigest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
       fixups.push({ entry: ent, member: pipe.count });
+      if (shared) ent.innerOffset = member.size;
+      memberHasChunk = true;
       member.push(data);
       written += size;
       if (written < h.size) {

@@ -177,25 +177,33 @@ async function findGo(): Promise<string> {
   throw missing("no `go` command found");
 }
 
-async function buildTool(): Promise<string> {
+function buildTool(): Promise<string> {
+  return buildGoTool(MAIN_GO, "estargz-tool");
+}
+
+/**
+ * Builds the Go program `mainGo` (one file under tests/reference/) in GOPATH mode against the
+ * Debian Go sources, cached by the hash of its source; resolves with the binary's path.
+ */
+export async function buildGoTool(mainGo: URL, name: string): Promise<string> {
   const go = await findGo();
   if (!await exists(`${LIBRARY_DIR}/estargz.go`)) {
     throw missing(`the estargz Go package is not in ${LIBRARY_DIR}`);
   }
-  const source = await Deno.readFile(MAIN_GO);
+  const source = await Deno.readFile(mainGo);
   const hash = Array.from(
     new Uint8Array(await crypto.subtle.digest("SHA-256", source)),
     (b) => b.toString(16).padStart(2, "0"),
   ).join("").slice(0, 16);
   const dir = new URL(`${hash}/`, CACHE_DIR);
-  const bin = new URL("estargz-tool", dir);
+  const bin = new URL(name, dir);
   if (await exists(bin)) return bin.pathname;
 
   await Deno.mkdir(dir, { recursive: true });
   // Parallel test processes may build at once: build to a private name, then rename.
-  const tmp = new URL(`estargz-tool.${Deno.pid}.${crypto.randomUUID()}.tmp`, dir);
+  const tmp = new URL(`${name}.${Deno.pid}.${crypto.randomUUID()}.tmp`, dir);
   const out = await new Deno.Command(go, {
-    args: ["build", "-o", tmp.pathname, MAIN_GO.pathname],
+    args: ["build", "-o", tmp.pathname, mainGo.pathname],
     cwd: dir.pathname,
     env: {
       GO111MODULE: "off",
@@ -216,7 +224,7 @@ async function buildTool(): Promise<string> {
       ? ` (a Go dependency is missing; install: ${REFERENCE_APT_PACKAGES.join(" ")})`
       : "";
     throw new ReferenceToolError(
-      `building the reference eStargz tool failed${hint}:\n${stderr}`,
+      `building the reference tool ${name} failed${hint}:\n${stderr}`,
       out.code,
       stderr,
       "",

@@ -41,8 +41,8 @@ for (const [blob, tar] of cases) {
         assert.equal(node.devMajor, want.devMajor, `${path} devMajor`);
         assert.equal(node.devMinor, want.devMinor, `${path} devMinor`);
         if (want.type === "symlink") assert.equal(node.linkName, want.linkName, `${path} target`);
-        // The fixture's `LIBARCHIVE.xattr.user.la` record is one google/crfs's Go tar reader
-        // never saw; crfs reads it (see the eStargz round-trip tests).
+        // The fixture's `LIBARCHIVE.xattr.user.la` record is no xattr (not for google/crfs's Go
+        // tar reader, not for crfs: only SCHILY.xattr records are).
         const wantX = new Map([...want.xattrs].filter(([k]) => k !== "user.la"));
         assert.deepEqual(node.xattrs, wantX, `${path} xattrs`);
         if (want.type === "reg") {
