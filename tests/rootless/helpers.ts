@@ -14,6 +14,8 @@ import { readMountinfo } from "../../fs/fuse/mount.ts";
 import { FUSE_CONF } from "../../fs/fuse/unprivileged.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
+/** Held (flock) while a test has changed /dev/fuse or /etc/fuse.conf. */
+const LOCK_FILE = "/tmp/crfs-rootless-tests.lock";
 const dec = new TextDecoder();
 
 /** Runs a program as root; throws with its output when it fails. */
@@ -95,7 +97,6 @@ export class TestUser {
       PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
       XDG_RUNTIME_DIR: this.runtimeDir,
       XDG_CACHE_HOME: `${this.home}/.cache`,
-      DOCKER_CONFIG: `${this.home}/.docker`,
       DENO_DIR: `${this.home}/.cache/deno`,
       NO_COLOR: "1",
       ...extra,
@@ -273,18 +274,28 @@ export class UserCrfs {
  * FUSE), restoring the device's mode afterwards, whatever happens.
  */
 export async function withDevFuseMode<T>(mode: number, fn: () => Promise<T>): Promise<T> {
-  const before = (await Deno.stat("/dev/fuse")).mode! & 0o7777;
-  await Deno.chmod("/dev/fuse", mode);
+  // One test file at a time (they run in parallel): each sees its own mode and restores the
+  // machine's, not another test's.
+  const lock = await Deno.open(LOCK_FILE, { read: true, write: true, create: true });
+  await lock.lock(true);
   try {
-    return await fn();
+    const before = (await Deno.stat("/dev/fuse")).mode! & 0o7777;
+    await Deno.chmod("/dev/fuse", mode);
+    try {
+      return await fn();
+    } finally {
+      await Deno.chmod("/dev/fuse", before);
+    }
   } finally {
-    await Deno.chmod("/dev/fuse", before);
+    await lock.unlock();
+    lock.close();
   }
 }
 
 /**
  * Runs `fn` with a `user_allow_other` line in /etc/fuse.conf (added when missing), restoring the
- * file's exact contents (or its absence) afterwards, whatever happens.
+ * file's exact contents (or its absence) afterwards, whatever happens. Call it inside
+ * {@link withDevFuseMode}, which serializes the tests that change these files.
  */
 export async function withUserAllowOther<T>(fn: () => Promise<T>): Promise<T> {
   let before: string | undefined;
