@@ -38,7 +38,8 @@ or for every command, in /etc/containers/storage.conf:
 
 As a non-root user the store is for that user's rootless podman: owners are shown as its user
 namespace maps them (image uid 0 → you, 1… → your /etc/subuid range; gids from /etc/subgid).
-Start it before your first podman command (podman's namespace keeps the mounts it saw then).
+Start it before your first podman command, or run 'podman system migrate' after starting it
+(podman's namespace keeps the mounts it saw when it was made).
 
 Options:
       --allow-other      let other users access the store (rootless podman; needs
