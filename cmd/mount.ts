@@ -6,6 +6,7 @@
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
 import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
+import { defaultMountpoint } from "../fs/fuse/unprivileged.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
@@ -13,7 +14,8 @@ import { mountLayerStore } from "./store.ts";
 
 const HELP = `Usage: crfs mount [options] [MOUNTPOINT]
 
-Mounts container images read-only at MOUNTPOINT (default /crfs) and serves them until
+Mounts container images read-only at MOUNTPOINT (default /crfs; $XDG_RUNTIME_DIR/crfs for a
+non-root user, who mounts through fusermount3) and serves them until
 interrupted (Ctrl-C or SIGTERM unmounts cleanly). Only the bytes that are read are fetched.
 
   MOUNTPOINT/layers/<host>/<repository>/<tag>               → sha256-<manifest>
@@ -55,7 +57,10 @@ export const mountCommand: Command = {
     if (positionals.length > 1) {
       throw new UsageError("mount takes one mount point; see 'crfs mount --help'");
     }
-    const mountpoint = positionals[0] ?? "/crfs";
+    const mountpoint = positionals[0] ?? defaultMountpoint();
+    if (mountpoint === undefined) {
+      throw new UsageError("no $XDG_RUNTIME_DIR for the default mount point: give a MOUNTPOINT");
+    }
     const readAheadKb = values["read-ahead"] === undefined ? 1024 : Number(values["read-ahead"]);
     if (!Number.isInteger(readAheadKb) || readAheadKb < 0) {
       throw new UsageError("--read-ahead takes a number of KiB");

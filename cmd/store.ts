@@ -8,6 +8,7 @@
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
 import { type FuseMount, installSignalUnmount, mount } from "../fs/fuse/mount.ts";
+import { rootlessIdMaps, userNamespaceView } from "../fs/fuse/userns_view.ts";
 import { layerStoreRoot } from "../fs/layer_store.ts";
 import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
 import {
@@ -35,6 +36,11 @@ or for every command, in /etc/containers/storage.conf:
   [storage.options]
   additionallayerstores = ["DIR:ref"]
 
+As a non-root user the store is for that user's rootless podman: owners are shown as its user
+namespace maps them (image uid 0 → you, 1… → your /etc/subuid range; gids from /etc/subgid).
+Start it before your first podman command, or run 'podman system migrate' after starting it
+(podman's namespace keeps the mounts it saw when it was made).
+
 Options:
       --allow-other      let other users access the store (rootless podman; needs
                          user_allow_other in /etc/fuse.conf for non-root)
@@ -54,7 +60,10 @@ export async function mountLayerStore(
   setup: RegistrySetup,
   opts: { allowOther?: boolean; readAheadKb?: number } = {},
 ): Promise<FuseMount> {
-  const fs = new CrfsFilesystem(layerStoreRoot(setup.store), { tagTtlMs: setup.tagTtlMs });
+  const tree = new CrfsFilesystem(layerStoreRoot(setup.store), { tagTtlMs: setup.tagTtlMs });
+  // A non-root user's store is for that user's rootless podman: owners as its user namespace
+  // maps them (/etc/subuid), opaque markers also as user.overlay.opaque.
+  const fs = Deno.uid() === 0 ? tree : userNamespaceView(tree, await rootlessIdMaps());
   try {
     return await mount(dir, fs, {
       debug: setup.debug ? (line) => console.error(`fuse(store): ${line}`) : undefined,

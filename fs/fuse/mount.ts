@@ -14,6 +14,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { type KernelMount, kernelMount, umountDetach } from "./libfuse.ts";
 import type { FuseOps } from "./ops.ts";
 import { FuseSession, type InitInfo } from "./session.ts";
+import { checkUnprivilegedMount } from "./unprivileged.ts";
 
 /** Options of `mount()`. */
 export interface MountOptions {
@@ -273,6 +274,8 @@ export async function mount(
   const mp = await canonicalMountpoint(mountpoint);
   await clearStaleMount(mp, options.staleProbeMs);
   await Deno.mkdir(mp, { recursive: true });
+  // As non-root libfuse mounts through fusermount3: name what would stop it, in one line.
+  if (Deno.uid() !== 0) await checkUnprivilegedMount(mp, { allowOther: options.allowOther });
   const opts = [
     ...(options.writable ? [] : ["ro"]),
     "default_permissions",
