@@ -12,11 +12,12 @@ import { createHash } from "node:crypto";
 import zlib from "node:zlib";
 import { MAX_CHUNK_BYTES } from "../../format/chunk_decode.ts";
 import { estargzFooter } from "../../format/footer.ts";
-import { crc32, gzipMember, inflateMember } from "../../format/gzip.ts";
+import { crc32, gzipMember } from "../../format/gzip.ts";
 import { BytesSource } from "../../format/range_source.ts";
 import { IntegrityError, StargzReader } from "../../format/reader.ts";
 import { encodeHeader, END_OF_ARCHIVE, padToBlock, tarHeader } from "../../format/tar_header.ts";
 import { FIXTURES } from "../unit/tree_helpers.ts";
+import { recompressedLegacy } from "../fuzz/read_blobs.ts";
 
 const enc = new TextEncoder();
 
@@ -116,45 +117,6 @@ Deno.test("hostile TOC: terabyte sizes and inner offsets allocate nothing", asyn
     );
   }
 });
-
-/**
- * The legacy 64 KiB fixture with one chunk of `data/big.bin` (a multi-chunk file: google/crfs
- * wrote no chunk digests) recompressed with one byte changed, padded to its old length in the
- * gzip header's name field, so offsets, CRC and length all hold. Returns the blob and the
- * changed file offset.
- */
-async function recompressedLegacy(): Promise<{ blob: Uint8Array; at: number; truth: Uint8Array }> {
-  const blob = await Deno.readFile(`${FIXTURES}/synthetic-small.crfs-64k.stargz`);
-  const reader = await StargzReader.open(new BytesSource(blob));
-  const node = reader.lookup("data/big.bin")!;
-  assert.ok(node.chunks.length > 2 && node.chunks.every((c) => !c.digest) && node.digest);
-  const truth = await reader.readFile(node);
-  const c = node.chunks[1];
-  const old = blob.subarray(c.offset, c.end);
-  const { data } = inflateMember(old);
-  for (let k = 0; k < 64; k++) {
-    const changed = data.slice();
-    changed[c.innerOffset + 100 + k] ^= 0x55;
-    for (const level of [9, 6, 1]) {
-      const member = gzipMember([changed], level);
-      const slack = old.length - member.length;
-      if (slack < 2) continue;
-      // FNAME of slack-1 bytes plus its NUL.
-      const fixed = concat([
-        member.subarray(0, 10),
-        new Uint8Array(slack - 1).fill(0x61),
-        new Uint8Array(1),
-        member.subarray(10),
-      ]);
-      fixed[3] |= 8;
-      assert.deepEqual(inflateMember(fixed).data, changed);
-      const out = blob.slice();
-      out.set(fixed, c.offset);
-      return { blob: out, at: c.chunkOffset + 100 + k, truth };
-    }
-  }
-  throw new Error("could not recompress the member to its length");
-}
 
 Deno.test("verify strict: a legacy file recompressed with other content is refused on partial reads", async () => {
   const { blob, at, truth } = await recompressedLegacy();
