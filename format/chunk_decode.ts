@@ -16,6 +16,13 @@ export type ChunkCodec = "gzip" | "zstd";
 /** Decompressed bytes allowed after a chunk inside its member (tar headers of later entries). */
 export const MEMBER_SLACK = 16 << 20;
 
+/**
+ * Largest chunk decoded, counting the bytes before it in a shared member (`innerOffset`):
+ * 128 MiB, the most the image store's chunk cache holds. Writers use 4 MiB; a TOC asking for
+ * more is refused before anything is inflated or allocated.
+ */
+export const MAX_CHUNK_BYTES = 128 << 20;
+
 /** Where a chunk is, for decoding. */
 export interface ChunkSpec {
   /** Offset of the chunk's member within the bytes handed over. */
@@ -55,6 +62,13 @@ export async function decodeChunk(
 ): Promise<Uint8Array> {
   const compressed = bytes.subarray(c.start, c.end);
   const want = c.innerOffset + c.size;
+  if (want > MAX_CHUNK_BYTES) {
+    throw new ChunkDecodeError(
+      `chunk of ${c.size} bytes at ${c.innerOffset} in its member exceeds the ${
+        MAX_CHUNK_BYTES >> 20
+      } MiB limit`,
+    );
+  }
   let data = memo?.get(c.start);
   if (!data || data.length < want) {
     try {

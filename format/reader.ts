@@ -108,8 +108,9 @@ export interface OpenOptions {
   /** Largest uncompressed TOC accepted. Default 256 MiB. */
   maxTocBytes?: number;
   /**
-   * Verification policy: `strict` (default) checks every eStargz chunk digest and, for blobs
-   * without them, file digests on whole-file reads; `none` checks only gzip CRCs.
+   * Verification policy: `strict` (default) checks every chunk digest and, for files without
+   * them (legacy stargz), the file digest before serving any byte of the file (the whole file
+   * read once); `none` checks only gzip CRCs.
    */
   verify?: "strict" | "none";
   /** Decompressed-chunk cache; default a private 32 MiB LRU. */
@@ -205,6 +206,8 @@ export class StargzReader {
   #window = 0;
   readonly #inflight = new Map<string, Promise<Uint8Array>>();
   readonly #lastEnd = new WeakMap<TOCNode, number>();
+  /** Whole-file digest checks done or under way (strict, files without chunk digests). */
+  readonly #fileChecks = new WeakMap<TOCNode, Promise<void>>();
   /** Counters for status reports. */
   readonly stats: ReaderStats = {
     bytesFetched: 0,
@@ -400,6 +403,9 @@ export class StargzReader {
     if (offset < 0 || length < 0) throw new RangeError("negative offset or length");
     const end = Math.min(node.size, offset + length);
     if (offset >= end) return new Uint8Array();
+    const whole = offset === 0 && end === node.size;
+    // Strict, and the file's only digest is its whole-content one: check it before serving part.
+    if (!whole && this.#needsFileCheck(node)) await abortable(this.#verifyFile(node), signal);
     const chunks = node.chunks;
     // First chunk containing `offset`.
     let lo = 0;
@@ -435,18 +441,73 @@ export class StargzReader {
       const to = Math.min(end, c.chunkOffset + c.chunkSize);
       out.set(datas[i].subarray(from - c.chunkOffset, to - c.chunkOffset), from - offset);
     }
-    if (
-      this.#verify && offset === 0 && end === node.size && node.digest &&
-      !needed.some((c) => c.digest)
-    ) {
-      const got = `sha256:${sha256Hex(out)}`;
-      if (got !== node.digest) {
-        throw new IntegrityError(
-          `${node.path}: file digest mismatch (expected ${node.digest}, got ${got})`,
-        );
-      }
+    if (whole && this.#needsFileCheck(node)) {
+      this.#checkFileDigest(node, out);
+      this.#deriveChunkDigests(node, datas.map((d) => `sha256:${sha256Hex(d)}`));
     }
     return out;
+  }
+
+  /**
+   * True when strict verification must check `node` by its whole-content digest: it has one
+   * and some chunk has no digest of its own (legacy stargz, zstd:chunked without chunkDigest).
+   */
+  #needsFileCheck(node: TOCNode): boolean {
+    return this.#verify && node.digest !== undefined && node.chunks.some((c) => !c.digest);
+  }
+
+  /** Throws {@link IntegrityError} unless `content` matches the file's digest. */
+  #checkFileDigest(node: TOCNode, content: Uint8Array | ReturnType<typeof createHash>): void {
+    const got = `sha256:${
+      content instanceof Uint8Array ? sha256Hex(content) : content.digest("hex")
+    }`;
+    if (got !== node.digest) {
+      throw new IntegrityError(
+        `${node.path}: file digest mismatch (expected ${node.digest}, got ${got})`,
+      );
+    }
+  }
+
+  /**
+   * After the file's digest held over its chunks' bytes, gives each chunk the digest of its
+   * bytes (`digests`, in file order), so every later fetch of it is checked on its own.
+   */
+  #deriveChunkDigests(node: TOCNode, digests: string[]): void {
+    node.chunks.forEach((c, k) => {
+      c.digest ??= digests[k];
+    });
+  }
+
+  /**
+   * Checks a file whose only digest is its whole-content one: reads all its chunks (a few MiB
+   * at a time), hashes them, and on success derives per-chunk digests. Once per file; a
+   * failure is forgotten, so a later read tries again.
+   */
+  #verifyFile(node: TOCNode): Promise<void> {
+    let p = this.#fileChecks.get(node);
+    if (!p) {
+      p = (async () => {
+        const hash = createHash("sha256");
+        const digests: string[] = [];
+        const cs = node.chunks;
+        for (let i = 0; i < cs.length;) {
+          const batch: Owned[] = [];
+          for (let bytes = 0; i < cs.length && (batch.length === 0 || bytes < 4 << 20); i++) {
+            batch.push({ node, chunk: cs[i] });
+            bytes += cs[i].chunkSize;
+          }
+          for (const d of await this.#chunks(batch, false)) {
+            hash.update(d);
+            digests.push(`sha256:${sha256Hex(d)}`);
+          }
+        }
+        this.#checkFileDigest(node, hash);
+        this.#deriveChunkDigests(node, digests);
+      })();
+      this.#fileChecks.set(node, p);
+      p.catch(() => this.#fileChecks.delete(node));
+    }
+    return p;
   }
 
   /** Reads a whole regular file. */
