@@ -20,6 +20,7 @@ import type { ImageManifest } from "../drivers/manifest.ts";
 import { LOCAL_HOST, type RepositoryName } from "../drivers/reference.ts";
 import { isRegistryError } from "../drivers/errors.ts";
 import { ImageStore } from "./image_store.ts";
+import { LruMap } from "./lru_map.ts";
 import { layerRoot } from "./layer_tree.ts";
 import { statusNode } from "./status.ts";
 import { unionRoot } from "./union.ts";
@@ -32,6 +33,27 @@ export type View = "layers" | "images";
 export interface TreeOptions {
   /** Hosts listed in `layers/` and `images/` besides `local` and those looked up. */
   hosts?: string[];
+  /** Hosts looked up that the listing remembers, least recently used out. Default 256. */
+  maxLookedUpHosts?: number;
+}
+
+/** Hosts shown in a view: the configured ones always, looked-up ones up to a bound. */
+class HostSet {
+  readonly #fixed: Set<string>;
+  readonly #lookedUp: LruMap<string, true>;
+  constructor(fixed: string[], max: number) {
+    this.#fixed = new Set(fixed);
+    this.#lookedUp = new LruMap(max);
+  }
+  add(host: string): void {
+    if (!this.#fixed.has(host)) this.#lookedUp.set(host, true);
+  }
+  /** Every host, sorted, `local` first. */
+  list(): string[] {
+    const all = new Set([...this.#fixed, ...this.#lookedUp.keys()]);
+    all.delete(LOCAL_HOST);
+    return [LOCAL_HOST, ...[...all].sort()];
+  }
 }
 
 const HOST_RE =
@@ -65,7 +87,7 @@ const digestDir = (digest: string) => `sha256-${digest.slice("sha256:".length)}`
 
 /** Builds the root of the tree. */
 export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
-  const seen = new Set<string>(opts.hosts ?? []);
+  const seen = new HostSet(opts.hosts ?? [], opts.maxLookedUpHosts ?? 256);
   const views: [string, FsNode][] = (["layers", "images"] as View[]).map((
     v,
   ) => [v, viewDir(store, v, seen)]);
@@ -76,7 +98,7 @@ export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
   ]);
 }
 
-function viewDir(store: ImageStore, view: View, seen: Set<string>): FsNode {
+function viewDir(store: ImageStore, view: View, seen: HostSet): FsNode {
   const hostNode = (host: string): FsNode => pathDir(store, view, host, "");
   return {
     key: `view:${view}`,
@@ -87,13 +109,7 @@ function viewDir(store: ImageStore, view: View, seen: Set<string>): FsNode {
       seen.add(name);
       return Promise.resolve(hostNode(name));
     },
-    list: () =>
-      Promise.resolve(
-        [LOCAL_HOST, ...[...seen].filter((h) => h !== LOCAL_HOST).sort()].map((h) => [
-          h,
-          hostNode(h),
-        ]),
-      ),
+    list: () => Promise.resolve(seen.list().map((h) => [h, hostNode(h)])),
   };
 }
 
