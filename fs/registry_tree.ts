@@ -164,6 +164,17 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
     return await imageDir(store, repo, digest);
   };
 
+  /** `images/…/<tag>/`: resolved on first use, so listing a repository opens no layer. */
+  const tagDirs = new Map<string, FsNode>();
+  const tagDir = (tag: string): FsNode => {
+    let dir = tagDirs.get(tag);
+    if (!dir) {
+      dir = tagImageDir(store, `${where}:${tag}`, () => tagNode(tag));
+      tagDirs.set(tag, dir);
+    }
+    return dir;
+  };
+
   const digestNode = async (name: string): Promise<FsNode | undefined> => {
     const digest = `sha256:${DIGEST_DIR_RE.exec(name)![1]}`;
     try {
@@ -197,8 +208,14 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
         }
         // Try a tag only where the path may be a repository (unknown counts as maybe).
         if (prefix !== "" && TAG_RE.test(name) && (await store.isRepository(repo)) !== false) {
-          const t = await tagNode(name);
-          if (t) return t;
+          if (view === "images") {
+            // The tag's image is opened now: a tag that cannot be served fails here, alone.
+            const dir = tagDir(name);
+            if (await (dir as TagImageDir).resolve()) return dir;
+          } else {
+            const t = await tagNode(name);
+            if (t) return t;
+          }
         }
         if (!COMPONENT_RE.test(name)) return undefined;
         if ((await store.hasRepositoryUnder(host, sub)) === false) return undefined;
@@ -225,15 +242,67 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
         } catch (e) {
           fail(store, where, e);
         }
-        const nodes = await Promise.all(
-          (tags ?? []).map(async (t) => [t.name, await tagNode(t.name)] as const),
-        );
+        // Tags are listed by name: an image is opened only when its directory is used, and a
+        // tag that cannot be served (not eStargz, gone) fails on its own, not the listing.
+        const nodes = await Promise.all((tags ?? []).map(async (t) => {
+          if (view === "images") return [t.name, tagDir(t.name)] as const;
+          try {
+            return [t.name, await tagNode(t.name)] as const;
+          } catch {
+            return [t.name, undefined] as const; // logged by tagNode
+          }
+        }));
         for (const [name, node] of nodes) {
           if (node && !out.some(([n]) => n === name)) out.push([name, node]);
         }
       }
       return out;
     },
+  };
+}
+
+/** A tag's image directory that resolves its image on first use. */
+interface TagImageDir extends FsNode {
+  /** The image now (resolved again after the tag TTL), or undefined when the tag is gone. */
+  resolve(): Promise<FsNode | undefined>;
+}
+
+/**
+ * `images/<host>/<repo>/<tag>/` as a node of its own (one inode per tag name) whose content is
+ * the image the tag names now: `resolve` opens it (the tag's manifest and layers) when the
+ * directory is first looked into, and again after the tag TTL. Until then it has a plain
+ * directory's attributes, so a listing of the repository needs nothing of the image.
+ */
+function tagImageDir(
+  store: ImageStore,
+  what: string,
+  open: () => Promise<FsNode | undefined>,
+): TagImageDir {
+  let current: { at: number; image: Promise<FsNode | undefined> } | undefined;
+  let last: FsNode | undefined;
+  const resolve = (): Promise<FsNode | undefined> => {
+    if (!current || Date.now() - current.at >= store.tagTtlMs) {
+      const image = open().then((n) => (last = n));
+      const entry = { at: Date.now(), image };
+      current = entry;
+      image.catch(() => {
+        if (current === entry) current = undefined;
+      });
+    }
+    return current.image;
+  };
+  const image = async (): Promise<FsNode> => {
+    const n = await resolve();
+    if (!n) throw new NodeError("ENOENT", `${what}: no such tag`);
+    return n;
+  };
+  return {
+    key: `tagdir:${what}`,
+    volatility: "tag",
+    attr: () => last?.attr() ?? dirAttr(2),
+    resolve,
+    lookup: async (name) => (await image()).lookup!(name),
+    list: async () => (await image()).list!(),
   };
 }
 
