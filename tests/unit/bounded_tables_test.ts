@@ -2,8 +2,8 @@
  * Bounded memory for long runs: the inode table drops nodes the kernel forgot (FORGET and
  * BATCH_FORGET reach `CrfsFilesystem.forget`) and keeps at most its idle budget, while numbers
  * stay stable for held nodes, come back for the same file after a forget and are never given to
- * another file; the image store's open layers, manifests and tags and the tree's looked-up
- * hosts stay within their bounds, and a layer reader still in use is found again, not reopened.
+ * another file; the image store's open layers, manifests and tags, the tree's looked-up
+ * hosts and the layer store's references stay within their bounds, and a layer reader still in use is found again, not reopened.
  *
  * @module
  */
@@ -12,6 +12,7 @@ import { CrfsFilesystem } from "../../fs/filesystem.ts";
 import { bytesNode, type FsNode, staticDir } from "../../fs/node.ts";
 import { ImageStore } from "../../fs/image_store.ts";
 import { rootNode } from "../../fs/registry_tree.ts";
+import { encodeRefName, layerStoreRoot } from "../../fs/layer_store.ts";
 import { defaultDrivers } from "../../drivers/mod.ts";
 import type { StargzReader } from "../../format/reader.ts";
 import { convert } from "./tree_helpers.ts";
@@ -154,4 +155,16 @@ Deno.test("the tree remembers a bounded number of looked-up hosts", async () => 
     "host18.example",
     "host19.example",
   ]);
+});
+
+Deno.test("the layer store remembers a bounded number of references", async () => {
+  const store = new ImageStore(defaultDrivers({ localDir: "/nonexistent" }), { log: () => {} });
+  const root = layerStoreRoot(store);
+  for (let i = 0; i < 1100; i++) {
+    assert.ok(await root.lookup!(encodeRefName(`registry.example/app${i}:v1`)));
+  }
+  const names = (await root.list!()).map(([n]) => n);
+  assert.equal(names.length, 1024);
+  assert.ok(names.includes(encodeRefName("registry.example/app1099:v1")));
+  assert.ok(!names.includes(encodeRefName("registry.example/app0:v1")));
 });
