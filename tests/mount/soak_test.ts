@@ -142,7 +142,7 @@ Deno.test({
         const nodes = await tableNodes(m.mnt);
         rss.push(await rssMiB(m.pid));
         console.log(
-          `soak round ${round}${round === 0 ? " (warm-up)" : ""}: VmRSS ${rss[round]} MiB, ` +
+          `soak round ${round}${round <= WARM_UP ? " (warm-up)" : ""}: VmRSS ${rss[round]} MiB, ` +
             `inode table ${before} nodes after the round, ${nodes} after drop_caches`,
         );
         assert.ok(
