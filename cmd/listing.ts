@@ -93,6 +93,17 @@ export interface ListOptions {
   json: boolean;
 }
 
+/** Entries in `ls` order: bytewise by name (as `LC_ALL=C ls` sorts), whatever the tree's order. */
+function sortedByName(items: ListItem[]): ListItem[] {
+  const keyed = items.map((it) => ({ it, bytes: encodeName(it.name) }));
+  keyed.sort((x, y) => {
+    const n = Math.min(x.bytes.length, y.bytes.length);
+    for (let i = 0; i < n; i++) if (x.bytes[i] !== y.bytes[i]) return x.bytes[i] - y.bytes[i];
+    return x.bytes.length - y.bytes.length;
+  });
+  return keyed.map((k) => k.it);
+}
+
 /**
  * Writes a listing of `item` (a directory's entries, or the item itself when it is not a
  * directory) through `write`. Recursive listings print paths relative to the listed directory.
@@ -117,7 +128,7 @@ export async function printListing(
     await emit(item.name, item);
   } else {
     const walk = async (prefix: string, children: Children) => {
-      const items = await children();
+      const items = sortedByName(await children());
       for (const it of items) await emit(prefix ? `${prefix}/${it.name}` : it.name, it);
       if (!opts.recursive) return;
       for (const it of items) {

@@ -20,7 +20,7 @@ import {
   type OpenReply,
   type StatfsOut,
 } from "./fuse/ops.ts";
-import { InodeTable } from "./inode_table.ts";
+import { InodeTable, type InodeTableOptions } from "./inode_table.ts";
 import { type FsNode, NodeError } from "./node.ts";
 
 /** Options of the filesystem. */
@@ -33,6 +33,8 @@ export interface FilesystemOptions {
   log?: (line: string) => void;
   /** Called once per file with a path inside its image, the first time it is read. */
   onFirstRead?: (path: string) => void;
+  /** Bounds of the inode table (nodes kept for numbers the kernel does not hold). */
+  inodes?: Omit<InodeTableOptions, "onDrop">;
 }
 
 const ERRNO: Record<NodeError["code"], number> = {
@@ -73,7 +75,10 @@ export class CrfsFilesystem implements FuseOps {
   #nextFh = 1;
 
   constructor(root: FsNode, opts: FilesystemOptions) {
-    this.inodes = new InodeTable(root);
+    this.inodes = new InodeTable(root, {
+      ...opts.inodes,
+      onDrop: (ino) => this.#parents.delete(ino),
+    });
     this.#tagTtl = opts.tagTtlMs;
     this.#immutableTtl = opts.immutableTtlMs ?? 86_400_000;
     this.#log = opts.log ?? ((l) => console.error(l));
@@ -113,6 +118,8 @@ export class CrfsFilesystem implements FuseOps {
    */
   #entry(parent: number, dir: FsNode, child: FsNode): EntryReply {
     const ino = this.#assign(parent, child);
+    // Every entry reply is a lookup the kernel holds until it forgets it.
+    this.inodes.lookedUp(ino);
     const ttl = this.#ttl(child);
     return {
       nodeId: ino,
@@ -149,6 +156,11 @@ export class CrfsFilesystem implements FuseOps {
       }
       return this.#entry(parent, dir, child);
     });
+  }
+
+  /** The kernel dropped `nlookup` lookups of `nodeId` (FORGET, BATCH_FORGET). */
+  forget(nodeId: number, nlookup: number): void {
+    this.inodes.forget(nodeId, nlookup);
   }
 
   getattr(nodeId: number): Promise<AttrReply> {

@@ -20,6 +20,8 @@ import type { DiskCache } from "./disk_cache.ts";
 import { DecodePool } from "../format/decode_pool.ts";
 import { LOCAL_HOST } from "../drivers/reference.ts";
 import { type OpenLayer, openLayer, type PrefetchMode, type VerifyPolicy } from "./layer_open.ts";
+import { LruMap } from "./lru_map.ts";
+import type { StargzReader } from "../format/reader.ts";
 
 /** Options of an {@link ImageStore}. */
 export interface ImageStoreOptions {
@@ -49,7 +51,33 @@ export interface ImageStoreOptions {
   verify?: VerifyPolicy;
   /** Logs one line per problem. */
   log?: (line: string) => void;
+  /** Bounds of the store's tables; see {@link StoreLimits}. */
+  limits?: Partial<StoreLimits>;
 }
+
+/**
+ * How much registry state an {@link ImageStore} keeps in memory, least recently used out. A
+ * layer reader dropped from `layers` stays in use (and is found again) while nodes of the tree
+ * still hold it, e.g. files the kernel has open; it is released once nothing does.
+ */
+export interface StoreLimits {
+  /** Layer readers kept open with nothing else holding them (each holds its TOC index). */
+  layers: number;
+  /** Manifests (and image configs) by digest. */
+  manifests: number;
+  /** Tag resolutions, repository catalogs and tag lists (each for the tag TTL). */
+  tags: number;
+  /** Repositories learned from the registry or the disk cache (hinted ones always stay). */
+  repositories: number;
+}
+
+/** The default {@link StoreLimits}. */
+export const DEFAULT_STORE_LIMITS: StoreLimits = {
+  layers: 64,
+  manifests: 1024,
+  tags: 4096,
+  repositories: 4096,
+};
 
 interface Timed<T> {
   at: number;
@@ -70,13 +98,28 @@ export class ImageStore {
   readonly #verify: VerifyPolicy;
   #decodePool?: DecodePool;
   readonly #background = new AbortController();
-  readonly #manifests = new Map<string, Promise<Manifest>>();
-  readonly #tags = new Map<string, Timed<string | undefined>>();
-  readonly #catalogs = new Map<string, Timed<string[] | undefined>>();
-  readonly #tagLists = new Map<string, Timed<TagInfo[] | undefined>>();
-  readonly #layers = new Map<string, Promise<OpenLayer>>();
-  readonly #configs = new Map<string, Promise<ImageConfig>>();
-  readonly #knownRepos = new Set<string>();
+  readonly limits: StoreLimits;
+  readonly #manifests: LruMap<string, Promise<Manifest>>;
+  readonly #tags: LruMap<string, Timed<string | undefined>>;
+  readonly #catalogs: LruMap<string, Timed<string[] | undefined>>;
+  readonly #tagLists: LruMap<string, Timed<TagInfo[] | undefined>>;
+  readonly #layers: LruMap<string, Promise<OpenLayer>>;
+  /** Readers dropped from `#layers` that may still be in use, found again while they live. */
+  readonly #heldLayers = new Map<string, WeakRef<StargzReader>>();
+  /** Closes a dropped reader's blob source once the reader is gone. */
+  readonly #release = new FinalizationRegistry<{ digest: string; source: LazyBlobSource }>(
+    ({ digest, source }) => {
+      const held = this.#heldLayers.get(digest);
+      if (held && held.deref() === undefined) this.#heldLayers.delete(digest);
+      source.close();
+    },
+  );
+  readonly #sources = new Map<string, LazyBlobSource>();
+  readonly #configs: LruMap<string, Promise<ImageConfig>>;
+  /** Repositories the user named: always kept. */
+  readonly #hintedRepos = new Set<string>();
+  /** Repositories learned from the registry or disk cache. */
+  readonly #learnedRepos: LruMap<string, true>;
 
   constructor(drivers: DriverRegistry, opts: ImageStoreOptions = {}) {
     this.drivers = drivers;
@@ -89,6 +132,42 @@ export class ImageStore {
     this.#readAhead = opts.readAhead;
     this.#prefetch = opts.prefetch ?? "landmark";
     this.#verify = opts.verify ?? "strict";
+    const limits = { ...DEFAULT_STORE_LIMITS, ...opts.limits };
+    this.limits = limits;
+    this.#manifests = new LruMap(limits.manifests);
+    this.#configs = new LruMap(limits.manifests);
+    this.#tags = new LruMap(limits.tags);
+    this.#catalogs = new LruMap(Math.max(1, limits.tags >> 4));
+    this.#tagLists = new LruMap(limits.tags);
+    this.#learnedRepos = new LruMap(limits.repositories);
+    this.#layers = new LruMap(limits.layers, (digest, p) => this.#dropLayer(digest, p));
+  }
+
+  /** Sizes of the store's tables now (for status reports and tests). */
+  get tableSizes(): Record<string, number> {
+    return {
+      layers: this.#layers.size,
+      heldLayers: this.#heldLayers.size,
+      manifests: this.#manifests.size,
+      configs: this.#configs.size,
+      tags: this.#tags.size,
+      catalogs: this.#catalogs.size,
+      tagLists: this.#tagLists.size,
+      repositories: this.#learnedRepos.size + this.#hintedRepos.size,
+    };
+  }
+
+  #knows(key: string): boolean {
+    return this.#hintedRepos.has(key) || this.#learnedRepos.get(key) !== undefined;
+  }
+
+  #learn(key: string): void {
+    if (!this.#hintedRepos.has(key)) this.#learnedRepos.set(key, true);
+  }
+
+  *#knownRepos(): Iterable<string> {
+    yield* this.#hintedRepos;
+    yield* this.#learnedRepos.keys();
   }
 
   /**
@@ -96,7 +175,7 @@ export class ImageStore {
    * walks to them without asking the registry.
    */
   async init(): Promise<void> {
-    for (const r of (await this.#disk?.repositories(this.tagTtlMs)) ?? []) this.#knownRepos.add(r);
+    for (const r of (await this.#disk?.repositories(this.tagTtlMs)) ?? []) this.#learn(r);
   }
 
   /**
@@ -104,7 +183,7 @@ export class ImageStore {
    * no guessing whether its path components are tags.
    */
   hintRepository(repo: RepositoryName): void {
-    this.#knownRepos.add(`${repo.host}/${repo.repository}`);
+    this.#hintedRepos.add(`${repo.host}/${repo.repository}`);
   }
 
   /**
@@ -113,8 +192,8 @@ export class ImageStore {
    */
   async isRepository(repo: RepositoryName): Promise<boolean | undefined> {
     const key = `${repo.host}/${repo.repository}`;
-    if (this.#knownRepos.has(key)) return true;
-    for (const k of this.#knownRepos) if (k.startsWith(key + "/")) return undefined;
+    if (this.#knows(key)) return true;
+    for (const k of this.#knownRepos()) if (k.startsWith(key + "/")) return undefined;
     const all = await this.catalog(repo.host);
     return all ? all.includes(repo.repository) : undefined;
   }
@@ -122,14 +201,14 @@ export class ImageStore {
   /** Whether a hinted repository lives at or under `prefix` (no requests). */
   hintedUnder(host: string, prefix: string): boolean {
     const key = `${host}/${prefix}`;
-    for (const k of this.#knownRepos) if (k === key || k.startsWith(key + "/")) return true;
+    for (const k of this.#knownRepos()) if (k === key || k.startsWith(key + "/")) return true;
     return false;
   }
 
   /** Whether some repository lives at or under `prefix`: true/false, or undefined if unknown. */
   async hasRepositoryUnder(host: string, prefix: string): Promise<boolean | undefined> {
     const key = `${host}/${prefix}`;
-    for (const k of this.#knownRepos) if (k === key || k.startsWith(key + "/")) return true;
+    for (const k of this.#knownRepos()) if (k === key || k.startsWith(key + "/")) return true;
     const all = await this.catalog(host);
     return all ? all.some((r) => r === prefix || r.startsWith(prefix + "/")) : undefined;
   }
@@ -139,12 +218,14 @@ export class ImageStore {
     return this.drivers.forHost(host);
   }
 
-  #fresh<T>(map: Map<string, Timed<T>>, key: string, make: () => Promise<T>): Promise<T> {
+  #fresh<T>(map: LruMap<string, Timed<T>>, key: string, make: () => Promise<T>): Promise<T> {
     const hit = map.get(key);
     if (hit && Date.now() - hit.at < this.tagTtlMs) return hit.value;
     const value = make();
     map.set(key, { at: Date.now(), value });
-    value.catch(() => map.delete(key));
+    value.catch(() => {
+      if (map.peek(key)?.value === value) map.delete(key);
+    });
     return value;
   }
 
@@ -164,7 +245,7 @@ export class ImageStore {
       const recorded = `${ref}@${this.platform ?? "default"}`;
       const known = await disk?.tag(recorded, this.tagTtlMs);
       if (known) {
-        this.#knownRepos.add(`${repo.host}/${repo.repository}`);
+        this.#learn(`${repo.host}/${repo.repository}`);
         return known;
       }
       try {
@@ -184,7 +265,7 @@ export class ImageStore {
         }
         await disk?.putTag(recorded, digest);
         await disk?.putRepository(`${repo.host}/${repo.repository}`);
-        this.#knownRepos.add(`${repo.host}/${repo.repository}`);
+        this.#learn(`${repo.host}/${repo.repository}`);
         return digest;
       } catch (e) {
         if (isNotFound(e)) return undefined;
@@ -283,27 +364,52 @@ export class ImageStore {
     });
   }
 
-  /** Opens (once) the stargz reader of a layer. */
+  /**
+   * The stargz reader of a layer, opened once and shared: a reader dropped from the open
+   * layers (least recently used beyond `limits.layers`) that nodes of the tree still hold is
+   * found again, never opened twice.
+   */
   layer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
     let p = this.#layers.get(desc.digest);
     if (!p) {
-      p = this.#openLayer(repo, desc);
+      const reader = this.#heldLayers.get(desc.digest)?.deref();
+      this.#heldLayers.delete(desc.digest);
+      p = reader ? Promise.resolve({ digest: desc.digest, reader }) : this.#openLayer(repo, desc);
       this.#layers.set(desc.digest, p);
-      p.catch(() => this.#layers.delete(desc.digest));
+      const opened = p;
+      p.catch(() => {
+        if (this.#layers.peek(desc.digest) === opened) this.#layers.delete(desc.digest);
+      });
     }
     return p;
+  }
+
+  /** A layer left the open layers: remember its reader weakly; release it once unused. */
+  #dropLayer(digest: string, p: Promise<OpenLayer>): void {
+    for (const [d, ref] of this.#heldLayers) {
+      if (ref.deref() === undefined) this.#heldLayers.delete(d);
+    }
+    p.then(({ reader }) => {
+      if (this.#layers.peek(digest) !== undefined) return; // opened again meanwhile
+      this.#heldLayers.set(digest, new WeakRef(reader));
+      const source = this.#sources.get(digest);
+      this.#sources.delete(digest);
+      if (source) this.#release.register(reader, { digest, source });
+    }, () => {});
   }
 
   #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
     // Files of the local directory are on disk already: no disk cache copy of their bytes, and
     // no manifest of a registry stands behind them (see `LayerBlob.manifested`).
     const local = repo.host === LOCAL_HOST;
+    const source = new LazyBlobSource(
+      () => this.driver(repo.host).blob(repo, desc.digest, desc.size),
+      desc.size,
+    );
+    this.#sources.set(desc.digest, source);
     return openLayer({
       id: desc.digest,
-      source: new LazyBlobSource(
-        () => this.driver(repo.host).blob(repo, desc.digest, desc.size),
-        desc.size,
-      ),
+      source,
       where: `${repo.host}/${repo.repository}@${desc.digest}`,
       tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
       manifested: !local,
@@ -318,6 +424,10 @@ export class ImageStore {
       wrapSource: this.#wrap,
       disk: local ? undefined : this.#disk,
       log: this.log,
+    }).catch((e) => {
+      if (this.#sources.get(desc.digest) === source) this.#sources.delete(desc.digest);
+      source.close();
+      throw e;
     });
   }
 
@@ -354,9 +464,9 @@ export class ImageStore {
  */
 class LazyBlobSource implements RangeSource {
   readonly size: number;
-  readonly #open: () => Promise<RangeSource>;
-  #source?: Promise<RangeSource>;
-  constructor(open: () => Promise<RangeSource>, size: number) {
+  readonly #open: () => Promise<RangeSource & { close?(): void }>;
+  #source?: Promise<RangeSource & { close?(): void }>;
+  constructor(open: () => Promise<RangeSource & { close?(): void }>, size: number) {
     this.#open = open;
     this.size = size;
   }
@@ -369,5 +479,11 @@ class LazyBlobSource implements RangeSource {
       });
     }
     return (await this.#source).read(offset, length, signal);
+  }
+  /** Releases the blob (an open file of the local driver), if it was opened. */
+  close(): void {
+    const p = this.#source;
+    this.#source = undefined;
+    p?.then((s) => s.close?.(), () => {});
   }
 }

@@ -33,6 +33,7 @@ import type { Descriptor, ImageManifest } from "../drivers/manifest.ts";
 import { parseReference, type Reference } from "../drivers/reference.ts";
 import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
 import type { ImageStore } from "./image_store.ts";
+import { LruMap } from "./lru_map.ts";
 import type { OpenLayer } from "./layer_open.ts";
 import { layerRoot } from "./layer_tree.ts";
 import { bytesNode, dirAttr, type FsNode, NodeError } from "./node.ts";
@@ -105,6 +106,11 @@ export function layerInfo(desc: Descriptor, diffId: string, tocDigest: string): 
   return info;
 }
 
+/** References the layer store remembers (listing and directories). */
+const MAX_REFERENCES = 1024;
+/** Layer directories the layer store keeps built. */
+const MAX_LAYER_DIRS = 256;
+
 /** Options of the store tree. */
 export interface LayerStoreOptions {
   /** Logs one line per layer declined for a reason other than not being eStargz. */
@@ -114,10 +120,12 @@ export interface LayerStoreOptions {
 /** The root of the layer store: one directory per image reference looked up. */
 export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}): FsNode {
   const log = opts.log ?? store.log;
-  const seen = new Set<string>();
-  // Layer directories by `<ref name>/<manifest digest>/<digest>`; failures are not kept.
-  const layers = new Map<string, Promise<FsNode | undefined>>();
-  const refDirs = new Map<string, FsNode>();
+  // Bounded for long runs, least recently used out: references looked up (listed), their
+  // directories, and layer directories by `<ref name>/<manifest digest>/<digest>` (failures
+  // are not kept). Dropped ones are built again from the image store when asked for.
+  const seen = new LruMap<string, true>(MAX_REFERENCES);
+  const layers = new LruMap<string, Promise<FsNode | undefined>>(MAX_LAYER_DIRS);
+  const refDirs = new LruMap<string, FsNode>(MAX_REFERENCES);
 
   const refDir = (name: string, ref: Reference): FsNode => {
     let dir = refDirs.get(name);
@@ -134,12 +142,12 @@ export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}):
     lookup(name) {
       const ref = decodeRefName(name);
       if (!ref) return Promise.resolve(undefined);
-      seen.add(name);
+      seen.set(name, true);
       return Promise.resolve(refDir(name, ref));
     },
     list() {
       return Promise.resolve(
-        [...seen].sort().map((n) => [n, refDir(n, decodeRefName(n)!)] as [string, FsNode]),
+        [...seen.keys()].sort().map((n) => [n, refDir(n, decodeRefName(n)!)] as [string, FsNode]),
       );
     },
     change: () => Promise.reject(new NodeError("EROFS", "the layer store is read-only")),
@@ -151,7 +159,7 @@ function referenceDir(
   store: ImageStore,
   name: string,
   ref: Reference,
-  layers: Map<string, Promise<FsNode | undefined>>,
+  layers: LruMap<string, Promise<FsNode | undefined>>,
   log: (line: string) => void,
 ): FsNode {
   const repo = { host: ref.host, repository: ref.repository };

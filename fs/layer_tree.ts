@@ -19,6 +19,25 @@ export const OPAQUE_MARKER = ".wh..wh..opq";
 /** The xattr overlayfs reads to treat a directory as opaque. */
 export const OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque";
 
+/**
+ * The key of a non-directory TOC node of layer `id`: the file's identity, not one of its names.
+ * A file reached through a hardlink is the node of the hardlink's target, whose `path` is the
+ * target's first name, and a later entry may give that name to another file (GNU tar appending,
+ * writers that keep both entries): keys from paths would then give two files one inode. The
+ * defining TOC entry's index names the file for as long as the blob is the same.
+ */
+export function tocFileKey(id: string, n: TOCNode): string {
+  return `lfile:${id}:${n.entryIndex}`;
+}
+
+/**
+ * Whether a whiteout names something: `.wh..` and `.wh...` would hide `.` and `..`, which no
+ * layer can remove, so they are ignored (never shown, never hiding anything).
+ */
+export function whiteoutHides(hidden: string): boolean {
+  return hidden !== "" && hidden !== "." && hidden !== "..";
+}
+
 /** Node operations shared by the layer and merged views for TOC-backed files. */
 export function tocFileNode(key: string, reader: StargzReader, n: TOCNode, where: string): FsNode {
   const node: FsNode = {
@@ -69,15 +88,19 @@ function layerDir(reader: StargzReader, id: string, dir: TOCNode): FsNode {
       if (name === OPAQUE_MARKER) continue;
       if (name.startsWith(WHITEOUT_PREFIX) && name.length > WHITEOUT_PREFIX.length) {
         const hidden = name.slice(WHITEOUT_PREFIX.length);
+        if (!whiteoutHides(hidden)) continue;
         // A name present in the layer itself wins over its own whiteout.
-        if (!dir.children!.has(hidden)) out.set(hidden, whiteoutNode(`${key(child)}:wh`, child));
+        const at = dir.path === "" ? name : `${dir.path}/${name}`;
+        if (!dir.children!.has(hidden)) {
+          out.set(hidden, whiteoutNode(`layer:${id}:${at}:wh`, child));
+        }
         continue;
       }
       out.set(
         name,
         child.type === "dir"
           ? layerDir(reader, id, child)
-          : tocFileNode(key(child), reader, child, id),
+          : tocFileNode(tocFileKey(id, child), reader, child, id),
       );
     }
     return (listing = out);

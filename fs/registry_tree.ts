@@ -21,6 +21,7 @@ import { isTag, LOCAL_HOST, type RepositoryName } from "../drivers/reference.ts"
 import { lister } from "../drivers/capabilities.ts";
 import { isRegistryError } from "../drivers/errors.ts";
 import { ImageStore } from "./image_store.ts";
+import { LruMap } from "./lru_map.ts";
 import { layerRoot } from "./layer_tree.ts";
 import { statusNode } from "./status.ts";
 import { unionRoot } from "./union.ts";
@@ -33,6 +34,27 @@ export type View = "layers" | "images";
 export interface TreeOptions {
   /** Hosts listed in `layers/` and `images/` besides `local` and those looked up. */
   hosts?: string[];
+  /** Hosts looked up that the listing remembers, least recently used out. Default 256. */
+  maxLookedUpHosts?: number;
+}
+
+/** Hosts shown in a view: the configured ones always, looked-up ones up to a bound. */
+class HostSet {
+  readonly #fixed: Set<string>;
+  readonly #lookedUp: LruMap<string, true>;
+  constructor(fixed: string[], max: number) {
+    this.#fixed = new Set(fixed);
+    this.#lookedUp = new LruMap(max);
+  }
+  add(host: string): void {
+    if (!this.#fixed.has(host)) this.#lookedUp.set(host, true);
+  }
+  /** Every host, sorted, `local` first. */
+  list(): string[] {
+    const all = new Set([...this.#fixed, ...this.#lookedUp.keys()]);
+    all.delete(LOCAL_HOST);
+    return [LOCAL_HOST, ...[...all].sort()];
+  }
 }
 
 const HOST_RE =
@@ -65,7 +87,7 @@ const digestDir = (digest: string) => `sha256-${digest.slice("sha256:".length)}`
 
 /** Builds the root of the tree. */
 export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
-  const seen = new Set<string>(opts.hosts ?? []);
+  const seen = new HostSet(opts.hosts ?? [], opts.maxLookedUpHosts ?? 256);
   const views: [string, FsNode][] = (["layers", "images"] as View[]).map((
     v,
   ) => [v, viewDir(store, v, seen)]);
@@ -76,7 +98,7 @@ export function rootNode(store: ImageStore, opts: TreeOptions = {}): FsNode {
   ]);
 }
 
-function viewDir(store: ImageStore, view: View, seen: Set<string>): FsNode {
+function viewDir(store: ImageStore, view: View, seen: HostSet): FsNode {
   const hostNode = (host: string): FsNode => pathDir(store, view, host, "");
   return {
     key: `view:${view}`,
@@ -87,13 +109,7 @@ function viewDir(store: ImageStore, view: View, seen: Set<string>): FsNode {
       seen.add(name);
       return Promise.resolve(hostNode(name));
     },
-    list: () =>
-      Promise.resolve(
-        [LOCAL_HOST, ...[...seen].filter((h) => h !== LOCAL_HOST).sort()].map((h) => [
-          h,
-          hostNode(h),
-        ]),
-      ),
+    list: () => Promise.resolve(seen.list().map((h) => [h, hostNode(h)])),
   };
 }
 
@@ -148,6 +164,17 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
     return await imageDir(store, repo, digest);
   };
 
+  /** `images/…/<tag>/`: resolved on first use, so listing a repository opens no layer. */
+  const tagDirs = new Map<string, FsNode>();
+  const tagDir = (tag: string): FsNode => {
+    let dir = tagDirs.get(tag);
+    if (!dir) {
+      dir = tagImageDir(store, `${where}:${tag}`, () => tagNode(tag));
+      tagDirs.set(tag, dir);
+    }
+    return dir;
+  };
+
   const digestNode = async (name: string): Promise<FsNode | undefined> => {
     const digest = `sha256:${DIGEST_DIR_RE.exec(name)![1]}`;
     try {
@@ -181,8 +208,14 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
         }
         // Try a tag only where the path may be a repository (unknown counts as maybe).
         if (prefix !== "" && isTag(name) && (await store.isRepository(repo)) !== false) {
-          const t = await tagNode(name);
-          if (t) return t;
+          if (view === "images") {
+            // The tag's image is opened now: a tag that cannot be served fails here, alone.
+            const dir = tagDir(name);
+            if (await (dir as TagImageDir).resolve()) return dir;
+          } else {
+            const t = await tagNode(name);
+            if (t) return t;
+          }
         }
         if (!COMPONENT_RE.test(name)) return undefined;
         if ((await store.hasRepositoryUnder(host, sub)) === false) return undefined;
@@ -209,15 +242,67 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
         } catch (e) {
           fail(store, where, e);
         }
-        const nodes = await Promise.all(
-          (tags ?? []).map(async (t) => [t.name, await tagNode(t.name)] as const),
-        );
+        // Tags are listed by name: an image is opened only when its directory is used, and a
+        // tag that cannot be served (not eStargz, gone) fails on its own, not the listing.
+        const nodes = await Promise.all((tags ?? []).map(async (t) => {
+          if (view === "images") return [t.name, tagDir(t.name)] as const;
+          try {
+            return [t.name, await tagNode(t.name)] as const;
+          } catch {
+            return [t.name, undefined] as const; // logged by tagNode
+          }
+        }));
         for (const [name, node] of nodes) {
           if (node && !out.some(([n]) => n === name)) out.push([name, node]);
         }
       }
       return out;
     },
+  };
+}
+
+/** A tag's image directory that resolves its image on first use. */
+interface TagImageDir extends FsNode {
+  /** The image now (resolved again after the tag TTL), or undefined when the tag is gone. */
+  resolve(): Promise<FsNode | undefined>;
+}
+
+/**
+ * `images/<host>/<repo>/<tag>/` as a node of its own (one inode per tag name) whose content is
+ * the image the tag names now: `resolve` opens it (the tag's manifest and layers) when the
+ * directory is first looked into, and again after the tag TTL. Until then it has a plain
+ * directory's attributes, so a listing of the repository needs nothing of the image.
+ */
+function tagImageDir(
+  store: ImageStore,
+  what: string,
+  open: () => Promise<FsNode | undefined>,
+): TagImageDir {
+  let current: { at: number; image: Promise<FsNode | undefined> } | undefined;
+  let last: FsNode | undefined;
+  const resolve = (): Promise<FsNode | undefined> => {
+    if (!current || Date.now() - current.at >= store.tagTtlMs) {
+      const image = open().then((n) => (last = n));
+      const entry = { at: Date.now(), image };
+      current = entry;
+      image.catch(() => {
+        if (current === entry) current = undefined;
+      });
+    }
+    return current.image;
+  };
+  const image = async (): Promise<FsNode> => {
+    const n = await resolve();
+    if (!n) throw new NodeError("ENOENT", `${what}: no such tag`);
+    return n;
+  };
+  return {
+    key: `tagdir:${what}`,
+    volatility: "tag",
+    attr: () => last?.attr() ?? dirAttr(2),
+    resolve,
+    lookup: async (name) => (await image()).lookup!(name),
+    list: async () => (await image()).list!(),
   };
 }
 

@@ -9,7 +9,13 @@
  */
 import type { StargzReader } from "../format/reader.ts";
 import type { TOCNode } from "../format/toc_index.ts";
-import { OPAQUE_MARKER, tocFileNode, WHITEOUT_PREFIX } from "./layer_tree.ts";
+import {
+  OPAQUE_MARKER,
+  tocFileKey,
+  tocFileNode,
+  WHITEOUT_PREFIX,
+  whiteoutHides,
+} from "./layer_tree.ts";
 import type { FsNode } from "./node.ts";
 
 /** One layer of an image: its reader and its id (digest) for keys. */
@@ -50,17 +56,13 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
       if (child) {
         if (child.type !== "dir") {
           if (dirs.length > 0) break; // a file below a directory is hidden by it
-          return tocFileNode(
-            `layer:${s.layer.id}:${child.path}`,
-            s.layer.reader,
-            child,
-            s.layer.id,
-          );
+          return tocFileNode(tocFileKey(s.layer.id, child), s.layer.reader, child, s.layer.id);
         }
         dirs.push({ layer: s.layer, dir: child });
         if (child.children!.has(OPAQUE_MARKER)) break;
       }
-      if (c.has(WHITEOUT_PREFIX + name)) break; // hides what lies below this layer
+      // hides what lies below this layer
+      if (whiteoutHides(name) && c.has(WHITEOUT_PREFIX + name)) break;
     }
     if (dirs.length === 0) return undefined;
     return unionDir(dirs, id, path === "" ? name : `${path}/${name}`);

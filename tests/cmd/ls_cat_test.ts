@@ -105,6 +105,14 @@ Deno.test("ls: the merged image with whiteouts applied, a directory, one layer, 
   const merged = mergedTree(testLayers());
   const top = [...merged.keys()].filter((p) => !p.includes("/")).sort();
   assertEquals(lines(await run(env, ["ls", env.ref])).sort(), top);
+  // Names come sorted like `ls` (bytewise), not in layer order (upper layer first).
+  assertEquals(lines(await run(env, ["ls", env.ref])), top);
+  assertEquals(lines(await run(env, ["ls", `${env.ref}/etc`])), [
+    "abs-link",
+    "hello.txt",
+    "link",
+    "motd",
+  ]);
 
   // A directory: the whited-out file is gone, the replaced file has its new size.
   assertEquals(lines(await run(env, ["ls", `${env.ref}/etc`])).sort(), [

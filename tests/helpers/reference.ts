@@ -300,3 +300,14 @@ export function buildWithReference(
   if (opts.gomaxprocs !== undefined) args.push("--gomaxprocs", String(opts.gomaxprocs));
   return runJSON<ReferenceBuildResult>(args);
 }
+
+/**
+ * Writes a tar as an eStargz blob with the streaming `estargz.Writer.AppendTar`: entries in tar
+ * order, a name given again kept as a second entry (what `estargz.Build` dedups away).
+ */
+export function appendWithReference(
+  tarPath: string,
+  outPath: string,
+): Promise<ReferenceBuildResult> {
+  return runJSON<ReferenceBuildResult>(["append", tarPath, outPath]);
+}

@@ -570,9 +570,14 @@ export async function fuseMountsAt(path: string): Promise<number> {
 
 /**
  * Starts `crfs mount MNT ARGS` (`deno run -A main.ts`) with a fresh HOME and, unless ARGS name
- * one, a fresh `--cache-dir`; resolves once it says it has mounted.
+ * one, a fresh `--cache-dir`; resolves once it says it has mounted. `denoArgs` go to `deno run`
+ * (e.g. `--v8-flags=…`).
  */
-export async function startMount(mnt: string, args: string[] = []): Promise<MountProcess> {
+export async function startMount(
+  mnt: string,
+  args: string[] = [],
+  opts: { denoArgs?: string[] } = {},
+): Promise<MountProcess> {
   const home = await Deno.makeTempDir({ prefix: "crfs-mount-home-" });
   await Deno.mkdir(mnt, { recursive: true }).catch(() => {}); // (a stale mount is there)
   mnt = `${await Deno.realPath(dirname(mnt))}/${basename(mnt)}`;
@@ -580,7 +585,16 @@ export async function startMount(mnt: string, args: string[] = []): Promise<Moun
     ? []
     : ["--cache-dir", `${home}/cache`];
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, "mount", mnt, ...args, ...cache],
+    args: [
+      "run",
+      "-A",
+      ...(opts.denoArgs ?? []),
+      `${ROOT}main.ts`,
+      "mount",
+      mnt,
+      ...args,
+      ...cache,
+    ],
     cwd: ROOT,
     stdin: "null",
     stdout: "null",

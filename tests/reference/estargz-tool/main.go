@@ -42,7 +42,7 @@ func (e usageError) Error() string { return e.msg }
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(usageError{"missing subcommand (verify, build, list-legacy)"})
+		fail(usageError{"missing subcommand (verify, build, append, list-legacy)"})
 	}
 	var err error
 	switch os.Args[1] {
@@ -52,8 +52,10 @@ func main() {
 		err = cmdVerify(os.Args[2:], false)
 	case "build":
 		err = cmdBuild(os.Args[2:])
+	case "append":
+		err = cmdAppend(os.Args[2:])
 	default:
-		err = usageError{fmt.Sprintf("unknown subcommand %q (verify, build, list-legacy)", os.Args[1])}
+		err = usageError{fmt.Sprintf("unknown subcommand %q (verify, build, append, list-legacy)", os.Args[1])}
 	}
 	if err != nil {
 		fail(err)
@@ -520,4 +522,50 @@ func cmdBuild(args []string) error {
 		Size:              n,
 		MissedPrioritized: missed,
 	})
+}
+
+// cmdAppend writes TAR as an eStargz blob OUT with the streaming estargz.Writer
+// (Writer.AppendTar): entries stay in tar order, duplicates included, unlike Build,
+// which keeps only the last entry of a name and reorders.
+func cmdAppend(args []string) error {
+	if len(args) != 2 {
+		return usageError{"usage: append TAR OUT"}
+	}
+	in, err := os.Open(args[0])
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(args[1])
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	counter := &countWriter{}
+	w := estargz.NewWriter(io.MultiWriter(out, h, counter))
+	if err := w.AppendTar(in); err != nil {
+		out.Close()
+		return fmt.Errorf("append: AppendTar: %w", err)
+	}
+	toc, err := w.Close()
+	if err != nil {
+		out.Close()
+		return fmt.Errorf("append: Close: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return writeJSON(buildReport{
+		TOCDigest:  toc.String(),
+		DiffID:     w.DiffID(),
+		BlobDigest: "sha256:" + hex.EncodeToString(h.Sum(nil)),
+		Size:       counter.n,
+	})
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
 }

@@ -1,0 +1,170 @@
+/**
+ * Bounded memory for long runs: the inode table drops nodes the kernel forgot (FORGET and
+ * BATCH_FORGET reach `CrfsFilesystem.forget`) and keeps at most its idle budget, while numbers
+ * stay stable for held nodes, come back for the same file after a forget and are never given to
+ * another file; the image store's open layers, manifests and tags, the tree's looked-up
+ * hosts and the layer store's references stay within their bounds, and a layer reader still in use is found again, not reopened.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { CrfsFilesystem } from "../../fs/filesystem.ts";
+import { bytesNode, type FsNode, staticDir } from "../../fs/node.ts";
+import { ImageStore } from "../../fs/image_store.ts";
+import { rootNode } from "../../fs/registry_tree.ts";
+import { encodeRefName, layerStoreRoot } from "../../fs/layer_store.ts";
+import { defaultDrivers } from "../../drivers/mod.ts";
+import type { StargzReader } from "../../format/reader.ts";
+import { convert } from "./tree_helpers.ts";
+import { encodeHeader, END_OF_ARCHIVE, tarHeader } from "../../format/tar_header.ts";
+
+const enc = new TextEncoder();
+
+function bigDir(n: number): FsNode {
+  const files: [string, FsNode][] = [];
+  for (let i = 0; i < n; i++) files.push([`f${i}`, bytesNode(`file:${i}`, enc.encode(`${i}\n`))]);
+  return staticDir("root", [["d", staticDir("dir:d", files)]]);
+}
+
+Deno.test("the inode table drops forgotten nodes and stays within its idle budget", async () => {
+  const fs = new CrfsFilesystem(bigDir(5000), {
+    tagTtlMs: 1000,
+    log: () => {},
+    inodes: { maxIdleNodes: 100, maxRetiredKeys: 100_000 },
+  });
+  const d = (await fs.lookup(1, enc.encode("d"))).nodeId;
+  const held = (await fs.lookup(d, enc.encode("f0"))).nodeId;
+  const first = new Map<string, number>();
+  for (let round = 0; round < 2; round++) {
+    for (let i = 1; i < 5000; i++) {
+      const ino = (await fs.lookup(d, enc.encode(`f${i}`))).nodeId;
+      // The same file gets its number back after the kernel forgot it.
+      if (round === 0) first.set(`f${i}`, ino);
+      else assert.equal(ino, first.get(`f${i}`), `f${i}`);
+      fs.forget(ino, 1);
+      assert.ok(fs.inodes.size <= 100 + 3, `table holds ${fs.inodes.size} nodes`);
+    }
+  }
+  // Numbers the kernel holds keep their node.
+  assert.equal((await fs.getattr(held)).attr.size, 2);
+  assert.equal((await fs.lookup(d, enc.encode("f0"))).nodeId, held);
+  assert.deepEqual(await fs.read(held, 0, 0, 10), enc.encode("0\n"));
+  // A forgotten, dropped number is unknown (the kernel no longer uses it).
+  await assert.rejects(fs.getattr(first.get("f1")!));
+  // Distinct files, distinct numbers.
+  assert.equal(new Set([...first.values(), held, d]).size, first.size + 2);
+});
+
+Deno.test("numbers are never given to another file, even once their keys are retired", async () => {
+  const fs = new CrfsFilesystem(bigDir(3000), {
+    tagTtlMs: 1000,
+    log: () => {},
+    inodes: { maxIdleNodes: 10, maxRetiredKeys: 50 },
+  });
+  const d = (await fs.lookup(1, enc.encode("d"))).nodeId;
+  const owner = new Map<number, string>();
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 3000; i += 1 + round) {
+      const name = `f${i}`;
+      const ino = (await fs.lookup(d, enc.encode(name))).nodeId;
+      const had = owner.get(ino);
+      assert.ok(had === undefined || had === name, `${ino} was ${had}, now ${name}`);
+      owner.set(ino, name);
+      // A second lookup before the forget: two to take back.
+      await fs.lookup(d, enc.encode(name));
+      fs.forget(ino, 1);
+      assert.equal(fs.inodes.lookups(ino), 1);
+      fs.forget(ino, 1);
+    }
+  }
+  assert.ok(fs.inodes.size <= 10 + 2);
+  assert.ok(fs.inodes.retiredKeys <= 50);
+});
+
+Deno.test("readdir's items stay resolvable for READDIRPLUS and count no lookup", async () => {
+  const fs = new CrfsFilesystem(bigDir(50), { tagTtlMs: 1000, log: () => {} });
+  const d = (await fs.lookup(1, enc.encode("d"))).nodeId;
+  const fh = (await fs.opendir(d)).fh!;
+  const items = await fs.readdir(d, fh, 0, 20);
+  for (const it of items.slice(2)) {
+    assert.equal(fs.inodes.lookups(it.ino), 0);
+    const e = await fs.readdirplusEntry(d, it);
+    assert.equal(e.nodeId, it.ino);
+    assert.equal(fs.inodes.lookups(it.ino), 1);
+  }
+  fs.releasedir(d, fh);
+});
+
+async function stargzFile(path: string, i: number): Promise<void> {
+  const body = enc.encode(`file ${i}\n`);
+  const pad = new Uint8Array(512);
+  pad.set(body);
+  const tar = Uint8Array.from([
+    ...encodeHeader(
+      tarHeader({ name: "x", kind: "reg", size: body.length, mode: 0o644, mtimeSec: 1e9 + i }),
+    ),
+    ...pad,
+    ...END_OF_ARCHIVE,
+  ]);
+  await Deno.writeFile(path, (await convert(tar)).blob);
+}
+
+Deno.test("the image store keeps open layers, manifests and tags within bounds; held readers are reused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "crfs-bounds-" });
+  try {
+    for (let i = 0; i < 8; i++) await stargzFile(`${dir}/f${i}.stargz`, i);
+    const store = new ImageStore(defaultDrivers({ localDir: dir }), {
+      log: () => {},
+      prefetch: "off",
+      limits: { layers: 2, manifests: 3, tags: 4, repositories: 2 },
+    });
+    const readers: StargzReader[] = [];
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 8; i++) {
+        const repo = { host: "local", repository: `f${i}` };
+        const digest = await store.resolveTag(repo, "latest");
+        const m = (await store.imageManifest(repo, digest!))!;
+        const { reader } = await store.layer(repo, m.json.layers[0]);
+        // Still held here (as an open file's node would hold it): the same reader again.
+        if (round === 0) readers.push(reader);
+        else assert.equal(reader, readers[i], `layer of f${i} opened twice`);
+        const sizes = store.tableSizes;
+        assert.ok(sizes.layers <= 2, JSON.stringify(sizes));
+        assert.ok(sizes.manifests <= 3 && sizes.configs <= 3, JSON.stringify(sizes));
+        assert.ok(sizes.tags <= 4 && sizes.repositories <= 2, JSON.stringify(sizes));
+      }
+    }
+    const x = readers[5].lookup("x")!;
+    assert.equal(new TextDecoder().decode(await readers[5].read(x, 0, 100)), "file 5\n");
+    store.stopBackground();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the tree remembers a bounded number of looked-up hosts", async () => {
+  const store = new ImageStore(defaultDrivers({ localDir: "/nonexistent" }), { log: () => {} });
+  const root = rootNode(store, { hosts: ["fixed.example"], maxLookedUpHosts: 3 });
+  const layers = (await root.lookup!("layers"))!;
+  for (let i = 0; i < 20; i++) assert.ok(await layers.lookup!(`host${i}.example`));
+  const names = (await layers.list!()).map(([n]) => n);
+  assert.deepEqual(names, [
+    "local",
+    "fixed.example",
+    "host17.example",
+    "host18.example",
+    "host19.example",
+  ]);
+});
+
+Deno.test("the layer store remembers a bounded number of references", async () => {
+  const store = new ImageStore(defaultDrivers({ localDir: "/nonexistent" }), { log: () => {} });
+  const root = layerStoreRoot(store);
+  for (let i = 0; i < 1100; i++) {
+    assert.ok(await root.lookup!(encodeRefName(`registry.example/app${i}:v1`)));
+  }
+  const names = (await root.list!()).map(([n]) => n);
+  assert.equal(names.length, 1024);
+  assert.ok(names.includes(encodeRefName("registry.example/app1099:v1")));
+  assert.ok(!names.includes(encodeRefName("registry.example/app0:v1")));
+});
