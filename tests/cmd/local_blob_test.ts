@@ -9,8 +9,8 @@
 import { assert, assertEquals, assertMatch, crfs, type CrfsRun } from "./helpers.ts";
 
 const FIXTURES = new URL("../../../shared/fixtures/crfs-legacy", import.meta.url).pathname;
-/** A google/crfs blob: a legacy footer and no chunk digests. */
-const LEGACY = `${FIXTURES}/synthetic-small.crfs.stargz`;
+/** A google/crfs blob: a legacy footer, files of several chunks and no chunk digests. */
+const LEGACY = `${FIXTURES}/synthetic-small.crfs-64k.stargz`;
 const TAR = `${FIXTURES}/synthetic-small.tar`;
 
 async function ok(args: string[]): Promise<CrfsRun> {

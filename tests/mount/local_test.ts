@@ -48,7 +48,7 @@ Deno.test({
         stderr: "piped",
       }).output();
       assert.equal(convert.code, 0, new TextDecoder().decode(convert.stderr));
-      await Deno.copyFile(`${FIXTURES}/synthetic-small.crfs.stargz`, `${work}/local/old.stargz`);
+      await Deno.copyFile(`${FIXTURES}/synthetic-small.crfs-64k.stargz`, `${work}/local/old.stargz`);
       const appDigest = await sha256File(`${work}/local/app.stargz`);
 
       {
