@@ -45,7 +45,7 @@ export async function decodeChunk(
   try {
     try {
       // Whole member (CRC checked): the chunk plus the headers that ride after it.
-      data = inflateMember(compressed, 0, want + MEMBER_SLACK).data;
+      data = inflateMember(compressed, 0, want + MEMBER_SLACK, want).data;
     } catch (e) {
       if (!(e instanceof GzipLimitError)) throw e;
       // Tens of MB of headers after one chunk: decompress just the chunk.
