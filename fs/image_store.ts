@@ -84,7 +84,7 @@ export class ImageStore {
     this.platform = opts.platform;
     this.log = opts.log ?? ((l) => console.error(l));
     // Small: with a disk cache, big chunks are re-read decompressed from disk.
-    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(32 << 20);
+    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(16 << 20);
     this.#wrap = opts.wrapSource;
     this.#disk = opts.disk;
     this.#readAhead = opts.readAhead;
