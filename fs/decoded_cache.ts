@@ -4,39 +4,36 @@
  * directory, so that reading it again — after the kernel dropped its pages, or in a new process
  * — costs one file read and one hash instead of a decompression on the main thread.
  *
- * A file is a 32-byte SHA-256 of the chunk's bytes followed by the bytes, written to a temporary
- * name and renamed (never seen half-written), counted in the disk cache's size budget and
- * evicted with its ranges. Every read checks the bytes again: against the chunk digest of the TOC
- * when it has one, else against the stored hash, and their length against the TOC; a file that
- * fails is removed and the read is a miss (the reader then fetches and decodes the chunk again).
+ * Only bytes the reader has checked are stored (a chunk is `set` after its decompression passed
+ * the gzip CRC and, under the default policy, the chunk digest of the TOC). A file is an 8-byte
+ * header — a magic number and a CRC-32 of the cache key followed by the bytes — and the bytes,
+ * written to a temporary name and renamed (never seen half-written), counted in the disk cache's
+ * size budget and evicted with its ranges. Every read checks the file again: its length against
+ * the TOC's chunk size and the CRC (which also ties the file to its key, so a file moved to
+ * another chunk's name fails); a file that fails is removed and the read is a miss (the reader
+ * then fetches and decodes the chunk again). The CRC guards against damage on disk (bit rot,
+ * truncation, a partial copy) as the gzip CRCs guard the compressed ranges; it runs at memory
+ * speed, where re-hashing with SHA-256 held re-reads to the hash's 300–900 MB/s on this machine.
  * Small chunks are not kept (a file per small file made cold walks slower, and decoding them is
  * cheap): they come from the compressed ranges.
  *
  * @module
  */
 import { createHash } from "node:crypto";
+import { crc32 } from "../format/gzip.ts";
 import type { ChunkCache, ChunkInfo } from "../format/reader.ts";
 import type { DiskCache } from "./disk_cache.ts";
 
 /** Chunks smaller than this (decompressed) are not kept on disk. */
 export const DECODED_MIN_SIZE = 64 << 10;
 
-const HASH_SIZE = 32;
-const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
+/** Header: magic (4 bytes), CRC-32 of key and bytes (4 bytes, little-endian). */
+const HEADER_SIZE = 8;
+const MAGIC = 0x31636463; // "cdc1"
+const encoder = new TextEncoder();
 
-const sha256 = (b: Uint8Array) => new Uint8Array(createHash("sha256").update(b).digest());
-
-function hexBytes(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+/** The CRC-32 of `key` followed by `data`. */
+const checksum = (key: string, data: Uint8Array) => crc32(data, crc32(encoder.encode(key)));
 
 /** Counters of a {@link DecodedChunkCache}. */
 export interface DecodedCacheStats {
@@ -98,11 +95,11 @@ export class DecodedChunkCache implements ChunkCache {
     const path = this.pathOf(key);
     const file = await this.#disk.readFile(path);
     if (!file) return undefined;
-    const data = file.subarray(HASH_SIZE);
-    const digest = info.digest ? DIGEST_RE.exec(info.digest) : null;
-    const expected = digest ? hexBytes(digest[1]) : file.subarray(0, HASH_SIZE);
+    const data = file.subarray(HEADER_SIZE);
+    const head = new DataView(file.buffer, file.byteOffset, Math.min(file.length, HEADER_SIZE));
     if (
-      file.length < HASH_SIZE || data.length !== info.size || !sameBytes(sha256(data), expected)
+      file.length < HEADER_SIZE || data.length !== info.size ||
+      head.getUint32(0, true) !== MAGIC || head.getUint32(4, true) !== checksum(key, data)
     ) {
       this.stats.corrupt++;
       await this.#disk.dropFile(path);
@@ -116,11 +113,11 @@ export class DecodedChunkCache implements ChunkCache {
   set(key: string, value: Uint8Array, info: ChunkInfo): void {
     this.#memory.set(key, value, info);
     if (value.length < this.#minSize || value.length !== info.size) return;
-    // The reader verified the bytes against the chunk digest before handing them over; without
-    // one, the hash is taken now.
-    const digest = info.digest ? DIGEST_RE.exec(info.digest) : null;
-    const hash = digest ? hexBytes(digest[1]) : sha256(value);
-    this.#disk.storeFile(this.pathOf(key), [hash, value]);
+    const header = new Uint8Array(HEADER_SIZE);
+    const dv = new DataView(header.buffer);
+    dv.setUint32(0, MAGIC, true);
+    dv.setUint32(4, checksum(key, value), true);
+    this.#disk.storeFile(this.pathOf(key), [header, value]);
     this.stats.stored++;
   }
 }
