@@ -116,6 +116,9 @@ export async function openLayer(
           : options.chunkCache,
         cacheKey: `${blob.id}:`,
         readAhead: options.readAhead,
+        // The first read of a layer takes little beyond its file (a container start reads a
+        // few small files first); reads that walk the blob in order grow the window to 4 MiB.
+        fetchWindow: 64 << 10,
         decodePool: options.decodePool,
       });
     let reader: StargzReader;
