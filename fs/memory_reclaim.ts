@@ -2,12 +2,11 @@
  * Giving memory back while crfs serves. Chunk bytes stream through the process (a 4 MiB buffer per
  * chunk read, fetched or decoded), and V8 collects such buffers only once about 64 MiB of them
  * have piled up, while glibc keeps freed memory for reuse: a mount that has read a big file sat at
- * several times the memory it uses. The reclaimer fixes glibc's mmap threshold at 1 MiB (by
- * default it rises to the size of the biggest buffer freed, after which chunk buffers come from
- * the heap and stay there), so a freed chunk buffer goes back to the system at once; while chunks
- * stream, a young-generation collection runs when `slackBytes` of buffers have piled up since
- * the last; once the process has gone quiet (its external memory did not move between two
- * checks), a full collection and `malloc_trim(0)`.
+ * several times the memory it uses, long after. Once the process has gone quiet (its external
+ * memory did not move over two checks in a row) with more than `slackBytes` above what was live
+ * after the last collection, this runs a full collection and `malloc_trim(0)`. Nothing runs while
+ * chunks stream: collecting then (young-generation collections, or glibc's mmap threshold fixed
+ * low so that freed buffers go back at once) was measured to cut re-read speed 2–3×.
  *
  * The collector is V8's `gc`, exposed at run time (`--expose-gc` through `node:v8`, the function
  * from a fresh `node:vm` context); where that is not available the reclaimer only trims.
@@ -34,15 +33,13 @@ function collector(): (() => void) | null {
   return collect;
 }
 
-/** glibc's `malloc_trim(0)`, or null; the first call fixes the mmap threshold. */
+/** glibc's `malloc_trim(0)`, or null. */
 function trimmer(): (() => void) | null {
   if (trim === undefined) {
     try {
       const lib = Deno.dlopen("libc.so.6", {
         malloc_trim: { parameters: ["usize"], result: "i32" },
-        mallopt: { parameters: ["i32", "i32"], result: "i32" },
       });
-      lib.symbols.mallopt(M_MMAP_THRESHOLD, 1 << 20);
       trim = () => void lib.symbols.malloc_trim(0n);
     } catch {
       trim = null;
@@ -51,12 +48,9 @@ function trimmer(): (() => void) | null {
   return trim;
 }
 
-/** glibc's `M_MMAP_THRESHOLD` parameter of `mallopt`. */
-const M_MMAP_THRESHOLD = -3;
-
 /** Options of {@link startMemoryReclaim}. */
 export interface MemoryReclaimOptions {
-  /** How often the process is looked at, in ms. Default 250. */
+  /** How often the process is looked at, in ms. Default 500. */
   intervalMs?: number;
   /** Bytes of external memory above the last collection's tolerated. Default 16 MiB. */
   slackBytes?: number;
@@ -75,27 +69,19 @@ export interface MemoryReclaimOptions {
  */
 export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void {
   const slack = opts.slackBytes ?? 16 << 20;
-  trimmer();
   let floor = Deno.memoryUsage().external;
   let last = floor;
-  let young = floor;
+  let quietChecks = 0;
   const timer = setInterval(() => {
     const now = Deno.memoryUsage().external;
-    const quiet = Math.abs(now - last) < 1 << 20;
+    quietChecks = Math.abs(now - last) < 1 << 20 ? quietChecks + 1 : 0;
     last = now;
-    if (now - floor < slack) return;
-    if (!quiet) {
-      // Streaming: the dead buffers of the last moments are young; collecting them is cheap.
-      if (now - young >= 2 * slack) {
-        (collector() as ((o?: { type: string }) => void) | null)?.({ type: "minor" });
-        young = Deno.memoryUsage().external;
-      }
-      return;
-    }
+    if (quietChecks < 2 || now - floor < slack) return;
     collector()?.();
     trimmer()?.();
-    floor = last = young = Deno.memoryUsage().external;
-  }, opts.intervalMs ?? 250) as unknown as number;
+    floor = last = Deno.memoryUsage().external;
+    quietChecks = 0;
+  }, opts.intervalMs ?? 500) as unknown as number;
   Deno.unrefTimer(timer);
   return () => clearInterval(timer);
 }
