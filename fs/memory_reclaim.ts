@@ -4,7 +4,9 @@
  * have piled up, while glibc keeps freed memory for reuse: a mount that has read a big file sat at
  * several times the memory it uses, long after. Once the process has gone quiet (its external
  * memory did not move over two checks in a row) with more than `slackBytes` above what was live
- * after the last collection, this runs a full collection and `malloc_trim(0)`. Nothing runs while
+ * after the last collection, this runs a full collection and `malloc_trim(0)`. It also limits glibc
+ * to 2 malloc arenas (by default one per thread that allocates, up to 8 per core: chunk buffers
+ * made on I/O threads stayed in their arenas, out of reach of a trim). Nothing runs while
  * chunks stream: collecting then (young-generation collections, or glibc's mmap threshold fixed
  * low so that freed buffers go back at once) was measured to cut re-read speed 2–3×.
  *
@@ -33,13 +35,18 @@ function collector(): (() => void) | null {
   return collect;
 }
 
-/** glibc's `malloc_trim(0)`, or null. */
+/** glibc's `mallopt` parameter: the most arenas malloc makes. */
+const M_ARENA_MAX = -8;
+
+/** glibc's `malloc_trim(0)`, or null; the first call limits malloc to 2 arenas. */
 function trimmer(): (() => void) | null {
   if (trim === undefined) {
     try {
       const lib = Deno.dlopen("libc.so.6", {
         malloc_trim: { parameters: ["usize"], result: "i32" },
+        mallopt: { parameters: ["i32", "i32"], result: "i32" },
       });
+      lib.symbols.mallopt(M_ARENA_MAX, 2);
       trim = () => void lib.symbols.malloc_trim(0n);
     } catch {
       trim = null;
@@ -69,6 +76,7 @@ export interface MemoryReclaimOptions {
  */
 export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void {
   const slack = opts.slackBytes ?? 16 << 20;
+  trimmer();
   let floor = Deno.memoryUsage().external;
   let last = floor;
   let quietChecks = 0;
