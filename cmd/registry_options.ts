@@ -12,6 +12,7 @@ import {
 } from "../drivers/mod.ts";
 import { ImageStore } from "../fs/image_store.ts";
 import { defaultCacheDir, DiskCache } from "../fs/disk_cache.ts";
+import { startMemoryReclaim } from "../fs/memory_reclaim.ts";
 import type { LayerOpenOptions, PrefetchMode, VerifyPolicy } from "../fs/layer_open.ts";
 import { type Options, parseSize, UsageError, UserError } from "./cli.ts";
 
@@ -124,6 +125,7 @@ export async function setupRegistry(
     readAhead: layers.readAhead,
   });
   await store.init();
+  startMemoryReclaim();
   return { drivers, store, tagTtlMs: ttl * 1000, debug, disk };
 }
 

@@ -661,10 +661,17 @@ export class Authenticator {
     send: (req: HttpRequest) => Promise<Outcome<T>>,
   ): Promise<T> {
     const what = req.what ?? target.host;
-    await this.ping(target, req.signal).catch((e) => {
+    const replayable = !(req.body instanceof ReadableStream);
+    // Without credentials for the host, a replayable request goes first without a `GET /v2/`:
+    // a registry that wants some answers it 401 with the challenge, and it is sent again (one
+    // round trip fewer when none are needed). With credentials, or a body that cannot be sent
+    // twice, the ping comes first so that the first request carries them.
+    const anonymous = replayable &&
+      !(await this.credentialsFor(target.host).catch(() => undefined));
+    const ping = anonymous ? this.#pings.get(target.host) : this.ping(target, req.signal);
+    await ping?.catch((e) => {
       throw renamed(e, target.host, what);
     });
-    const replayable = !(req.body instanceof ReadableStream);
     let want = scopes;
     for (let round = 0;; round++) {
       const header = await this.authorization(target, want, what, round > 0, req.signal);

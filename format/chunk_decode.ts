@@ -98,7 +98,7 @@ export async function decodeChunk(
 async function gzipMember(compressed: Uint8Array, want: number): Promise<Uint8Array> {
   try {
     // Whole member: the chunk plus the headers that ride after it.
-    return inflateMember(compressed, 0, want + MEMBER_SLACK).data;
+    return inflateMember(compressed, 0, want + MEMBER_SLACK, want).data;
   } catch (e) {
     if (!(e instanceof GzipLimitError)) throw e;
     // Tens of MB of headers after one chunk: decompress just the chunk.

@@ -16,10 +16,20 @@ export class DecodePool {
   >;
   readonly size: number;
 
-  /** Starts `size` workers (default: one per core). */
-  constructor(size = navigator.hardwareConcurrency ?? 1) {
+  /**
+   * Up to `size` workers (default: one per core), started by the first decode and stopped after
+   * `idleMs` without one (default 2 s), so an idle mount holds no worker's memory.
+   */
+  constructor(size = navigator.hardwareConcurrency ?? 1, idleMs = 2_000) {
     this.size = Math.max(1, size);
-    this.#pool = new WorkerPool(new URL("./decode_worker.ts", import.meta.url), this.size);
+    this.#pool = new WorkerPool(new URL("./decode_worker.ts", import.meta.url), this.size, {
+      idleMs,
+    });
+  }
+
+  /** Workers running now (0 until the first decode and after an idle period). */
+  get running(): number {
+    return this.#pool.running;
   }
 
   /**

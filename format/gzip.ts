@@ -84,12 +84,14 @@ export class GzipLimitError extends GzipError {
 /**
  * Decompresses the single gzip member starting at `off`, checking its CRC-32 and length.
  * Returns the data and the offset just past the member. Throws {@link GzipLimitError} when the
- * output would exceed `maxOutput` bytes.
+ * output would exceed `maxOutput` bytes. `expected`, the size the member should decompress to
+ * (when known), lets it inflate into one buffer of that size instead of joining pieces.
  */
 export function inflateMember(
   buf: Uint8Array,
   off = 0,
   maxOutput = 1 << 30,
+  expected?: number,
 ): { data: Uint8Array; end: number } {
   const start = off + gzipHeaderLength(buf, off);
   let res: { buffer: Uint8Array; engine: { bytesWritten: number } };
@@ -98,6 +100,8 @@ export function inflateMember(
     res = (zlib.inflateRawSync as any)(buf.subarray(start), {
       info: true,
       maxOutputLength: maxOutput,
+      // Room past the expected end, so that the end of the stream fits in the same buffer.
+      ...(expected !== undefined && expected < 64 << 20 ? { chunkSize: expected + 1024 } : {}),
     });
   } catch (e) {
     if ((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {

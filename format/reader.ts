@@ -713,8 +713,8 @@ export class StargzReader {
         throw new StargzFormatError(`short read at ${start}: ${bytes.length} of ${length} bytes`);
       }
       const failed: typeof run = [];
-      // Big fetches decode on other cores; a single small chunk right here (less latency).
-      const pooled = this.#decodePool && run.length > 1 && length >= POOL_MIN
+      // Big fetches (even a single big chunk) decode on other cores; small ones right here.
+      const pooled = this.#decodePool && length >= POOL_MIN
         ? await this.#decodePool.decode(
           bytes,
           run.map(({ o: { chunk: c } }) => ({

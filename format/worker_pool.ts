@@ -2,7 +2,9 @@
  * A small pool of module workers running one kind of job: jobs queue until a worker is idle,
  * each job's transferable buffers move to the worker and back, and a job's promise settles with
  * its worker's answer. Used for compressing (writer) and decompressing (reader) gzip members off
- * the main thread.
+ * the main thread. Workers start at the first job (not when the pool is made: starting one costs
+ * tens of milliseconds and memory), and with `idleMs` all of them stop once the pool has been idle
+ * that long; the next job starts them again.
  *
  * @module
  */
@@ -18,29 +20,46 @@ interface Envelope {
   error?: string;
 }
 
+/** Options of a {@link WorkerPool}. */
+export interface WorkerPoolOptions {
+  /** Stop every worker after this many milliseconds without a job (default: keep them). */
+  idleMs?: number;
+}
+
 /** Workers from `url` answering `{ id, job }` messages with `{ id, result }` or `{ id, error }`. */
 export class WorkerPool<J, R> {
   readonly size: number;
+  readonly #url: URL;
+  readonly #idleMs?: number;
   #workers: Worker[] = [];
   #idle: Worker[] = [];
   #queue: { id: number; job: J; transfer: Transferable[] }[] = [];
   #pending = new Map<number, Pending<R>>();
   #nextId = 1;
+  #idleTimer?: number;
 
-  /** Starts `size` workers running the module at `url`. */
-  constructor(url: URL, size: number) {
+  /** A pool of up to `size` workers running the module at `url`, started on demand. */
+  constructor(url: URL, size: number, opts: WorkerPoolOptions = {}) {
     this.size = Math.max(0, size);
-    for (let i = 0; i < this.size; i++) {
-      const w = new Worker(url.href, { type: "module" });
-      w.onmessage = (e: MessageEvent<Envelope>) => this.#done(w, e.data);
-      w.onerror = (e: ErrorEvent) => {
-        e.preventDefault();
-        for (const p of this.#pending.values()) p.reject(new Error(`worker: ${e.message}`));
-        this.#pending.clear();
-      };
-      this.#workers.push(w);
-      this.#idle.push(w);
-    }
+    this.#url = url;
+    this.#idleMs = opts.idleMs;
+  }
+
+  /** Workers running now. */
+  get running(): number {
+    return this.#workers.length;
+  }
+
+  #spawn(): void {
+    const w = new Worker(this.#url.href, { type: "module" });
+    w.onmessage = (e: MessageEvent<Envelope>) => this.#done(w, e.data);
+    w.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      for (const p of this.#pending.values()) p.reject(new Error(`worker: ${e.message}`));
+      this.#pending.clear();
+    };
+    this.#workers.push(w);
+    this.#idle.push(w);
   }
 
   /** Runs `job` on a worker; `transfer` lists buffers handed over (do not use them after). */
@@ -48,6 +67,11 @@ export class WorkerPool<J, R> {
     const id = this.#nextId++;
     const p = new Promise<R>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
     this.#queue.push({ id, job, transfer });
+    if (this.#idleTimer !== undefined) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = undefined;
+    }
+    if (this.#idle.length === 0 && this.#workers.length < this.size) this.#spawn();
     this.#pump();
     return p;
   }
@@ -69,10 +93,20 @@ export class WorkerPool<J, R> {
       else p.resolve(msg.result as R);
     }
     this.#pump();
+    if (this.#idleMs !== undefined && this.#pending.size === 0 && this.#queue.length === 0) {
+      const timer = setTimeout(() => {
+        this.#idleTimer = undefined;
+        if (this.#pending.size === 0 && this.#queue.length === 0) this.close();
+      }, this.#idleMs) as unknown as number;
+      Deno.unrefTimer(timer);
+      this.#idleTimer = timer;
+    }
   }
 
-  /** Stops the workers. */
+  /** Stops the workers (a later job starts them again). */
   close(): void {
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     for (const w of this.#workers) w.terminate();
     this.#workers = [];
     this.#idle = [];

@@ -7,6 +7,8 @@
  *   second mount of an image fetches nothing. Bytes are still checked where they are used: gzip
  *   CRCs and chunk digests on decompression, the TOC digest on open; a range that fails is
  *   dropped ({@link CachingSource.invalidate}) and fetched again.
+ * - `decoded/`: big chunks decompressed and verified, kept by `DecodedChunkCache` (see
+ *   `decoded_cache.ts`) so that re-reads skip decompression; checked again on every read.
  * - `objects/`: manifests and configs by digest, checked against the digest when read;
  * - `tags/`, `repos/`: what a tag resolved to and which repositories answered, with times,
  *   honoured for the tag TTL.
@@ -15,7 +17,7 @@
  * range request instead of one per chunk — measured, per-chunk files made a cold walk over 20,000
  * small files 40 % slower. Files are written to a temporary name and renamed, so a reader never
  * sees half a file and concurrent processes never clash. Ranges and objects share one size
- * budget with least-recently-used eviction; a file evicted by another process is just a miss.
+ * budget (with decoded chunks) with least-recently-used eviction; a file evicted by another process is just a miss.
  *
  * @module
  */
@@ -97,7 +99,7 @@ export class DiskCache {
    */
   static async open(dir: string, opts: DiskCacheOptions = {}): Promise<DiskCache> {
     const c = new DiskCache(dir, opts);
-    for (const sub of ["ranges", "objects", "tags", "repos", "tmp"]) {
+    for (const sub of ["ranges", "decoded", "objects", "tags", "repos", "tmp"]) {
       await Deno.mkdir(`${dir}/${sub}`, { recursive: true });
     }
     c.#indexed = c.#indexAll().catch((e) => c.#log(`crfs: cache: cannot index ${dir}: ${e}`));
@@ -124,6 +126,7 @@ export class DiskCache {
     };
     await walk(`${dir}/ranges`);
     await walk(`${dir}/objects`);
+    await walk(`${dir}/decoded`);
     found.sort((a, b) => a.mtime - b.mtime);
     // Entries touched since the walk began stay the most recently used.
     const recent = [...this.#lru];
@@ -179,7 +182,7 @@ export class DiskCache {
   }
 
   /** Writes `bytes` to `path` atomically; `accounted` files count against the budget. */
-  async #write(path: string, bytes: Uint8Array, accounted = true): Promise<boolean> {
+  async #write(path: string, bytes: Uint8Array | Uint8Array[], accounted = true): Promise<boolean> {
     if (this.#writeFailed) return false;
     const tmp = `${this.dir}/tmp/${crypto.randomUUID()}`;
     try {
@@ -188,11 +191,19 @@ export class DiskCache {
         await Deno.mkdir(parent, { recursive: true });
         this.#madeDirs.add(parent);
       }
-      await Deno.writeFile(tmp, bytes);
+      const parts = bytes instanceof Uint8Array ? [bytes] : bytes;
+      let size = 0;
+      {
+        using f = await Deno.open(tmp, { write: true, createNew: true });
+        for (const part of parts) {
+          for (let o = 0; o < part.length;) o += await f.write(part.subarray(o));
+          size += part.length;
+        }
+      }
       await Deno.rename(tmp, path);
       this.stats.writes++;
       if (accounted) {
-        this.#account(path, bytes.length);
+        this.#account(path, size);
         await this.#evict();
       }
       return true;
@@ -297,6 +308,35 @@ export class DiskCache {
         await Deno.remove(r.path).catch(() => {});
       }
     }
+  }
+
+  /**
+   * @internal Writes `parts` to `path` (under this cache's directory) atomically in the
+   * background, counted against the budget.
+   */
+  storeFile(path: string, parts: Uint8Array[]): void {
+    this.#background(this.#write(path, parts));
+  }
+
+  /** @internal The bytes of a file under this cache's directory, or undefined. */
+  async readFile(path: string): Promise<Uint8Array | undefined> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(path);
+    } catch {
+      this.#forget(path); // evicted, perhaps by another process
+      return undefined;
+    }
+    if (this.#lru.has(path)) this.#touch(path);
+    else this.#account(path, bytes.length); // written by another process
+    return bytes;
+  }
+
+  /** @internal Removes a file whose bytes failed a check. */
+  async dropFile(path: string): Promise<void> {
+    this.#forget(path);
+    this.stats.corrupt++;
+    await Deno.remove(path).catch(() => {});
   }
 
   /** Wraps a layer blob's source so its reads are served from and kept in the cache. */

@@ -126,7 +126,8 @@ export class ImageStore {
     this.tagTtlMs = opts.tagTtlMs ?? 60_000;
     this.platform = opts.platform;
     this.log = opts.log ?? ((l) => console.error(l));
-    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(128 << 20);
+    // Small: with a disk cache, big chunks are re-read decompressed from disk.
+    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(16 << 20);
     this.#wrap = opts.wrapSource;
     this.#disk = opts.disk;
     this.#readAhead = opts.readAhead;

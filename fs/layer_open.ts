@@ -6,11 +6,12 @@
  *
  * @module
  */
-import { type ChunkCache, StargzReader } from "../format/reader.ts";
+import { type ChunkCache, MemoryChunkCache, StargzReader } from "../format/reader.ts";
 import { FileSource, type RangeSource } from "../format/range_source.ts";
 import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
 import type { DecodePool } from "../format/decode_pool.ts";
 import type { DiskCache } from "./disk_cache.ts";
+import { DecodedChunkCache } from "./decoded_cache.ts";
 import { NodeError } from "./node.ts";
 
 /** How much is checked: see {@link LayerOpenOptions.verify}. */
@@ -67,7 +68,10 @@ export interface LayerOpenOptions {
   readAhead?: number;
   /** Wraps the blob's source (e.g. to count traffic) before any caching. */
   wrapSource?: (id: string, source: RangeSource) => RangeSource;
-  /** The disk cache: the blob's ranges are kept there, keyed by `id`. */
+  /**
+   * The disk cache: the blob's ranges are kept there, keyed by `id`, and its big chunks
+   * decompressed (in front of `chunkCache`).
+   */
   disk?: DiskCache;
   /** Logs one line per problem (warnings of the TOC, a stopped prefetch). */
   log?: (line: string) => void;
@@ -104,9 +108,17 @@ export async function openLayer(
       StargzReader.open(src, {
         tocDigest: verify === "none" ? undefined : blob.tocDigest,
         verify: verify === "none" ? "none" : "strict",
-        cache: options.chunkCache,
+        cache: options.disk
+          ? new DecodedChunkCache(
+            options.disk,
+            options.chunkCache ?? new MemoryChunkCache(32 << 20),
+          )
+          : options.chunkCache,
         cacheKey: `${blob.id}:`,
         readAhead: options.readAhead,
+        // The first read of a layer takes little beyond its file (a container start reads a
+        // few small files first); reads that walk the blob in order grow the window to 4 MiB.
+        fetchWindow: 64 << 10,
         decodePool: options.decodePool,
       });
     let reader: StargzReader;

@@ -93,14 +93,25 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
   // directory an upper layer only implies (it holds files there) keeps the lower one's owner,
   // mode and time, as applying the layers would.
   const top = sources.find((s) => !s.dir.implicit) ?? sources[0];
+  let attr: ReturnType<FsNode["attr"]> | undefined;
+  // One layer's directory: its subdirectories counted in place (building every child's node
+  // only for the link count made the first lookup of a big directory slow).
+  const links = (): number => {
+    if (sources.length > 1) {
+      children();
+      return 2 + subdirs;
+    }
+    let n = 2;
+    for (const [name, c] of sources[0].dir.children!) {
+      if (c.type === "dir" && !isWhiteout(name)) n++;
+    }
+    return n;
+  };
   return {
     key: `image:${id}:${path}`,
     volatility: "immutable",
     // The opaque marker is a layer detail; the merged directory shows only its own xattrs.
-    attr: () => {
-      children();
-      return { ...top.dir, nlink: 2 + subdirs };
-    },
+    attr: () => attr ??= { ...top.dir, nlink: links() },
     lookup: (name) => Promise.resolve(isWhiteout(name) ? undefined : children().get(name)),
     list: () => Promise.resolve([...children()]),
   };

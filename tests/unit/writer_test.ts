@@ -206,3 +206,24 @@ Deno.test("reads decoded in worker threads give the same bytes and the same erro
     pool.close();
   }
 });
+
+Deno.test("the decode pool starts workers at the first decode and stops them when idle", async () => {
+  const { DecodePool } = await import("../../format/decode_pool.ts");
+  const pool = new DecodePool(2, 50);
+  try {
+    assert.equal(pool.running, 0, "no worker before the first decode");
+    const tar = randomTar({ seed: 45, chunkSize: 300_000, entries: 6 });
+    const { blob } = await convert(tar, { chunkSize: 300_000 });
+    const r = await StargzReader.open(new BytesSource(blob), { decodePool: pool });
+    assert.equal(pool.running, 0, "opening decodes nothing on workers");
+    await assertSameTree(r, await expectedTree(once(tar)), 45);
+    assert.ok(pool.running > 0, "big chunks were decoded on workers");
+    for (let i = 0; i < 100 && pool.running > 0; i++) await new Promise((t) => setTimeout(t, 20));
+    assert.equal(pool.running, 0, "idle workers stopped");
+    // A later read starts them again and gives the same bytes.
+    const again = await StargzReader.open(new BytesSource(blob), { decodePool: pool });
+    await assertSameTree(again, await expectedTree(once(tar)), 46);
+  } finally {
+    pool.close();
+  }
+});
