@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { TestRegistry } from "../tests/helpers/registry.ts";
 
 /** The directory benchmarks write scratch files to (gitignored). */
 export const OUT = new URL("./out/", import.meta.url).pathname;
@@ -78,18 +79,37 @@ export async function timeBash(script: string, ...args: string[]): Promise<numbe
   return await timeCommand("bash", ["-c", script, "bash", ...args]);
 }
 
+/** A running FUSE server started by {@link startMountServer}. */
+export interface MountServer {
+  pid: number;
+  /** Stops it (the signal it was started with), waits for its exit, then runs `afterStop`. */
+  stop(): Promise<void>;
+  /** What it wrote to stderr so far. */
+  log(): string;
+}
+
 /**
- * Starts `crfs mount MNT ARGS` as its own process; resolves once it has mounted, with a function
- * that stops it (SIGTERM, which unmounts) and waits for its exit.
+ * Spawns `cmd args` (a FUSE server for `mnt`, created if missing) and resolves once its stderr
+ * says "mounted at"; throws with its stderr when it exits or is silent for 60 s first.
  */
-export async function mountCrfs(mnt: string, args: string[] = []): Promise<() => Promise<void>> {
+export async function startMountServer(
+  cmd: string,
+  args: string[],
+  mnt: string,
+  opts: {
+    /** How {@link MountServer.stop} ends it. */
+    signal: Deno.Signal;
+    /** How often stderr is looked at while waiting, in ms. */
+    pollMs: number;
+    /** What the error calls it. */
+    what: string;
+    /** Run after the process has exited (e.g. a lazy unmount). */
+    afterStop?: () => Promise<void>;
+  },
+): Promise<MountServer> {
   await Deno.mkdir(mnt, { recursive: true });
-  const child = new Deno.Command(DENO, {
-    args: ["run", "-A", MAIN, "mount", mnt, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "piped" })
+    .spawn();
   let text = "";
   let exited = false;
   const status = child.status.then(() => exited = true);
@@ -97,17 +117,69 @@ export async function mountCrfs(mnt: string, args: string[] = []): Promise<() =>
     for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) text += c;
   })();
   const stop = async () => {
-    if (!exited) child.kill("SIGTERM");
+    if (!exited) child.kill(opts.signal);
     await status;
     await pump;
+    await opts.afterStop?.();
   };
   const deadline = Date.now() + 60_000;
   while (!text.includes("mounted at")) {
     if (exited || Date.now() > deadline) {
       await stop();
-      throw new Error(`crfs mount ${mnt} did not come up: ${text}`);
+      throw new Error(`${opts.what} did not come up: ${text}`);
     }
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, opts.pollMs));
   }
-  return stop;
+  return { pid: child.pid, stop, log: () => text };
 }
+
+/**
+ * Starts `crfs mount MNT ARGS` as its own process; resolves once it has mounted, with a function
+ * that stops it (SIGTERM, which unmounts) and waits for its exit.
+ */
+export async function mountCrfs(mnt: string, args: string[] = []): Promise<() => Promise<void>> {
+  const server = await startMountServer(DENO, ["run", "-A", MAIN, "mount", mnt, ...args], mnt, {
+    signal: "SIGTERM",
+    pollMs: 10,
+    what: `crfs mount ${mnt}`,
+  });
+  return server.stop;
+}
+
+/** Pull and run times of an image, with the registry traffic of both. */
+export interface PullRunMeasure {
+  pullS: number;
+  runS: number;
+  bytes: number;
+  requests: number;
+  /** What the run printed. */
+  output: string;
+}
+
+/**
+ * Times `pull()` and then `run()` (which resolves to what the container printed), counting the
+ * requests and bytes `reg` served for both.
+ */
+export async function measurePullRun(
+  reg: TestRegistry,
+  pull: () => Promise<unknown>,
+  run: () => Promise<string>,
+): Promise<PullRunMeasure> {
+  reg.clearLog();
+  const t0 = performance.now();
+  await pull();
+  const t1 = performance.now();
+  const output = await run();
+  const t2 = performance.now();
+  const log = await reg.accessLog();
+  return {
+    pullS: (t1 - t0) / 1000,
+    runS: (t2 - t1) / 1000,
+    bytes: log.reduce((n, e) => n + e.bytes, 0),
+    requests: log.length,
+    output,
+  };
+}
+
+/** Bytes as MB (10^6), one decimal. */
+export const mb = (n: number): string => (n / 1e6).toFixed(1);

@@ -18,7 +18,7 @@ import { defaultDrivers, pusher } from "../drivers/mod.ts";
 import { MediaType } from "../drivers/manifest.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { Podman, startStore, type StoreProcess } from "../tests/podman/helpers.ts";
-import { DENO, have, MAIN, table } from "./common.ts";
+import { DENO, have, MAIN, mb, measurePullRun, type PullRunMeasure, table } from "./common.ts";
 import { layerTars } from "./lazy.ts";
 
 const enc = new TextEncoder();
@@ -88,31 +88,16 @@ async function layerBytes(reg: TestRegistry, ref: string): Promise<number> {
   return (m.layers as { size: number }[]).reduce((a, l) => a + l.size, 0);
 }
 
-interface Measure {
-  pullS: number;
-  runS: number;
-  bytes: number;
-  requests: number;
-  output: string;
-}
+type Measure = PullRunMeasure;
 
 /** Pull + run in a fresh podman storage; registry traffic over both. */
 async function pullAndRun(reg: TestRegistry, ref: string, store?: StoreProcess): Promise<Measure> {
   await using pod = await Podman.create({ storeFlag: store?.dir });
-  reg.clearLog();
-  const t0 = performance.now();
-  await pod.ok(["pull", "--quiet", "--tls-verify=false", ref]);
-  const t1 = performance.now();
-  const output = await pod.ok(pod.runArgs(ref, ...CMD));
-  const t2 = performance.now();
-  const log = await reg.accessLog();
-  return {
-    pullS: (t1 - t0) / 1000,
-    runS: (t2 - t1) / 1000,
-    bytes: log.reduce((n, e) => n + e.bytes, 0),
-    requests: log.length,
-    output,
-  };
+  return await measurePullRun(
+    reg,
+    () => pod.ok(["pull", "--quiet", "--tls-verify=false", ref]),
+    () => pod.ok(pod.runArgs(ref, ...CMD)),
+  );
 }
 
 /** The better (by total time) of `n` measurements. */
@@ -124,8 +109,6 @@ async function best(n: number, f: () => Promise<Measure>): Promise<Measure> {
   }
   return b!;
 }
-
-const mb = (n: number) => (n / 1e6).toFixed(1);
 
 if (import.meta.main) {
   const [rootTar] = await layerTars();

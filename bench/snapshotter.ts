@@ -22,7 +22,7 @@ import { buildTarImage, type Spec } from "../tests/cmd/helpers.ts";
 import { skopeoCopy, writeOciLayout } from "../tests/helpers/images.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { Containerd, type Ran, run, startSnapshotter } from "../tests/snapshotter/helpers.ts";
-import { DENO, MAIN, OUT, table } from "./common.ts";
+import { DENO, MAIN, mb, measurePullRun, OUT, type PullRunMeasure, table } from "./common.ts";
 
 const GO_TREE = "/usr/share/go-1.19";
 const CMD = [
@@ -101,13 +101,7 @@ async function startPeer(bin: string, root: string, sock: string) {
   };
 }
 
-interface Measure {
-  pullS: number;
-  runS: number;
-  bytes: number;
-  requests: number;
-  output: string;
-}
+type Measure = PullRunMeasure;
 
 async function measure(
   reg: TestRegistry,
@@ -116,24 +110,51 @@ async function measure(
   runArgs: string[],
   remote: boolean,
 ): Promise<Measure> {
-  reg.clearLog();
-  const t0 = performance.now();
-  const p = remote ? await c.ctrRemote(pull, 600_000) : await c.ctr(pull, 600_000);
-  if (p.code !== 0) throw new Error(`pull failed: ${p.out}${p.err}`);
-  const t1 = performance.now();
-  const r = await c.ctrOk(runArgs, 600_000);
-  const t2 = performance.now();
-  const log = await reg.accessLog();
-  return {
-    pullS: (t1 - t0) / 1000,
-    runS: (t2 - t1) / 1000,
-    bytes: log.reduce((a, e) => a + e.bytes, 0),
-    requests: log.length,
-    output: r.out,
-  };
+  return await measurePullRun(reg, async () => {
+    const p = remote ? await c.ctrRemote(pull, 600_000) : await c.ctr(pull, 600_000);
+    if (p.code !== 0) throw new Error(`pull failed: ${p.out}${p.err}`);
+  }, async () => (await c.ctrOk(runArgs, 600_000)).out);
 }
 
-const mb = (n: number) => (n / 1e6).toFixed(1);
+/** `ctr image pull` + `ctr run` (container `name`) of `ref` in a fresh containerd (overlayfs). */
+async function normalPull(reg: TestRegistry, ref: string, name: string): Promise<Measure> {
+  await using c = await Containerd.start();
+  return await measure(reg, c, ["image", "pull", "--plain-http", ref], [
+    "run",
+    "--rm",
+    ref,
+    name,
+    ...CMD,
+  ], false);
+}
+
+/**
+ * `ctr image rpull` + `ctr run` (container `name`) of `ref` through the remote snapshotter
+ * `snapshotter`, which `server` serves on `sock`; the server is stopped afterwards.
+ */
+async function remotePull(
+  reg: TestRegistry,
+  ref: string,
+  name: string,
+  snapshotter: "crfs" | "stargz",
+  server: { stop(): Promise<void> },
+  sock: string,
+): Promise<Measure> {
+  try {
+    await using c = await Containerd.start(
+      snapshotter === "crfs" ? { crfsSocket: sock } : { stargzSocket: sock },
+    );
+    return await measure(
+      reg,
+      c,
+      ["image", "rpull", "--plain-http", "--snapshotter", snapshotter, ref],
+      ["run", "--rm", "--snapshotter", snapshotter, ref, name, ...CMD],
+      true,
+    );
+  } finally {
+    await server.stop();
+  }
+}
 
 if (import.meta.main) {
   const reg = await startRegistry();
@@ -156,84 +177,38 @@ if (import.meta.main) {
     const uncompressed = image.layers.reduce((a, l) => a + l.tar.length, 0);
 
     const results: [string, Measure][] = [];
-    {
-      await using c = await Containerd.start();
-      results.push([
-        "normal pull (overlayfs), gzip image",
-        await measure(reg, c, ["image", "pull", "--plain-http", gzipRef], [
-          "run",
-          "--rm",
-          gzipRef,
-          "b1",
-          ...CMD,
-        ], false),
-      ]);
-    }
-    {
-      await using c0 = await Containerd.start();
-      results.push([
-        "normal pull (overlayfs), eStargz image",
-        await measure(reg, c0, ["image", "pull", "--plain-http", estargzRef], [
-          "run",
-          "--rm",
-          estargzRef,
-          "b2",
-          ...CMD,
-        ], false),
-      ]);
-    }
-    {
-      const sock = `${work}/crfs.sock`;
-      const sn = await startSnapshotter(`${work}/crfs-root`, sock);
-      try {
-        await using c = await Containerd.start({ crfsSocket: sock });
-        results.push([
-          "crfs snapshotter, rpull (cold cache)",
-          await measure(
-            reg,
-            c,
-            [
-              "image",
-              "rpull",
-              "--plain-http",
-              "--snapshotter",
-              "crfs",
-              estargzRef,
-            ],
-            ["run", "--rm", "--snapshotter", "crfs", estargzRef, "b3", ...CMD],
-            true,
-          ),
-        ]);
-      } finally {
-        await sn.stop();
-      }
-    }
-    {
-      const sock = `${work}/stargz.sock`;
-      const p = await startPeer(peer, `${work}/stargz-root`, sock);
-      try {
-        await using c = await Containerd.start({ stargzSocket: sock });
-        results.push([
-          "containerd-stargz-grpc (peer), rpull",
-          await measure(
-            reg,
-            c,
-            [
-              "image",
-              "rpull",
-              "--plain-http",
-              "--snapshotter",
-              "stargz",
-              estargzRef,
-            ],
-            ["run", "--rm", "--snapshotter", "stargz", estargzRef, "b4", ...CMD],
-            true,
-          ),
-        ]);
-      } finally {
-        await p.stop();
-      }
-    }
+    results.push([
+      "normal pull (overlayfs), gzip image",
+      await normalPull(reg, gzipRef, "b1"),
+    ]);
+    results.push([
+      "normal pull (overlayfs), eStargz image",
+      await normalPull(reg, estargzRef, "b2"),
+    ]);
+    const crfsSock = `${work}/crfs.sock`;
+    results.push([
+      "crfs snapshotter, rpull (cold cache)",
+      await remotePull(
+        reg,
+        estargzRef,
+        "b3",
+        "crfs",
+        await startSnapshotter(`${work}/crfs-root`, crfsSock),
+        crfsSock,
+      ),
+    ]);
+    const peerSock = `${work}/stargz.sock`;
+    results.push([
+      "containerd-stargz-grpc (peer), rpull",
+      await remotePull(
+        reg,
+        estargzRef,
+        "b4",
+        "stargz",
+        await startPeer(peer, `${work}/stargz-root`, peerSock),
+        peerSock,
+      ),
+    ]);
     const want = results[0][1].output;
     for (const [name, m] of results) {
       if (m.output !== want) throw new Error(`${name}: output differs: ${m.output} vs ${want}`);

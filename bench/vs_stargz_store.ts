@@ -24,7 +24,17 @@ import { type ConvertedLayer, pushEStargzLayers } from "../convert/push.ts";
 import { defaultDrivers } from "../drivers/mod.ts";
 import { writeEStargz } from "../format/writer.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
-import { DENO, dropCaches, MAIN, OUT, table, timeBash, timeCommand } from "./common.ts";
+import {
+  DENO,
+  dropCaches,
+  MAIN,
+  type MountServer,
+  OUT,
+  startMountServer,
+  table,
+  timeBash,
+  timeCommand,
+} from "./common.ts";
 
 const PEER_SRC = new URL("../../shared/peers/stargz-store/build.sh", import.meta.url).pathname;
 const PEER_BIN = `${OUT}stargz-store`;
@@ -96,38 +106,17 @@ async function convertedLayer(): Promise<ConvertedLayer> {
 }
 
 /** A running server (crfs or the peer). */
-interface Server {
-  pid: number;
-  stop(): Promise<void>;
-  log(): string;
-}
+type Server = MountServer;
 
 /** Spawns `cmd args`, resolves once stderr says "mounted at". */
-async function startServer(cmd: string, args: string[], mnt: string): Promise<Server> {
-  await Deno.mkdir(mnt, { recursive: true });
-  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "piped" })
-    .spawn();
-  let text = "";
-  let exited = false;
-  const status = child.status.then(() => exited = true);
-  const pump = (async () => {
-    for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) text += c;
-  })();
-  const stop = async () => {
-    if (!exited) child.kill("SIGINT");
-    await status;
-    await pump;
-    await timeBash(`! mountpoint -q "$1" || umount -l "$1"`, mnt).catch(() => {});
-  };
-  const deadline = Date.now() + 60_000;
-  while (!text.includes("mounted at")) {
-    if (exited || Date.now() > deadline) {
-      await stop();
-      throw new Error(`${cmd} ${args.join(" ")} did not come up: ${text}`);
-    }
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  return { pid: child.pid, stop, log: () => text };
+function startServer(cmd: string, args: string[], mnt: string): Promise<Server> {
+  return startMountServer(cmd, args, mnt, {
+    signal: "SIGINT",
+    pollMs: 2,
+    what: `${cmd} ${args.join(" ")}`,
+    afterStop: () =>
+      timeBash(`! mountpoint -q "$1" || umount -l "$1"`, mnt).then(() => {}, () => {}),
+  });
 }
 
 /** One of the two systems measured. */

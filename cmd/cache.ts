@@ -14,8 +14,9 @@ import {
 import { defaultCacheDir } from "../fs/disk_cache.ts";
 import {
   type Command,
+  defineCommand,
   formatBytes,
-  parseFlags,
+  type Options,
   parseSize,
   UsageError,
   UserError,
@@ -60,22 +61,24 @@ function statusText(s: CacheStatus): string {
     `  last used: oldest ${when(s.oldestUse)}, newest ${when(s.newestUse)}\n`;
 }
 
-export const cacheCommand: Command = {
+/** The flags of the command, besides `--help`. */
+const FLAGS: Options = {
+  "cache-dir": { type: "string" },
+  "older-than": { type: "string" },
+  to: { type: "string" },
+  "dry-run": { type: "boolean" },
+  json: { type: "boolean" },
+};
+
+export const cacheCommand: Command = defineCommand({
   name: "cache",
   summary: "show or prune the disk cache",
   help: HELP,
-  async run(args) {
-    const { values, positionals } = parseFlags(args, {
-      "cache-dir": { type: "string" },
-      "older-than": { type: "string" },
-      to: { type: "string" },
-      "dry-run": { type: "boolean" },
-      json: { type: "boolean" },
-    });
+  flags: FLAGS,
+  takes: "status or prune",
+  argsOk: (p) => p.length === 1 && (p[0] === "status" || p[0] === "prune"),
+  async run(values, positionals) {
     const action = positionals[0];
-    if (positionals.length !== 1 || (action !== "status" && action !== "prune")) {
-      throw new UsageError("cache takes status or prune; see 'crfs cache --help'");
-    }
     const dir = (values["cache-dir"] as string | undefined) ?? defaultCacheDir();
     const json = values.json === true;
     try {
@@ -110,4 +113,4 @@ export const cacheCommand: Command = {
       throw e;
     }
   },
-};
+});

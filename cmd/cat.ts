@@ -6,20 +6,11 @@
  */
 import { DecodePool } from "../format/decode_pool.ts";
 import { MemoryChunkCache } from "../format/reader.ts";
-import { openLayerFile } from "../fs/layer_open.ts";
-import { layerRoot } from "../fs/layer_tree.ts";
-import { rootNode } from "../fs/registry_tree.ts";
 import type { FsNode } from "../fs/node.ts";
-import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
-import { parseImageArg, treeError, walkTree } from "./image_path.ts";
-import { splitLocalArg } from "./local_blob.ts";
-import {
-  layerFlags,
-  REGISTRY_HELP,
-  registryFlags,
-  setupRegistry,
-  userFacing,
-} from "./registry_options.ts";
+import { type Command, defineCommand, type Options, UserError, writeStdout } from "./cli.ts";
+import { parseImageArg, treeError, withImageNode } from "./image_path.ts";
+import { splitLocalArg, withLocalNode } from "./local_blob.ts";
+import { layerFlags, REGISTRY_HELP, registryFlags, userFacing } from "./registry_options.ts";
 
 const HELP = `Usage: crfs cat [options] FILE.stargz:/path
        crfs cat [options] REFERENCE/path
@@ -55,53 +46,44 @@ async function stream(
   }
 }
 
-export const catCommand: Command = {
+/** Streams the regular file `node` (named `what` in messages) to standard output. */
+async function writeFile(node: FsNode, what: string): Promise<void> {
+  const a = node.attr();
+  if (a.type !== "reg" || !node.read) {
+    throw new UserError(`${what}: not a regular file (${a.type})`);
+  }
+  const file: FsNode = node;
+  await stream(what, a.size, (o, l) => file.read!(o, l));
+}
+
+/** The flags of the command, besides `--help`. */
+const FLAGS: Options = {
+  layer: { type: "string" },
+  ...registryFlags,
+};
+
+export const catCommand: Command = defineCommand({
   name: "cat",
   summary: "write one file of a stargz blob or an image to stdout",
   help: HELP,
-  async run(args) {
-    const { values, positionals } = parseFlags(args, {
-      layer: { type: "string" },
-      ...registryFlags,
-    });
-    if (positionals.length !== 1) {
-      throw new UsageError("cat takes one argument; see 'crfs cat --help'");
-    }
+  flags: FLAGS,
+  takes: "one argument",
+  argsOk: (p) => p.length === 1,
+  async run(values, positionals) {
     const local = await splitLocalArg(positionals[0]);
     if (local) {
       // The file opens like every layer (verify policy, chunk cache, decode pool) and is walked
       // as the same tree as a layer in the mount.
       const decodePool = new DecodePool();
-      let layer;
       try {
-        layer = await openLayerFile(local.file, {
+        await withLocalNode(local, {
           ...layerFlags(values),
           prefetch: "off",
           chunkCache: new MemoryChunkCache(64 << 20),
           decodePool,
           log: () => {},
-        });
-      } catch (e) {
-        decodePool.close();
-        throw treeError(e);
-      }
-      try {
-        const what = `${local.file}:${local.path}`;
-        const { node } = await walkTree(layerRoot(layer.reader, layer.digest), {
-          components: local.path.split("/").filter((c) => c !== "" && c !== "."),
-          rootDepth: 0,
-          text: what,
-        }, false);
-        const a = node.attr();
-        if (a.type !== "reg" || !node.read) {
-          throw new UserError(`${what}: not a regular file (${a.type})`);
-        }
-        const file: FsNode = node;
-        await stream(what, a.size, (o, l) => file.read!(o, l));
-      } catch (e) {
-        throw treeError(e);
+        }, writeFile);
       } finally {
-        layer.close();
         decodePool.close();
       }
       return 0;
@@ -111,20 +93,10 @@ export const catCommand: Command = {
       if (target.rootDepth === 0) {
         throw new UserError(`${positionals[0]}: name a file inside an image`, 2);
       }
-      const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
-      if (target.repo) setup.store.hintRepository(target.repo);
-      const root = rootNode(setup.store);
-      const { node } = await walkTree(root, target, true);
-      const a = node.attr();
-      if (a.type !== "reg" || !node.read) {
-        throw new UserError(`${positionals[0]}: not a regular file (${a.type})`);
-      }
-      const file: FsNode = node;
-      await stream(positionals[0], a.size, (o, l) => file.read!(o, l));
-      await setup.disk?.flush();
+      await withImageNode(target, values, ({ node }) => writeFile(node, positionals[0]));
     } catch (e) {
       throw userFacing(treeError(e));
     }
     return 0;
   },
-};
+});

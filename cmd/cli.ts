@@ -112,3 +112,62 @@ export async function writeStdout(text: string | Uint8Array): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await Deno.stdout.write(bytes.subarray(off));
 }
+
+/**
+ * Throws the usage error `COMMAND takes TAKES; see 'crfs COMMAND --help'` unless `ok` (the
+ * check of a command's positional arguments).
+ */
+export function requireArgs(command: string, ok: boolean, takes: string): void {
+  if (!ok) throw new UsageError(`${command} takes ${takes}; see 'crfs ${command} --help'`);
+}
+
+/** A flag value as {@link parseFlags} returns it. */
+export type FlagValues = Record<string, string | boolean | string[] | undefined>;
+
+/** What {@link defineCommand} builds a {@link Command} from. */
+export interface CommandSpec {
+  /** The word that selects it: `crfs <name>`. */
+  name: string;
+  /** One line for `crfs --help`. */
+  summary: string;
+  /** The full `--help` text. */
+  help: string;
+  /** Its flags, in `parseFlags` form (`--help`/`-h` is always allowed). */
+  flags: Options;
+  /** What it takes as arguments, for the usage error (`one argument`, `IN and OUT`). */
+  takes: string;
+  /** Whether the positional arguments are ones it takes. */
+  argsOk(positionals: string[]): boolean;
+  /** Runs it with its parsed flags and checked arguments; resolves to the exit code. */
+  run(values: FlagValues, positionals: string[]): Promise<number>;
+}
+
+/**
+ * A {@link Command} that parses its flags strictly and checks its arguments (the usage error
+ * `NAME takes TAKES; see 'crfs NAME --help'`) before running.
+ *
+ * @example
+ * ```ts
+ * export const echoCommand = defineCommand({
+ *   name: "echo",
+ *   summary: "print the arguments",
+ *   help: "Usage: crfs echo WORD...",
+ *   flags: {},
+ *   takes: "at least one word",
+ *   argsOk: (p) => p.length > 0,
+ *   run: async (_values, words) => (await writeStdout(words.join(" ") + "\n"), 0),
+ * });
+ * ```
+ */
+export function defineCommand(spec: CommandSpec): Command {
+  return {
+    name: spec.name,
+    summary: spec.summary,
+    help: spec.help,
+    async run(args) {
+      const { values, positionals } = parseFlags(args, spec.flags);
+      requireArgs(spec.name, spec.argsOk(positionals), spec.takes);
+      return await spec.run(values, positionals);
+    },
+  };
+}

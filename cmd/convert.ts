@@ -11,8 +11,9 @@ import { formatReference, isTag } from "../drivers/reference.ts";
 import { formatPlatform } from "../drivers/manifest.ts";
 import {
   type Command,
+  defineCommand,
   formatBytes,
-  parseFlags,
+  type Options,
   parseSize,
   Progress,
   UsageError,
@@ -61,26 +62,28 @@ Options:
 
 ${REGISTRY_HELP}`;
 
-export const convertCommand: Command = {
+/** The flags of the command, besides `--help`. */
+const FLAGS: Options = {
+  "chunk-size": { type: "string" },
+  level: { type: "string" },
+  workers: { type: "string" },
+  quiet: { type: "boolean", short: "q" },
+  jobs: { type: "string" },
+  "all-platforms": { type: "boolean" },
+  "meta-tag": { type: "string" },
+  prioritize: { type: "string", multiple: true },
+  "prioritize-file": { type: "string" },
+  ...registryFlags,
+};
+
+export const convertCommand: Command = defineCommand({
   name: "convert",
   summary: "convert an image (or a layer) to eStargz, for lazy pulling",
   help: HELP,
-  async run(args) {
-    const { values, positionals } = parseFlags(args, {
-      "chunk-size": { type: "string" },
-      level: { type: "string" },
-      workers: { type: "string" },
-      quiet: { type: "boolean", short: "q" },
-      jobs: { type: "string" },
-      "all-platforms": { type: "boolean" },
-      "meta-tag": { type: "string" },
-      prioritize: { type: "string", multiple: true },
-      "prioritize-file": { type: "string" },
-      ...registryFlags,
-    });
-    if (positionals.length !== 2) {
-      throw new UsageError("convert takes IN and OUT; see 'crfs convert --help'");
-    }
+  flags: FLAGS,
+  takes: "IN and OUT",
+  argsOk: (p) => p.length === 2,
+  async run(values, positionals) {
     const [inPath, outPath] = positionals;
     const src = await parseEndpoint(inPath, "src").catch((e) => {
       throw userFacing(e);
@@ -151,7 +154,7 @@ export const convertCommand: Command = {
     }
     return 0;
   },
-};
+});
 
 /** The paths of `--prioritize` and `--prioritize-file`, in order (undefined when none). */
 async function prioritizedPaths(values: Record<string, unknown>): Promise<string[] | undefined> {

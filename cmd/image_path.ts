@@ -15,7 +15,9 @@
  */
 import { parseReference } from "../drivers/reference.ts";
 import { type FsNode, NodeError } from "../fs/node.ts";
+import { rootNode } from "../fs/registry_tree.ts";
 import { UserError } from "./cli.ts";
+import { setupRegistry } from "./registry_options.ts";
 
 /** Where an argument points in the tree. */
 export interface TreeTarget {
@@ -172,4 +174,27 @@ export function treeError(e: unknown): unknown {
     ? "; make an eStargz copy of the image with 'crfs convert SRC DST'"
     : "";
   return new UserError(`${e.message}${hint}`);
+}
+
+/**
+ * Sets up the registry side from the command's flag `values` (no prefetch, no log), walks the
+ * merged tree to `target` (following a last symlink) and hands what it found to `use`; the disk
+ * cache is flushed after `use` succeeds. `crfs ls` and `crfs cat` read images through it.
+ *
+ * @example
+ * ```ts
+ * const target = parseImageArg("127.0.0.1:5000/my/app:1/etc/hostname");
+ * const attr = await withImageNode(target, values, async ({ node }) => node.attr());
+ * ```
+ */
+export async function withImageNode<T>(
+  target: TreeTarget,
+  values: Record<string, unknown>,
+  use: (found: Found) => Promise<T>,
+): Promise<T> {
+  const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
+  if (target.repo) setup.store.hintRepository(target.repo);
+  const result = await use(await walkTree(rootNode(setup.store), target, true));
+  await setup.disk?.flush();
+  return result;
 }

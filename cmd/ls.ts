@@ -5,20 +5,11 @@
  *
  * @module
  */
-import { openLayerFile } from "../fs/layer_open.ts";
-import { layerRoot } from "../fs/layer_tree.ts";
-import { rootNode } from "../fs/registry_tree.ts";
-import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./cli.ts";
-import { parseImageArg, treeError, walkTree } from "./image_path.ts";
+import { type Command, defineCommand, type Options, UserError, writeStdout } from "./cli.ts";
+import { parseImageArg, treeError, withImageNode } from "./image_path.ts";
 import { printListing } from "./listing.ts";
-import { splitLocalArg } from "./local_blob.ts";
-import {
-  layerFlags,
-  REGISTRY_HELP,
-  registryFlags,
-  setupRegistry,
-  userFacing,
-} from "./registry_options.ts";
+import { splitLocalArg, withLocalNode } from "./local_blob.ts";
+import { layerFlags, REGISTRY_HELP, registryFlags, userFacing } from "./registry_options.ts";
 import { fsListItem } from "./tree_list.ts";
 
 const HELP = `Usage: crfs ls [options] FILE.stargz[:/path]
@@ -42,21 +33,23 @@ Options:
 
 ${REGISTRY_HELP}`;
 
-export const lsCommand: Command = {
+/** The flags of the command, besides `--help`. */
+const FLAGS: Options = {
+  long: { type: "boolean", short: "l" },
+  recursive: { type: "boolean", short: "R" },
+  json: { type: "boolean" },
+  layer: { type: "string" },
+  ...registryFlags,
+};
+
+export const lsCommand: Command = defineCommand({
   name: "ls",
   summary: "list the files of a stargz blob or an image",
   help: HELP,
-  async run(args) {
-    const { values, positionals } = parseFlags(args, {
-      long: { type: "boolean", short: "l" },
-      recursive: { type: "boolean", short: "R" },
-      json: { type: "boolean" },
-      layer: { type: "string" },
-      ...registryFlags,
-    });
-    if (positionals.length !== 1) {
-      throw new UsageError("ls takes one argument; see 'crfs ls --help'");
-    }
+  flags: FLAGS,
+  takes: "one argument",
+  argsOk: (p) => p.length === 1,
+  async run(values, positionals) {
     const opts = {
       long: values.long === true,
       recursive: values.recursive === true,
@@ -66,52 +59,34 @@ export const lsCommand: Command = {
     if (local) {
       // The file opens like every layer (verify policy, chunk cache) and is walked as the
       // same tree as a layer in the mount.
-      let layer;
-      try {
-        layer = await openLayerFile(local.file, {
-          ...layerFlags(values),
-          prefetch: "off",
-          log: () => {},
-        });
-      } catch (e) {
-        throw treeError(e);
-      }
-      try {
-        const { node } = await walkTree(layerRoot(layer.reader, layer.digest), {
-          components: local.path.split("/").filter((c) => c !== "" && c !== "."),
-          rootDepth: 0,
-          text: `${local.file}:${local.path}`,
-        }, false);
-        const name = local.path.replace(/^\/+|\/+$/g, "") || "/";
-        await printListing(await fsListItem(name, node), opts, writeStdout);
-      } catch (e) {
-        throw treeError(e);
-      } finally {
-        layer.close();
-      }
+      await withLocalNode(
+        local,
+        { ...layerFlags(values), prefetch: "off", log: () => {} },
+        async (node) => {
+          const name = local.path.replace(/^\/+|\/+$/g, "") || "/";
+          await printListing(await fsListItem(name, node), opts, writeStdout);
+        },
+      );
       return 0;
     }
     try {
       const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
-      if (target.repo) setup.store.hintRepository(target.repo);
-      const root = rootNode(setup.store);
-      const found = await walkTree(root, target, true);
-      const item = await fsListItem(found.name, found.node);
-      // A repository the registry does not know walks fine (the name was only a hint) but
-      // lists nothing: say so instead of printing nothing.
-      if (target.repo && target.rootDepth === 0 && item.children) {
-        const children = await item.children();
-        if (children.length === 0) {
-          throw new UserError(`${positionals[0]}: no such repository (or it has no tags)`);
+      await withImageNode(target, values, async (found) => {
+        const item = await fsListItem(found.name, found.node);
+        // A repository the registry does not know walks fine (the name was only a hint) but
+        // lists nothing: say so instead of printing nothing.
+        if (target.repo && target.rootDepth === 0 && item.children) {
+          const children = await item.children();
+          if (children.length === 0) {
+            throw new UserError(`${positionals[0]}: no such repository (or it has no tags)`);
+          }
+          item.children = () => Promise.resolve(children);
         }
-        item.children = () => Promise.resolve(children);
-      }
-      await printListing(item, opts, writeStdout);
-      await setup.disk?.flush();
+        await printListing(item, opts, writeStdout);
+      });
     } catch (e) {
       throw userFacing(treeError(e));
     }
     return 0;
   },
-};
+});

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
+import { type Command, defineCommand, type Options, UserError } from "./cli.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
 
 /** The library, imported when the command runs (a specifier Deno does not fetch ahead). */
@@ -42,20 +42,22 @@ Options:
 
 ${REGISTRY_HELP}`;
 
+/** The flags of the command, besides `--help`. */
+const FLAGS: Options = {
+  address: { type: "string" },
+  root: { type: "string" },
+  ...registryFlags,
+};
+
 /** The `snapshotter` subcommand. */
-export const snapshotterCommand: Command = {
+export const snapshotterCommand: Command = defineCommand({
   name: "snapshotter",
   summary: "serve a containerd remote snapshotter (lazy eStargz pulls) on a unix socket",
   help: HELP,
-  async run(args) {
-    const { values, positionals } = parseFlags(args, {
-      address: { type: "string" },
-      root: { type: "string" },
-      ...registryFlags,
-    });
-    if (positionals.length > 0) {
-      throw new UsageError("snapshotter takes no arguments; see 'crfs snapshotter --help'");
-    }
+  flags: FLAGS,
+  takes: "no arguments",
+  argsOk: (p) => p.length === 0,
+  async run(values) {
     const address = (values.address as string | undefined) ?? "/run/crfs/snapshotter.sock";
     const root = (values.root as string | undefined) ?? "/var/lib/crfs/snapshotter";
     const setup = await setupRegistry(values);
@@ -96,4 +98,4 @@ export const snapshotterCommand: Command = {
     console.error(`crfs: snapshotter stopped, unmounted ${running.fuse.mountpoint}`);
     return 0;
   },
-};
+});

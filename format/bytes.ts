@@ -1,6 +1,6 @@
 /**
  * Byte-array helpers shared by every layer of crfs: {@link concat} is the one place byte arrays
- * are joined.
+ * are joined, {@link base64} the one place they are written as base64 text.
  *
  * @module
  */
@@ -25,4 +25,21 @@ export function concat(parts: readonly Uint8Array[], copy = true): Uint8Array {
     o += p.length;
   }
   return out;
+}
+
+/**
+ * Standard base64 (with padding) of `bytes`, in pieces so that large arrays do not overflow the
+ * argument list of `String.fromCharCode`.
+ *
+ * @example
+ * ```ts
+ * base64(new Uint8Array([1, 2, 3])); // "AQID"
+ * ```
+ */
+export function base64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
 }

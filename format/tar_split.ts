@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { base64 } from "./bytes.ts";
 import { encodeName, hasEscapes } from "./names.ts";
 
 const TABLE_HI = new Uint32Array(256);
@@ -50,12 +51,6 @@ export class Crc64 {
     dv.setUint32(4, ~this.#lo >>> 0);
     return out;
   }
-}
-
-function base64(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
-  return btoa(s);
 }
 
 /** Builds a tar-split stream entry by entry, in tar order. */

@@ -11,6 +11,8 @@
  */
 import type { FileType } from "./file_attr.ts";
 import { decodeName } from "./names.ts";
+import { base64 } from "./bytes.ts";
+import type { TarHeader } from "./tar_header.ts";
 
 /** The file name of the TOC inside the blob's tar stream. */
 export const TOC_TAR_NAME = "stargz.index.json";
@@ -280,4 +282,42 @@ export function serializeTOC(toc: TOC): Uint8Array {
   const doc: Record<string, unknown> = { version: toc.version, entries };
   if (toc.tarSplitDigest) doc.tarSplitDigest = toc.tarSplitDigest;
   return new TextEncoder().encode(JSON.stringify(doc));
+}
+
+/**
+ * The TOC entry a writer records for the tar header `h` under `name`: kind, times (zero times
+ * left out, as the reference writer does), mode, owner, link target, device numbers and xattrs
+ * (base64). Size, offsets and digests are the writer's to add.
+ *
+ * @example
+ * ```ts
+ * const entry = tocEntryFromHeader(header, header.name);
+ * ```
+ */
+export function tocEntryFromHeader(h: TarHeader, name: string): TOCEntry {
+  const e: TOCEntry = {
+    name,
+    type: h.kind,
+    modtime: h.mtimeSec || h.mtimeNsec
+      ? formatModTime(h.mtimeSec, h.mtimeNsec) || undefined
+      : undefined,
+    mode: h.mode,
+    uid: h.uid,
+    gid: h.gid,
+    // eStargz elides repeated user names once its TOC is final. Group names are written every
+    // time: the reference reader fills a missing one from its user-name map (keyed by gid),
+    // which would be wrong.
+    userName: h.uname || undefined,
+    groupName: h.gname || undefined,
+  };
+  if (h.kind === "hardlink" || h.kind === "symlink") e.linkName = h.linkName;
+  if (h.kind === "char" || h.kind === "block") {
+    e.devMajor = h.devMajor;
+    e.devMinor = h.devMinor;
+  }
+  if (h.xattrs.size > 0) {
+    e.xattrs = {};
+    for (const [k, v] of h.xattrs) e.xattrs[k] = base64(v);
+  }
+  return e;
 }

@@ -12,8 +12,7 @@ import { createHash, type Hash } from "node:crypto";
 import { concat } from "./bytes.ts";
 import { CompressPool } from "./compress_pool.ts";
 import { estargzFooter } from "./footer.ts";
-import { gunzipStream, gzipMember, isGzip } from "./gzip.ts";
-import { isZstd, unzstdStream } from "./zstd.ts";
+import { gzipMember } from "./gzip.ts";
 import { cleanPath } from "./names.ts";
 import {
   encodeHeader,
@@ -23,9 +22,9 @@ import {
   type TarHeader,
   tarHeader,
 } from "./tar_header.ts";
+import { tarStream } from "./tar_input.ts";
 import { readTar } from "./tar_reader.ts";
 import {
-  formatModTime,
   LANDMARK_CONTENT,
   NO_PREFETCH_LANDMARK,
   PREFETCH_LANDMARK,
@@ -33,6 +32,7 @@ import {
   type TOC,
   TOC_TAR_NAME,
   type TOCEntry,
+  tocEntryFromHeader,
 } from "./toc.ts";
 
 /** Default chunk size: 4 MiB, as google/crfs and stargz-snapshotter. */
@@ -324,36 +324,9 @@ class MemberBuffer {
   }
 }
 
-async function* tarStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const it = input[Symbol.asyncIterator]();
-  let first = await it.next();
-  while (!first.done && first.value.length === 0) first = await it.next();
-  if (first.done) return;
-  const head = first.value;
-  async function* all() {
-    yield head;
-    while (true) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
-    }
-  }
-  if (isGzip(head)) yield* gunzipStream(all());
-  else if (isZstd(head)) yield* unzstdStream(all());
-  else yield* all();
-}
-
 function landmarkHeader(name: string): TarHeader {
   // As the reference writer: mode 0, owner 0, time 0, one byte.
   return tarHeader({ name, mode: 0, size: 1 });
-}
-
-function base64(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i += 0x8000) {
-    s += String.fromCharCode(...b.subarray(i, i + 0x8000));
-  }
-  return btoa(s);
 }
 
 /**
@@ -427,30 +400,7 @@ export async function writeEStargz(
     if (earlier) replaced(earlier);
     const mine: number[] = [];
     byName.set(clean, { indices: mine, links: [] });
-    const e: TOCEntry = {
-      name,
-      type: h.kind,
-      // Zero times are left out, as the reference writer does.
-      modtime: h.mtimeSec || h.mtimeNsec
-        ? formatModTime(h.mtimeSec, h.mtimeNsec) || undefined
-        : undefined,
-      mode: h.mode,
-      uid: h.uid,
-      gid: h.gid,
-      userName: h.uname || undefined, // elided where repeated, once the TOC is final
-      // Group names are written every time: the reference reader fills a missing one from its
-      // user-name map (keyed by gid), which would be wrong.
-      groupName: h.gname || undefined,
-    };
-    if (h.kind === "hardlink" || h.kind === "symlink") e.linkName = h.linkName;
-    if (h.kind === "char" || h.kind === "block") {
-      e.devMajor = h.devMajor;
-      e.devMinor = h.devMinor;
-    }
-    if (h.xattrs.size > 0) {
-      e.xattrs = {};
-      for (const [k, v] of h.xattrs) e.xattrs[k] = base64(v);
-    }
+    const e = tocEntryFromHeader(h, name);
     mine.push(entries.push(e) - 1);
     if (h.kind === "hardlink") {
       const target = cleanPath(h.linkName);

@@ -12,6 +12,7 @@
  * @module
  */
 import zlib from "node:zlib";
+import { concat } from "./bytes.ts";
 
 /** Magic number of a zstd data frame (little-endian on disk: `28 b5 2f fd`). */
 export const ZSTD_MAGIC = 0xfd2fb528;
@@ -209,14 +210,7 @@ export function unzstd(buf: Uint8Array, maxOutput = 1 << 30): Uint8Array {
     parts.push(d);
     total += d.length;
   }
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concat(parts, false);
 }
 
 /**

@@ -13,20 +13,14 @@
  */
 import { createHash } from "node:crypto";
 import { CompressPool } from "./compress_pool.ts";
-import { gunzipStream, isGzip } from "./gzip.ts";
 import { cleanPath } from "./names.ts";
 import { END_OF_ARCHIVE, paddingFor, TarError } from "./tar_header.ts";
+import { tarStream } from "./tar_input.ts";
 import { readTar } from "./tar_reader.ts";
 import { Crc64, TarSplitWriter } from "./tar_split.ts";
-import { formatModTime, serializeTOC, type TOC, type TOCEntry } from "./toc.ts";
+import { serializeTOC, type TOC, type TOCEntry, tocEntryFromHeader } from "./toc.ts";
 import { DEFAULT_CHUNK_SIZE } from "./writer.ts";
-import {
-  isZstd,
-  SKIPPABLE_HEADER_SIZE,
-  skippableFrame,
-  unzstdStream,
-  zstdCompress,
-} from "./zstd.ts";
+import { SKIPPABLE_HEADER_SIZE, skippableFrame, zstdCompress } from "./zstd.ts";
 import {
   MANIFEST_CHECKSUM_KEY,
   MANIFEST_POSITION_KEY,
@@ -82,25 +76,6 @@ export interface ZstdChunkedWriteResult {
 /** A sink for output bytes. */
 export type ByteSink = (bytes: Uint8Array) => Promise<void> | void;
 
-async function* tarStream(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const it = input[Symbol.asyncIterator]();
-  let first = await it.next();
-  while (!first.done && first.value.length === 0) first = await it.next();
-  if (first.done) return;
-  const head = first.value;
-  async function* all() {
-    yield head;
-    while (true) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
-    }
-  }
-  if (isGzip(head)) yield* gunzipStream(all());
-  else if (isZstd(head)) yield* unzstdStream(all());
-  else yield* all();
-}
-
 /**
  * The decompressed tar stream, remembering the bytes not yet accounted for by entries so that
  * what follows the last entry (the end marker and any record padding) can be copied exactly.
@@ -148,12 +123,6 @@ class TrackedStream {
     }
     return out;
   }
-}
-
-function base64(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
-  return btoa(s);
 }
 
 /**
@@ -286,27 +255,7 @@ async function convert(
     queue(segment);
     consumed += e.rawHeader.length;
     accounted += padding.length + e.rawHeader.length;
-    const entry: TOCEntry = {
-      name: h.name,
-      type: h.kind,
-      modtime: h.mtimeSec || h.mtimeNsec
-        ? formatModTime(h.mtimeSec, h.mtimeNsec) || undefined
-        : undefined,
-      mode: h.mode,
-      uid: h.uid,
-      gid: h.gid,
-      userName: h.uname || undefined,
-      groupName: h.gname || undefined,
-    };
-    if (h.kind === "hardlink" || h.kind === "symlink") entry.linkName = h.linkName;
-    if (h.kind === "char" || h.kind === "block") {
-      entry.devMajor = h.devMajor;
-      entry.devMinor = h.devMinor;
-    }
-    if (h.xattrs.size > 0) {
-      entry.xattrs = {};
-      for (const [k, v] of h.xattrs) entry.xattrs[k] = base64(v);
-    }
+    const entry = tocEntryFromHeader(h, h.name);
     entries.push(entry);
     const size = e.remaining;
     const crc = new Crc64();

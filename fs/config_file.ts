@@ -66,58 +66,42 @@ export interface ConfigKey {
 
 const BOTH = ["mount", "store"] as const;
 
+/** One entry of {@link CONFIG_KEYS}: shared by `mount` and `store` unless `commands` says. */
+function key(
+  kind: ConfigKey["kind"],
+  help: string,
+  commands: readonly ConfiguredCommand[] = BOTH,
+  flag?: "positional",
+): ConfigKey {
+  return flag ? { kind, commands, flag, help } : { kind, commands, help };
+}
+
 /** Every key, with the flag it sets. */
 export const CONFIG_KEYS: Readonly<Record<string, ConfigKey>> = {
-  "insecure-registry": {
-    kind: "strings",
-    commands: BOTH,
-    help: "hosts spoken to over plain http",
-  },
-  platform: { kind: "string", commands: BOTH, help: "OS/ARCH[/VARIANT] to pick" },
-  driver: { kind: "strings", commands: BOTH, help: "registry driver modules to load" },
-  "local-dir": { kind: "string", commands: BOTH, help: "directory of the 'local' host" },
-  "tag-ttl": { kind: "number", commands: BOTH, help: "seconds a tag's digest is trusted" },
-  "cache-dir": { kind: "string", commands: BOTH, help: "disk cache directory" },
-  "cache-size": { kind: "size", commands: BOTH, help: "disk cache budget (10G, or bytes)" },
-  "no-cache": { kind: "boolean", commands: BOTH, help: "no disk cache" },
-  prefetch: { kind: "string", commands: BOTH, help: "landmark, all or off" },
-  "no-background-fetch": {
-    kind: "boolean",
-    commands: BOTH,
-    help: "fetch only what is read",
-  },
-  verify: { kind: "string", commands: BOTH, help: "strict, require or none" },
-  debug: { kind: "boolean", commands: BOTH, help: "log every registry request" },
-  authfile: { kind: "string", commands: BOTH, help: "credentials file (containers-auth.json)" },
-  "tls-verify": {
-    kind: "boolean",
-    commands: BOTH,
-    help: "false: https without certificate checks",
-  },
-  "certs-dir": { kind: "strings", commands: BOTH, help: "extra certs.d directories, first" },
-  "metrics-address": {
-    kind: "string",
-    commands: BOTH,
-    help: "HOST:PORT of the Prometheus endpoint",
-  },
-  "allow-other": { kind: "boolean", commands: BOTH, help: "let other users use the mount" },
-  "read-ahead": { kind: "integer", commands: BOTH, help: "kernel readahead in KiB" },
-  mountpoint: {
-    kind: "string",
-    commands: ["mount"],
-    flag: "positional",
-    help: "where to mount (default /crfs)",
-  },
-  host: { kind: "strings", commands: ["mount"], help: "hosts listed in layers/ and images/" },
-  "entry-ttl": { kind: "number", commands: ["mount"], help: "kernel entry TTL in seconds" },
-  "layer-store": { kind: "string", commands: ["mount"], help: "also serve a layer store here" },
-  record: { kind: "string", commands: ["mount"], help: "write the paths read to this file" },
-  dir: {
-    kind: "string",
-    commands: ["store"],
-    flag: "positional",
-    help: "where to serve the layer store",
-  },
+  "insecure-registry": key("strings", "hosts spoken to over plain http"),
+  platform: key("string", "OS/ARCH[/VARIANT] to pick"),
+  driver: key("strings", "registry driver modules to load"),
+  "local-dir": key("string", "directory of the 'local' host"),
+  "tag-ttl": key("number", "seconds a tag's digest is trusted"),
+  "cache-dir": key("string", "disk cache directory"),
+  "cache-size": key("size", "disk cache budget (10G, or bytes)"),
+  "no-cache": key("boolean", "no disk cache"),
+  prefetch: key("string", "landmark, all or off"),
+  "no-background-fetch": key("boolean", "fetch only what is read"),
+  verify: key("string", "strict, require or none"),
+  debug: key("boolean", "log every registry request"),
+  authfile: key("string", "credentials file (containers-auth.json)"),
+  "tls-verify": key("boolean", "false: https without certificate checks"),
+  "certs-dir": key("strings", "extra certs.d directories, first"),
+  "metrics-address": key("string", "HOST:PORT of the Prometheus endpoint"),
+  "allow-other": key("boolean", "let other users use the mount"),
+  "read-ahead": key("integer", "kernel readahead in KiB"),
+  mountpoint: key("string", "where to mount (default /crfs)", ["mount"], "positional"),
+  host: key("strings", "hosts listed in layers/ and images/", ["mount"]),
+  "entry-ttl": key("number", "kernel entry TTL in seconds", ["mount"]),
+  "layer-store": key("string", "also serve a layer store here", ["mount"]),
+  record: key("string", "write the paths read to this file", ["mount"]),
+  dir: key("string", "where to serve the layer store", ["store"], "positional"),
 };
 
 /** Keys that only the top level may hold (everything else is per command or shared). */

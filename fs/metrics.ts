@@ -13,6 +13,7 @@
  *
  * @module
  */
+import type { DiskCacheStats } from "./disk_cache.ts";
 
 /** Label values by label name. */
 export type Labels = Record<string, string>;
@@ -108,13 +109,10 @@ abstract class Series<T> extends Metric {
   }
 }
 
-/** A monotonically increasing count. Names end in `_total`. */
-export class Counter extends Series<{ v: number }> {
-  readonly type = "counter" as const;
-
-  /** Adds `n` (default 1, must be ≥ 0) to the series of `labels`. */
-  inc(labels?: Labels, n = 1): void {
-    if (!(n >= 0)) throw new Error(`${this.name}: a counter only goes up (got ${n})`);
+/** A series of plain numbers per label set: what {@link Counter} and {@link Gauge} share. */
+abstract class ValueSeries extends Series<{ v: number }> {
+  /** Adds `n` to the series of `labels` (no-op once the series cap is reached). */
+  protected add(labels: Labels | undefined, n: number): void {
     const s = this.get(labels, () => ({ v: 0 }));
     if (s) s.v += n;
   }
@@ -133,8 +131,19 @@ export class Counter extends Series<{ v: number }> {
   }
 }
 
+/** A monotonically increasing count. Names end in `_total`. */
+export class Counter extends ValueSeries {
+  readonly type = "counter" as const;
+
+  /** Adds `n` (default 1, must be ≥ 0) to the series of `labels`. */
+  inc(labels?: Labels, n = 1): void {
+    if (!(n >= 0)) throw new Error(`${this.name}: a counter only goes up (got ${n})`);
+    this.add(labels, n);
+  }
+}
+
 /** A value that goes up and down. */
-export class Gauge extends Series<{ v: number }> {
+export class Gauge extends ValueSeries {
   readonly type = "gauge" as const;
 
   /** Sets the series of `labels` to `v`. */
@@ -145,21 +154,7 @@ export class Gauge extends Series<{ v: number }> {
 
   /** Adds `n` (may be negative). */
   inc(labels?: Labels, n = 1): void {
-    const s = this.get(labels, () => ({ v: 0 }));
-    if (s) s.v += n;
-  }
-
-  /** The current value of a series (0 when unused). */
-  value(labels?: Labels): number {
-    return this.series.get(JSON.stringify(this.key(labels)))?.data.v ?? 0;
-  }
-
-  render(): string[] {
-    const out = this.header();
-    for (const { values, data } of this.series.values()) {
-      out.push(`${this.name}${labelText(this.labelNames, values)} ${formatValue(data.v)}`);
-    }
-    return out;
+    this.add(labels, n);
   }
 }
 
@@ -399,14 +394,7 @@ export interface CrfsMetrics {
 }
 
 /** Disk cache counters as `fs/disk_cache.ts` keeps them (`DiskCache.stats`). */
-export interface CacheStatsLike {
-  hits: number;
-  misses: number;
-  writes: number;
-  evictions: number;
-  corrupt: number;
-  bytes: number;
-}
+export type CacheStatsLike = DiskCacheStats;
 
 /**
  * Defines crfs's metrics in a registry (a new one by default). `cache` (the disk cache's stats

@@ -1,6 +1,6 @@
 /**
  * containerd's snapshots API (`containerd.services.snapshots.v1.Snapshots`, the protos vendored
- * under `proto/`) served over gRPC on a unix socket with `@grpc/grpc-js`, answering from a
+ * under `vendor/proto/`) served over gRPC on a unix socket with `@grpc/grpc-js`, answering from a
  * {@link Snapshotter}. containerd reaches it as a proxy plugin:
  *
  * ```toml
@@ -20,7 +20,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { SnapshotError, type SnapshotInfo, type Snapshotter } from "./snapshots.ts";
 import type { MountSpec } from "./mounts.ts";
 
-const PROTO_DIR = new URL("../../proto/", import.meta.url).pathname;
+const PROTO_DIR = new URL("../../vendor/proto/", import.meta.url).pathname;
 const SNAPSHOTS_PROTO =
   "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.proto";
 

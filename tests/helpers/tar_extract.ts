@@ -11,26 +11,14 @@
  *
  * @module
  */
+import type { FileAttr } from "../../format/file_attr.ts";
 import { decodeName } from "../../format/names.ts";
 
-/** What `tar -x` left on disk for one path (relative, no leading `./`). */
-export interface ExtractedNode {
-  type: "reg" | "dir" | "symlink" | "char" | "block" | "fifo" | "socket";
-  /** Permission bits with setuid/setgid/sticky (0o7777). */
-  mode: number;
-  uid: number;
-  gid: number;
-  /** File size (regular files). */
-  size: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  /** Symlink target, "" otherwise. */
-  linkName: string;
-  nlink: number;
-  devMajor: number;
-  devMinor: number;
-  /** Extended attributes, name → value bytes. */
-  xattrs: Map<string, Uint8Array>;
+/**
+ * What `tar -x` left on disk for one path (relative, no leading `./`): the attributes crfs
+ * serves for it (owners by number only), its content digest, and whether tar made it itself.
+ */
+export interface ExtractedNode extends Omit<FileAttr, "userName" | "groupName"> {
   /** Hex sha256 of the content (regular files). */
   sha256?: string;
   /**

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { concat } from "../../format/bytes.ts";
 import {
   encodeHeader,
   END_OF_ARCHIVE,
@@ -198,14 +199,7 @@ export function randomTar(opts: RandomTarOptions): Uint8Array {
     }
   }
   parts.push(END_OF_ARCHIVE);
-  const total = parts.reduce((a, p) => a + p.length, 0);
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concat(parts);
 }
 
 function pad(b: Uint8Array): Uint8Array {
