@@ -539,10 +539,9 @@ export class Authenticator {
       });
     }
     const hasSecret = creds && (creds.password !== undefined || creds.identityToken !== undefined);
-    if (
-      hasSecret && url.protocol === "http:" && !this.http.isInsecure(url.host) &&
-      !this.http.isInsecure(target.host)
-    ) {
+    // The token server's own host decides, never the registry's: a loopback or insecure
+    // registry may not send credentials in the clear to a host nobody listed.
+    if (hasSecret && url.protocol === "http:" && !this.http.isInsecure(url.host)) {
       throw new RegistryError(
         `${what}: refusing to send credentials to a plain-http token server (${url.host}); ` +
           `list it as an insecure registry if this is intended`,

@@ -83,7 +83,13 @@ export class RetryableError extends Error {
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
-const SENSITIVE_PARAM = /pass|secret|token|key|auth|sig|credential|code/i;
+/**
+ * Query parameters of the registry API whose values are safe to log (pagination, upload
+ * digests, cross-repository mounts, token scopes). Every other value is redacted: signed
+ * storage URLs carry their secrets under names nobody can list in advance (`verify=`,
+ * `X-Amz-Signature=`, `Expires=`, `hmac=`, …).
+ */
+const SAFE_PARAMS = new Set(["n", "last", "digest", "mount", "from", "scope", "service"]);
 
 /** Whether `host` (optionally with port) is a loopback address or `localhost`. */
 export function isLoopbackHost(host: string): boolean {
@@ -99,7 +105,11 @@ export function hostName(host: string): string {
   return (i >= 0 && host.indexOf(":") === i ? host.slice(0, i) : host).toLowerCase();
 }
 
-/** `url` without user info and with credential-like query values replaced by `REDACTED`. */
+/**
+ * `url` without user info and with every query value replaced by `REDACTED`, except the
+ * registry API's own harmless parameters (`n`, `last`, `digest`, `mount`, `from`, `scope`,
+ * `service`).
+ */
 export function redactUrl(url: string | URL): string {
   let u: URL;
   try {
@@ -109,9 +119,12 @@ export function redactUrl(url: string | URL): string {
   }
   u.username = "";
   u.password = "";
-  for (const key of [...u.searchParams.keys()]) {
-    if (SENSITIVE_PARAM.test(key)) u.searchParams.set(key, "REDACTED");
+  if (u.search === "") return u.toString();
+  const out = new URLSearchParams();
+  for (const [key, value] of u.searchParams) {
+    out.append(key, SAFE_PARAMS.has(key.toLowerCase()) ? value : "REDACTED");
   }
+  u.search = out.toString();
   return u.toString();
 }
 
@@ -497,9 +510,12 @@ export class HttpClient {
           reference: what,
         });
       }
-      if (url.protocol === "https:" && next.protocol === "http:" && !this.isInsecure(next.host)) {
+      if (next.protocol === "http:" && !this.isInsecure(next.host)) {
+        // Plain http only to loopback and explicitly insecure hosts, whatever the redirect
+        // came from (a loopback or insecure registry may not send us elsewhere in the clear).
         throw new RegistryError(
-          `${what}: refusing a redirect from https to plain http (${next.host})`,
+          `${what}: refusing a redirect to plain http on ${next.host} (` +
+            `not loopback and not listed as an insecure registry)`,
           {
             code: "BAD_RESPONSE",
             reference: what,
