@@ -50,13 +50,13 @@ export * from "./capabilities.ts";
 export interface DriverOptions extends HttpOptions, AuthOptions {
   /** Directory of the `local` pseudo-registry; default `$CRFS_LOCAL_DIR` or `~/.local/share/crfs/local`. */
   localDir?: string;
-  /** Base URL for all gcr.io-like hosts (an emulator); default `$CRFS_GCR_URL`, else the host itself. */
+  /** Base URL for all gcr.io-like hosts (an emulator, set only by tests); default the host itself. */
   gcrUrl?: string;
   /** Default GCR project (owner); default from `$GOOGLE_CLOUD_PROJECT` or the GCE metadata server. */
   gcrProject?: string;
-  /** Base URL for all icr.io hosts (an emulator); default `$CRFS_ICR_URL`, else the host itself. */
+  /** Base URL for all icr.io hosts (an emulator, set only by tests); default the host itself. */
   icrUrl?: string;
-  /** IBM Cloud IAM token endpoint; default `$CRFS_IBM_IAM_URL` or https://iam.cloud.ibm.com/identity/token. */
+  /** IBM Cloud IAM token endpoint (an emulator, set only by tests); default https://iam.cloud.ibm.com/identity/token. */
   iamUrl?: string;
   /** IBM Cloud API key; default from the docker config (`iamapikey`) or `$IBMCLOUD_API_KEY`. */
   icrApiKey?: string;
