@@ -18,6 +18,7 @@ import {
   REGISTRY_HELP,
   registryFlags,
   setupRegistry,
+  targetHosts,
   userFacing,
 } from "./registry_options.ts";
 
@@ -111,7 +112,11 @@ export const catCommand: Command = {
       if (target.rootDepth === 0) {
         throw new UserError(`${positionals[0]}: name a file inside an image`, 2);
       }
-      const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
+      const setup = await setupRegistry(values, {
+        prefetch: false,
+        log: () => {},
+        credentials: { hosts: targetHosts(target.components) },
+      });
       if (target.repo) setup.store.hintRepository(target.repo);
       const root = rootNode(setup.store);
       const { node } = await walkTree(root, target, true);

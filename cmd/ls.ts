@@ -17,6 +17,7 @@ import {
   REGISTRY_HELP,
   registryFlags,
   setupRegistry,
+  targetHosts,
   userFacing,
 } from "./registry_options.ts";
 import { fsListItem } from "./tree_list.ts";
@@ -93,7 +94,11 @@ export const lsCommand: Command = {
     }
     try {
       const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
+      const setup = await setupRegistry(values, {
+        prefetch: false,
+        log: () => {},
+        credentials: { hosts: targetHosts(target.components) },
+      });
       if (target.repo) setup.store.hintRepository(target.repo);
       const root = rootNode(setup.store);
       const found = await walkTree(root, target, true);

@@ -191,8 +191,9 @@ Deno.test("https: certificates are checked (a self-signed server is refused with
     await assert.rejects(
       http.requestWith({ url: `https://127.0.0.1:${port}/v2/`, what: "tls.test" }, (r) => r.text()),
       (e: RegistryError) =>
-        e.code === "TLS" && /tls\.test: TLS failure/.test(e.message) &&
-        /insecure registry/.test(e.message),
+        // Worded by tlsErrorMessage: the host, and what to configure (certs.d, --tls-verify).
+        e.code === "TLS" && /^tls\.test: TLS: .*127\.0\.0\.1:\d+/.test(e.message) &&
+        /certs\.d/.test(e.message) && /--tls-verify=false/.test(e.message),
     );
   } finally {
     await server.shutdown();

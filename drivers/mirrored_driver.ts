@@ -1,0 +1,273 @@
+/**
+ * registries.conf inside the drivers layer: {@link mirroredDriver} wraps the driver of a host so
+ * that every manifest and blob read of a repository goes through the endpoints
+ * {@link resolveRegistry} gives it — each `[[registry.mirror]]` in order, then the primary
+ * `location` (the prefix rewritten) — with {@link withEndpoints}'s fallback, and fails at once
+ * for a `blocked` prefix. Callers (the image store) keep naming the image as the user did: the
+ * resolved image's `ref` is the original reference, whichever endpoint served it.
+ *
+ * Blobs are read from the endpoint that last served a manifest of the repository, falling back
+ * through the others when a read fails there (blobs are content-addressed and verified above).
+ * Listing, pinging and pushing go to the original host unchanged.
+ *
+ * @module
+ */
+import type { RangeSource } from "../format/range_source.ts";
+import type {
+  BlobSource,
+  CallOptions,
+  Driver,
+  ManifestHead,
+  ResolvedImage,
+  ResolveOptions,
+} from "./capabilities.ts";
+import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "./manifest.ts";
+import { withEndpoints } from "./mirror_fallback.ts";
+import { formatReference, isDigest, type Reference, type RepositoryName } from "./reference.ts";
+import {
+  type RegistriesConfig,
+  type RegistryEndpoint,
+  type ResolvedRegistry,
+  resolveRegistry,
+} from "./registries_conf.ts";
+import { isDockerHub } from "./reference.ts";
+
+/** Whether `conf` says anything about `host` (a `[[registry]]` whose prefix names it). */
+export function confMentionsHost(conf: RegistriesConfig, host: string): boolean {
+  const h = isDockerHub(host) ? "docker.io" : host.toLowerCase();
+  return conf.registries.some((r) => {
+    const first = r.prefix.split("/")[0].toLowerCase();
+    if (first.startsWith("*.")) return h.replace(/:\d+$/, "").endsWith(first.slice(1));
+    return first === h || (isDockerHub(first) && h === "docker.io");
+  });
+}
+
+function sameRepo(e: RegistryEndpoint, repo: RepositoryName): boolean {
+  const hostSame = e.host.toLowerCase() === repo.host.toLowerCase() ||
+    (isDockerHub(e.host) && isDockerHub(repo.host));
+  return hostSame && e.repository === repo.repository;
+}
+
+/**
+ * `inner` (the driver of a host registries.conf mentions) with its reads resolved through
+ * `conf`; `driverFor` gives the (unwrapped) driver of an endpoint's host.
+ */
+export function mirroredDriver(
+  inner: Driver,
+  conf: RegistriesConfig,
+  driverFor: (host: string) => Driver,
+  log?: (line: string) => void,
+): Driver {
+  /** host/repository → the endpoint that last served a manifest. */
+  const served = new Map<string, RegistryEndpoint>();
+  const key = (repo: RepositoryName) => `${repo.host}/${repo.repository}`;
+  const resolved = (repo: RepositoryName, tagOrDigest?: string): ResolvedRegistry =>
+    resolveRegistry(conf, {
+      host: repo.host,
+      repository: repo.repository,
+      ...(tagOrDigest === undefined
+        ? {}
+        : isDigest(tagOrDigest)
+        ? { digest: tagOrDigest }
+        : { tag: tagOrDigest }),
+    });
+  const direct = (r: ResolvedRegistry, repo: RepositoryName) =>
+    !r.blocked && r.endpoints.length === 1 && sameRepo(r.endpoints[0], repo);
+  const at = (e: RegistryEndpoint): RepositoryName => ({ host: e.host, repository: e.repository });
+  const note = <T>(
+    repo: RepositoryName,
+    what: string,
+    out: { value: T; endpoint: RegistryEndpoint; failures: { endpoint: RegistryEndpoint }[] },
+  ) => {
+    served.set(key(repo), out.endpoint);
+    for (const f of out.failures) log?.(`${what}: endpoint ${f.endpoint.location} failed, next`);
+    if (out.endpoint.mirror) log?.(`${what}: served by mirror ${out.endpoint.location}`);
+    return out.value;
+  };
+  /** Endpoints for blobs: the one that served a manifest first, then the rest in order. */
+  const blobEndpoints = (repo: RepositoryName): ResolvedRegistry => {
+    const r = resolved(repo);
+    const last = served.get(key(repo));
+    if (!last) return r;
+    const rest = r.endpoints.filter((e) => e.location !== last.location);
+    return { ...r, endpoints: [last, ...rest] };
+  };
+
+  const d: Driver = {
+    name: inner.name,
+    matches: (host) => inner.matches(host),
+    async resolve(ref: Reference, options: ResolveOptions = {}): Promise<ResolvedImage> {
+      const r = resolved(ref, ref.digest ?? ref.tag);
+      if (direct(r, ref)) return await inner.resolve(ref, options);
+      const what = formatReference(ref);
+      const out = await withEndpoints(r, what, async (e) => {
+        const image = await driverFor(e.host).resolve({ ...ref, ...at(e) }, options);
+        // The image keeps the user's name; only the bytes came from the endpoint.
+        return { ...image, ref: { ...image.ref, host: ref.host, repository: ref.repository } };
+      }, options.signal);
+      return note(ref, what, out);
+    },
+    async getManifest(repo, tagOrDigest, options: CallOptions = {}): Promise<Manifest> {
+      const r = resolved(repo, tagOrDigest);
+      if (direct(r, repo)) return await inner.getManifest(repo, tagOrDigest, options);
+      const what = `${formatReference(repo)}${isDigest(tagOrDigest) ? "@" : ":"}${tagOrDigest}`;
+      const out = await withEndpoints(
+        r,
+        what,
+        (e) => driverFor(e.host).getManifest(at(e), tagOrDigest, options),
+        options.signal,
+      );
+      return note(repo, what, out);
+    },
+    async headManifest(repo, tagOrDigest, options: CallOptions = {}) {
+      const r = resolved(repo, tagOrDigest);
+      if (direct(r, repo)) return await inner.headManifest(repo, tagOrDigest, options);
+      const out = await withEndpoints(r, formatReference(repo), async (e) => {
+        const head = await driverFor(e.host).headManifest(at(e), tagOrDigest, options);
+        if (!head) throw new Error(`${e.location}: no manifest ${tagOrDigest}`);
+        return head;
+      }, options.signal).catch(() => undefined);
+      return out?.value as ManifestHead | undefined;
+    },
+    async getConfig(
+      repo: RepositoryName,
+      manifest: ImageManifest | Descriptor,
+      options: CallOptions = {},
+    ): Promise<ImageConfig> {
+      const r = blobEndpoints(repo);
+      if (direct(r, repo)) return await inner.getConfig(repo, manifest, options);
+      const out = await withEndpoints(
+        r,
+        formatReference(repo),
+        (e) => driverFor(e.host).getConfig(at(e), manifest, options),
+        options.signal,
+      );
+      return out.value;
+    },
+    async blob(repo, digest, size, options: CallOptions = {}): Promise<BlobSource> {
+      const r = blobEndpoints(repo);
+      if (direct(r, repo)) return await inner.blob(repo, digest, size, options);
+      const what = `${formatReference(repo)}@${digest}`;
+      const out = await withEndpoints(
+        r,
+        what,
+        (e) => driverFor(e.host).blob(at(e), digest, size, options),
+        options.signal,
+      );
+      const rest = r.endpoints.filter((e) => e !== out.endpoint);
+      return new FallbackBlobSource(
+        digest,
+        out.value,
+        rest,
+        (e) => driverFor(e.host).blob(at(e), digest, out.value.size, options),
+        what,
+        log,
+      );
+    },
+    async fetchBlob(repo, digest, options: CallOptions & { size?: number } = {}) {
+      const r = blobEndpoints(repo);
+      if (direct(r, repo)) return await inner.fetchBlob(repo, digest, options);
+      const out = await withEndpoints(
+        r,
+        `${formatReference(repo)}@${digest}`,
+        (e) => driverFor(e.host).fetchBlob(at(e), digest, options),
+        options.signal,
+      );
+      return out.value;
+    },
+  };
+  // Optional capabilities: exactly those the inner driver has, on the original host.
+  const optional = [
+    "listOwners",
+    "listRepositories",
+    "listTags",
+    "ping",
+    "blobExists",
+    "mountBlob",
+    "uploadBlob",
+    "putManifest",
+  ] as const;
+  const target = d as unknown as Record<string, unknown>;
+  const source = inner as unknown as Record<string, unknown>;
+  for (const name of optional) {
+    const f = source[name];
+    if (typeof f === "function") target[name] = f.bind(inner);
+  }
+  return d;
+}
+
+/**
+ * The `wrapDriver` option (driver.ts) that applies `conf` to the hosts it mentions.
+ *
+ * @example
+ * ```ts
+ * const drivers = defaultDrivers({ wrapDriver: registriesConfWrapper(await loadRegistriesConf()) });
+ * ```
+ */
+export function registriesConfWrapper(
+  conf: RegistriesConfig,
+): (
+  host: string,
+  driver: Driver,
+  directDriver: (host: string) => Driver,
+  log: (line: string) => void,
+) => Driver {
+  return (host, driver, directDriver, log) =>
+    confMentionsHost(conf, host) ? mirroredDriver(driver, conf, directDriver, log) : driver;
+}
+
+/** A blob source that moves on to the next endpoint when a read fails. */
+class FallbackBlobSource implements BlobSource {
+  readonly digest: string;
+  readonly size: number;
+  #current: BlobSource;
+  readonly #rest: RegistryEndpoint[];
+  readonly #open: (e: RegistryEndpoint) => Promise<BlobSource>;
+  readonly #what: string;
+  readonly #log?: (line: string) => void;
+
+  constructor(
+    digest: string,
+    first: BlobSource,
+    rest: RegistryEndpoint[],
+    open: (e: RegistryEndpoint) => Promise<BlobSource>,
+    what: string,
+    log?: (line: string) => void,
+  ) {
+    this.digest = digest;
+    this.size = first.size;
+    this.#current = first;
+    this.#rest = [...rest];
+    this.#open = open;
+    this.#what = what;
+    this.#log = log;
+  }
+
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    for (;;) {
+      const source: RangeSource = this.#current;
+      try {
+        return await source.read(offset, length, signal);
+      } catch (e) {
+        if (signal?.aborted || this.#rest.length === 0) throw e;
+        const next = this.#rest.shift()!;
+        this.#log?.(
+          `${this.#what}: read failed (${(e as Error).message}); trying ${next.location}`,
+        );
+        try {
+          this.#current = await this.#open(next);
+        } catch {
+          if (this.#rest.length === 0) throw e;
+        }
+      }
+    }
+  }
+
+  async invalidate(offset: number, length: number): Promise<void> {
+    await this.#current.invalidate?.(offset, length);
+  }
+
+  close(): void {
+    this.#current.close?.();
+  }
+}
