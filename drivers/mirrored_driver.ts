@@ -13,15 +13,18 @@
  * @module
  */
 import type { RangeSource } from "../format/range_source.ts";
-import type {
-  BlobSource,
-  CallOptions,
-  Driver,
-  ManifestHead,
-  ResolvedImage,
-  ResolveOptions,
+import {
+  type BlobSource,
+  type CallOptions,
+  canList,
+  type Driver,
+  type Lister,
+  type ManifestHead,
+  type ResolvedImage,
+  type ResolveOptions,
 } from "./capabilities.ts";
 import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "./manifest.ts";
+import { RegistryError } from "./errors.ts";
 import { withEndpoints } from "./mirror_fallback.ts";
 import { formatReference, isDigest, type Reference, type RepositoryName } from "./reference.ts";
 import {
@@ -176,11 +179,74 @@ export function mirroredDriver(
       return out.value;
     },
   };
-  // Optional capabilities: exactly those the inner driver has, on the original host.
+  // Listing: tags through the endpoints like manifests; repositories from the host itself, or
+  // — when it cannot be reached — what the endpoints of its configured prefixes list.
+  if (canList(inner)) {
+    const listing = d as Driver & Lister;
+    listing.listTags = async (repo, options = {}) => {
+      const r = resolved(repo);
+      if (direct(r, repo)) return await inner.listTags(repo, options);
+      const out = await withEndpoints(r, formatReference(repo), (e) => {
+        const ed = driverFor(e.host);
+        if (!canList(ed)) throw new Error(`${e.host} cannot list tags`);
+        return ed.listTags(at(e), options);
+      }, options.signal);
+      return out.value;
+    };
+    listing.listRepositories = async (host, prefix = "", options = {}) => {
+      try {
+        return await inner.listRepositories(host, prefix, options);
+      } catch (e) {
+        const fromEndpoints = await endpointRepositories(host, options).catch(() => undefined);
+        if (!fromEndpoints || fromEndpoints.length === 0) {
+          // Neither the host nor its mirrors list: names are still looked up one by one.
+          throw new RegistryError(
+            `${host}: cannot list repositories (${(e as Error).message}); its mirrors list none`,
+            { code: "UNSUPPORTED", reference: host, cause: e },
+          );
+        }
+        log?.(`${host}: listing failed (${(e as Error).message}); listing its mirrors instead`);
+        const p = prefix.replace(/^\/+|\/+$/g, "");
+        return p === ""
+          ? fromEndpoints
+          : fromEndpoints.filter((n) => n === p || n.startsWith(`${p}/`));
+      }
+    };
+    listing.listOwners = async (host, options = {}) => {
+      const repos = await listing.listRepositories(host, "", options);
+      return [...new Set(repos.map((r) => r.split("/")[0]))].sort();
+    };
+  }
+  /** The repositories the endpoints of `host`'s configured prefixes hold, in `host`'s names. */
+  const endpointRepositories = async (host: string, options: CallOptions): Promise<string[]> => {
+    const out = new Set<string>();
+    for (const entry of conf.registries) {
+      if (entry.blocked || entry.prefix.startsWith("*.")) continue;
+      const slash = entry.prefix.indexOf("/");
+      if (!confMentionsHost({ ...conf, registries: [entry] }, host)) continue;
+      const ns = slash < 0 ? "" : entry.prefix.slice(slash + 1);
+      // A sentinel name under the prefix shows where the prefix lands on each endpoint.
+      const probe = resolved({ host, repository: ns ? `${ns}/x` : "x" });
+      for (const e of probe.endpoints) {
+        if (sameRepo(e, { host, repository: e.repository })) continue; // the host itself
+        const base = e.repository.slice(0, -1);
+        const ed = driverFor(e.host);
+        if (!canList(ed)) continue;
+        try {
+          const names = await ed.listRepositories(e.host, base.replace(/\/$/, ""), options);
+          for (const n of names) {
+            if (n.startsWith(base)) out.add((ns ? `${ns}/` : "") + n.slice(base.length));
+          }
+          break;
+        } catch {
+          // the next endpoint
+        }
+      }
+    }
+    return [...out].sort();
+  };
+  // Other optional capabilities: exactly those the inner driver has, on the original host.
   const optional = [
-    "listOwners",
-    "listRepositories",
-    "listTags",
     "ping",
     "blobExists",
     "mountBlob",
