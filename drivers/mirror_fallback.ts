@@ -3,8 +3,7 @@
  * each mirror in order, then the primary location, the first that answers wins — as podman
  * does, any failure of a mirror (down, missing the image, refusing) moves on to the next. A
  * blocked reference fails at once. When every endpoint fails, the error names each endpoint with
- * its failure and carries the primary's error code (so "not found" stays "not found") — or, when
- * the primary could not be reached, the code of an endpoint that did answer.
+ * its failure and carries the primary's error code (so "not found" stays "not found").
  *
  * Blobs are content-addressed: once a manifest came from an endpoint, its layers can be read from
  * the same one ({@link FallbackResult.endpoint}), falling back through the list again if that
@@ -65,18 +64,10 @@ export async function withEndpoints<T>(
       error instanceof Error ? error.message : String(error)
     }`
   );
-  // The primary's answer decides the code; when the primary could not be reached at all, an
-  // endpoint that answered (e.g. a mirror's "manifest unknown") says more than "connection".
-  const unreachable = (e: unknown) =>
-    !(e instanceof RegistryError) ||
-    ["CONNECTION", "TIMEOUT", "DNS", "TLS"].includes(e.code);
-  const telling = unreachable(last)
-    ? failures.map((f) => f.error).find((e) => !unreachable(e)) ?? last
-    : last;
   throw new RegistryError(`${what}: no endpoint could serve it (${parts.join("; ")})`, {
-    code: telling instanceof RegistryError ? telling.code : "CONNECTION",
-    status: telling instanceof RegistryError ? telling.status : undefined,
+    code: last instanceof RegistryError ? last.code : "CONNECTION",
+    status: last instanceof RegistryError ? last.status : undefined,
     reference: what,
-    cause: telling,
+    cause: last,
   });
 }

@@ -25,7 +25,7 @@ import {
 } from "./capabilities.ts";
 import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "./manifest.ts";
 import { RegistryError } from "./errors.ts";
-import { withEndpoints } from "./mirror_fallback.ts";
+import { type FallbackResult, withEndpoints as tryEndpoints } from "./mirror_fallback.ts";
 import { formatReference, isDigest, type Reference, type RepositoryName } from "./reference.ts";
 import {
   type RegistriesConfig,
@@ -34,6 +34,46 @@ import {
   resolveRegistry,
 } from "./registries_conf.ts";
 import { isDockerHub } from "./reference.ts";
+
+/**
+ * {@link tryEndpoints}, except that when every endpoint failed and the primary could not be
+ * reached at all, an endpoint that did answer (a mirror's "manifest unknown") gives the code:
+ * the file system then says ENOENT for a name no reachable endpoint has, not EIO.
+ */
+async function withEndpoints<T>(
+  resolved: ResolvedRegistry,
+  what: string,
+  attempt: (endpoint: RegistryEndpoint) => Promise<T>,
+  signal?: AbortSignal,
+): Promise<FallbackResult<T>> {
+  const errors: unknown[] = [];
+  try {
+    return await tryEndpoints(resolved, what, async (e) => {
+      try {
+        return await attempt(e);
+      } catch (err) {
+        errors.push(err);
+        throw err;
+      }
+    }, signal);
+  } catch (e) {
+    const unreachable = (x: unknown) =>
+      !(x instanceof RegistryError) || ["CONNECTION", "TIMEOUT", "DNS", "TLS"].includes(x.code);
+    const telling = errors.find((x) => !unreachable(x));
+    if (
+      errors.length > 1 && e instanceof RegistryError && unreachable(e) &&
+      telling instanceof RegistryError
+    ) {
+      throw new RegistryError(e.message, {
+        code: telling.code,
+        status: telling.status,
+        reference: what,
+        cause: e,
+      });
+    }
+    throw e;
+  }
+}
 
 /** Whether `conf` says anything about `host` (a `[[registry]]` whose prefix names it). */
 export function confMentionsHost(conf: RegistriesConfig, host: string): boolean {
