@@ -94,8 +94,8 @@ export const catCommand: Command = {
           text: what,
         }, false);
         const a = node.attr();
-        if (a.kind !== "reg" || !node.read) {
-          throw new UserError(`${what}: not a regular file (${a.kind})`);
+        if (a.type !== "reg" || !node.read) {
+          throw new UserError(`${what}: not a regular file (${a.type})`);
         }
         const file: FsNode = node;
         await stream(what, a.size, (o, l) => file.read!(o, l));
