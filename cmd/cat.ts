@@ -14,7 +14,9 @@ import { type Command, parseFlags, UsageError, UserError, writeStdout } from "./
 import { parseImageArg, treeError, walkTree } from "./image_path.ts";
 import { splitLocalArg } from "./local_blob.ts";
 import {
+  imageArgCandidates,
   layerFlags,
+  registriesConfig,
   REGISTRY_HELP,
   registryFlags,
   setupRegistry,
@@ -107,29 +109,39 @@ export const catCommand: Command = {
       }
       return 0;
     }
-    try {
-      const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      if (target.rootDepth === 0) {
-        throw new UserError(`${positionals[0]}: name a file inside an image`, 2);
+    // A short name may stand for several images (registries.conf's search registries): the
+    // first that has the file wins; the first failure is reported.
+    const candidates = imageArgCandidates(positionals[0], await registriesConfig());
+    let firstError: unknown;
+    for (const arg of candidates) {
+      let streaming = false;
+      try {
+        const target = parseImageArg(arg, values.layer as string | undefined);
+        if (target.rootDepth === 0) {
+          throw new UserError(`${arg}: name a file inside an image`, 2);
+        }
+        const setup = await setupRegistry(values, {
+          prefetch: false,
+          log: () => {},
+          credentials: { hosts: targetHosts(target.components) },
+        });
+        if (target.repo) setup.store.hintRepository(target.repo);
+        const root = rootNode(setup.store);
+        const { node } = await walkTree(root, target, true);
+        const a = node.attr();
+        if (a.type !== "reg" || !node.read) {
+          throw new UserError(`${arg}: not a regular file (${a.type})`);
+        }
+        const file: FsNode = node;
+        streaming = true;
+        await stream(arg, a.size, (o, l) => file.read!(o, l));
+        await setup.disk?.flush();
+        return 0;
+      } catch (e) {
+        if (streaming || candidates.length === 1) throw userFacing(treeError(e));
+        firstError ??= e;
       }
-      const setup = await setupRegistry(values, {
-        prefetch: false,
-        log: () => {},
-        credentials: { hosts: targetHosts(target.components) },
-      });
-      if (target.repo) setup.store.hintRepository(target.repo);
-      const root = rootNode(setup.store);
-      const { node } = await walkTree(root, target, true);
-      const a = node.attr();
-      if (a.type !== "reg" || !node.read) {
-        throw new UserError(`${positionals[0]}: not a regular file (${a.type})`);
-      }
-      const file: FsNode = node;
-      await stream(positionals[0], a.size, (o, l) => file.read!(o, l));
-      await setup.disk?.flush();
-    } catch (e) {
-      throw userFacing(treeError(e));
     }
-    return 0;
+    throw userFacing(treeError(firstError));
   },
 };

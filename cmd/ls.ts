@@ -13,7 +13,9 @@ import { parseImageArg, treeError, walkTree } from "./image_path.ts";
 import { printListing } from "./listing.ts";
 import { splitLocalArg } from "./local_blob.ts";
 import {
+  imageArgCandidates,
   layerFlags,
+  registriesConfig,
   REGISTRY_HELP,
   registryFlags,
   setupRegistry,
@@ -92,31 +94,41 @@ export const lsCommand: Command = {
       }
       return 0;
     }
-    try {
-      const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      const setup = await setupRegistry(values, {
-        prefetch: false,
-        log: () => {},
-        credentials: { hosts: targetHosts(target.components) },
-      });
-      if (target.repo) setup.store.hintRepository(target.repo);
-      const root = rootNode(setup.store);
-      const found = await walkTree(root, target, true);
-      const item = await fsListItem(found.name, found.node);
-      // A repository the registry does not know walks fine (the name was only a hint) but
-      // lists nothing: say so instead of printing nothing.
-      if (target.repo && target.rootDepth === 0 && item.children) {
-        const children = await item.children();
-        if (children.length === 0) {
-          throw new UserError(`${positionals[0]}: no such repository (or it has no tags)`);
+    // A short name may stand for several images (registries.conf's search registries): the
+    // first that lists wins; the first failure is reported.
+    const candidates = imageArgCandidates(positionals[0], await registriesConfig());
+    let firstError: unknown;
+    for (const arg of candidates) {
+      let printing = false;
+      try {
+        const target = parseImageArg(arg, values.layer as string | undefined);
+        const setup = await setupRegistry(values, {
+          prefetch: false,
+          log: () => {},
+          credentials: { hosts: targetHosts(target.components) },
+        });
+        if (target.repo) setup.store.hintRepository(target.repo);
+        const root = rootNode(setup.store);
+        const found = await walkTree(root, target, true);
+        const item = await fsListItem(found.name, found.node);
+        // A repository the registry does not know walks fine (the name was only a hint) but
+        // lists nothing: say so instead of printing nothing.
+        if (target.repo && target.rootDepth === 0 && item.children) {
+          const children = await item.children();
+          if (children.length === 0) {
+            throw new UserError(`${arg}: no such repository (or it has no tags)`);
+          }
+          item.children = () => Promise.resolve(children);
         }
-        item.children = () => Promise.resolve(children);
+        printing = true;
+        await printListing(item, opts, writeStdout);
+        await setup.disk?.flush();
+        return 0;
+      } catch (e) {
+        if (printing || candidates.length === 1) throw userFacing(treeError(e));
+        firstError ??= e;
       }
-      await printListing(item, opts, writeStdout);
-      await setup.disk?.flush();
-    } catch (e) {
-      throw userFacing(treeError(e));
     }
-    return 0;
+    throw userFacing(treeError(firstError));
   },
 };

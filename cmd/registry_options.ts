@@ -26,6 +26,8 @@ import {
   loadRegistriesConf,
   RegistriesConfError,
   type RegistriesConfig,
+  searchRegistries,
+  shortNameCandidates,
 } from "../drivers/registries_conf.ts";
 import { defaultCertsDirs, TlsClients } from "../drivers/tls_config.ts";
 import { registriesConfWrapper } from "../drivers/mirrored_driver.ts";
@@ -238,13 +240,7 @@ export async function setupRegistry(
   if (tlsVerifyText !== undefined && tlsVerifyText !== "true" && tlsVerifyText !== "false") {
     throw new UsageError("--tls-verify is true or false");
   }
-  let registriesConf: RegistriesConfig;
-  try {
-    registriesConf = await loadRegistriesConf();
-  } catch (e) {
-    if (e instanceof RegistriesConfError) throw new UserError(e.message);
-    throw e;
-  }
+  const registriesConf = await registriesConfig();
   const confInsecure = insecureHosts(registriesConf);
   const tls = new TlsClients({
     certsDirs: [...((values["certs-dir"] as string[] | undefined) ?? []), ...defaultCertsDirs()],
@@ -313,6 +309,16 @@ export async function setupRegistry(
   };
 }
 
+/** registries.conf as the containers tools read it; a bad file is a one-line user error. */
+export async function registriesConfig(): Promise<RegistriesConfig> {
+  try {
+    return await loadRegistriesConf();
+  } catch (e) {
+    if (e instanceof RegistriesConfError) throw new UserError(e.message);
+    throw e;
+  }
+}
+
 /** The layer options the flags set (`--verify`, `--prefetch`, `--no-background-fetch`). */
 export function layerFlags(
   values: Record<string, unknown>,
@@ -344,4 +350,38 @@ export function userFacing(e: unknown): unknown {
 export function targetHosts(components: readonly string[]): string[] {
   const host = components[0] === "layers" || components[0] === "images" ? components[1] : undefined;
   return host && host !== "local" ? [host] : [];
+}
+
+/** Whether the first component of an image argument names a registry host. */
+function namesHost(text: string): boolean {
+  const slash = text.indexOf("/");
+  if (slash < 0) return /^(?:localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d+)?$/i.test(text);
+  const first = text.slice(0, slash);
+  return /^(?:localhost|local|\[[0-9a-fA-F:.]+\])(?::\d+)?$/.test(first) ||
+    /^[^:@]*\.[^:@]*(?::\d+)?$/.test(first);
+}
+
+/**
+ * The arguments to try for an image argument of `ls`/`cat`: the argument itself, or — when it
+ * names no registry (a short name such as `team/app:v1/etc`) and registries.conf has
+ * `unqualified-search-registries` — its fully qualified candidates in order (an `[aliases]`
+ * entry first), as podman resolves short names. Without search registries a short name stays
+ * Docker Hub's.
+ */
+export function imageArgCandidates(text: string, conf: RegistriesConfig): string[] {
+  if (text.startsWith("/") || namesHost(text) || searchRegistries(conf).length === 0) {
+    return [text];
+  }
+  const at = text.search(/[:@]/);
+  let name = text.replace(/\/+$/, "");
+  let path = "";
+  if (at >= 0) {
+    name = text.slice(0, at);
+    const slash = text.indexOf("/", at);
+    const ref = slash < 0 ? text.slice(at) : text.slice(at, slash);
+    path = slash < 0 ? "" : text.slice(slash);
+    name += ref;
+  }
+  const candidates = shortNameCandidates(conf, name).map((c) => c + path);
+  return candidates.length > 0 ? candidates : [text];
 }
