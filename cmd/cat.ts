@@ -8,9 +8,9 @@ import { DecodePool } from "../format/decode_pool.ts";
 import { MemoryChunkCache } from "../format/reader.ts";
 import type { FsNode } from "../fs/node.ts";
 import { type Command, defineCommand, type Options, UserError, writeStdout } from "./cli.ts";
-import { parseImageArg, treeError, withImageNode } from "./image_path.ts";
+import { parseImageArg, withImageArg } from "./image_path.ts";
 import { splitLocalArg, withLocalNode } from "./local_blob.ts";
-import { layerFlags, REGISTRY_HELP, registryFlags, userFacing } from "./registry_options.ts";
+import { layerFlags, REGISTRY_HELP, registryFlags } from "./registry_options.ts";
 
 const HELP = `Usage: crfs cat [options] FILE.stargz:/path
        crfs cat [options] REFERENCE/path
@@ -47,12 +47,13 @@ async function stream(
 }
 
 /** Streams the regular file `node` (named `what` in messages) to standard output. */
-async function writeFile(node: FsNode, what: string): Promise<void> {
+async function writeFile(node: FsNode, what: string, starting?: () => void): Promise<void> {
   const a = node.attr();
   if (a.type !== "reg" || !node.read) {
     throw new UserError(`${what}: not a regular file (${a.type})`);
   }
   const file: FsNode = node;
+  starting?.();
   await stream(what, a.size, (o, l) => file.read!(o, l));
 }
 
@@ -88,15 +89,11 @@ export const catCommand: Command = defineCommand({
       }
       return 0;
     }
-    try {
-      const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      if (target.rootDepth === 0) {
-        throw new UserError(`${positionals[0]}: name a file inside an image`, 2);
-      }
-      await withImageNode(target, values, ({ node }) => writeFile(node, positionals[0]));
-    } catch (e) {
-      throw userFacing(treeError(e));
-    }
+    await withImageArg(positionals[0], values, (arg) => {
+      const target = parseImageArg(arg, values.layer as string | undefined);
+      if (target.rootDepth === 0) throw new UserError(`${arg}: name a file inside an image`, 2);
+      return target;
+    }, ({ node }, _target, arg, commit) => writeFile(node, arg, commit));
     return 0;
   },
 });

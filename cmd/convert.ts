@@ -54,6 +54,9 @@ Options:
       --prioritize-file F the same, one path per line (what 'crfs mount --record F' writes)
       --all-platforms     convert every platform of a multi-platform SRC and write an index
                           (attestation entries are left out); default: the --platform one
+      --src-creds USER[:PASS]   credentials for SRC's registry only
+      --dest-creds USER[:PASS]  credentials for DST's registry only (--creds/--username: for
+                          the one registry side; --password-stdin gives one missing password)
       --meta-tag TAG      also write, under TAG in DST's repository, the metadata-only variant:
                           the same config (env, entry point, …) with one empty layer, labelled
                           and annotated io.crfs.stargz.image=REPO@DIGEST of the eStargz image
@@ -73,6 +76,8 @@ const FLAGS: Options = {
   "meta-tag": { type: "string" },
   prioritize: { type: "string", multiple: true },
   "prioritize-file": { type: "string" },
+  "src-creds": { type: "string" },
+  "dest-creds": { type: "string" },
   ...registryFlags,
 };
 
@@ -204,7 +209,13 @@ async function runImage(
   const started = performance.now();
   try {
     // Conversion reads whole blobs once: no disk cache, no prefetching.
-    const setup = await setupRegistry({ ...values, "no-cache": true }, { prefetch: false });
+    const setup = await setupRegistry({ ...values, "no-cache": true }, {
+      prefetch: false,
+      credentials: {
+        src: src.kind === "registry" ? src.ref.host : undefined,
+        dest: dst.kind === "registry" ? dst.ref.host : undefined,
+      },
+    });
     const result = await convertImage(src, dst, setup.drivers, {
       platform: values.platform as string | undefined,
       allPlatforms: values["all-platforms"] === true,

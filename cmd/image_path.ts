@@ -17,7 +17,13 @@ import { parseReference } from "../drivers/reference.ts";
 import { type FsNode, NodeError } from "../fs/node.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { UserError } from "./cli.ts";
-import { setupRegistry } from "./registry_options.ts";
+import {
+  imageArgCandidates,
+  registriesConfig,
+  setupRegistry,
+  targetHosts,
+  userFacing,
+} from "./registry_options.ts";
 
 /** Where an argument points in the tree. */
 export interface TreeTarget {
@@ -192,9 +198,48 @@ export async function withImageNode<T>(
   values: Record<string, unknown>,
   use: (found: Found) => Promise<T>,
 ): Promise<T> {
-  const setup = await setupRegistry(values, { prefetch: false, log: () => {} });
-  if (target.repo) setup.store.hintRepository(target.repo);
-  const result = await use(await walkTree(rootNode(setup.store), target, true));
-  await setup.disk?.flush();
-  return result;
+  const setup = await setupRegistry(values, {
+    prefetch: false,
+    log: () => {},
+    credentials: { hosts: targetHosts(target.components) },
+  });
+  try {
+    if (target.repo) setup.store.hintRepository(target.repo);
+    const result = await use(await walkTree(rootNode(setup.store), target, true));
+    await setup.disk?.flush();
+    return result;
+  } finally {
+    setup.close();
+  }
+}
+
+/**
+ * {@link withImageNode} for an image argument as the user typed it: a short name may stand for
+ * several images (registries.conf's search registries), tried in order until one walks; the
+ * first failure is reported. `use` calls `commit()` once it starts writing output, after which a
+ * failure is final (no other candidate is tried).
+ */
+export async function withImageArg<T>(
+  text: string,
+  values: Record<string, unknown>,
+  parse: (arg: string) => TreeTarget,
+  use: (found: Found, target: TreeTarget, arg: string, commit: () => void) => Promise<T>,
+): Promise<T> {
+  const candidates = imageArgCandidates(text, await registriesConfig());
+  let firstError: unknown;
+  for (const arg of candidates) {
+    let committed = false;
+    try {
+      const target = parse(arg);
+      return await withImageNode(
+        target,
+        values,
+        (found) => use(found, target, arg, () => committed = true),
+      );
+    } catch (e) {
+      if (committed || candidates.length === 1) throw userFacing(treeError(e));
+      firstError ??= e;
+    }
+  }
+  throw userFacing(treeError(firstError));
 }

@@ -6,10 +6,10 @@
  * @module
  */
 import { type Command, defineCommand, type Options, UserError, writeStdout } from "./cli.ts";
-import { parseImageArg, treeError, withImageNode } from "./image_path.ts";
+import { parseImageArg, withImageArg } from "./image_path.ts";
 import { printListing } from "./listing.ts";
 import { splitLocalArg, withLocalNode } from "./local_blob.ts";
-import { layerFlags, REGISTRY_HELP, registryFlags, userFacing } from "./registry_options.ts";
+import { layerFlags, REGISTRY_HELP, registryFlags } from "./registry_options.ts";
 import { fsListItem } from "./tree_list.ts";
 
 const HELP = `Usage: crfs ls [options] FILE.stargz[:/path]
@@ -69,24 +69,25 @@ export const lsCommand: Command = defineCommand({
       );
       return 0;
     }
-    try {
-      const target = parseImageArg(positionals[0], values.layer as string | undefined);
-      await withImageNode(target, values, async (found) => {
+    await withImageArg(
+      positionals[0],
+      values,
+      (arg) => parseImageArg(arg, values.layer as string | undefined),
+      async (found, target, arg, commit) => {
         const item = await fsListItem(found.name, found.node);
         // A repository the registry does not know walks fine (the name was only a hint) but
         // lists nothing: say so instead of printing nothing.
         if (target.repo && target.rootDepth === 0 && item.children) {
           const children = await item.children();
           if (children.length === 0) {
-            throw new UserError(`${positionals[0]}: no such repository (or it has no tags)`);
+            throw new UserError(`${arg}: no such repository (or it has no tags)`);
           }
           item.children = () => Promise.resolve(children);
         }
+        commit();
         await printListing(item, opts, writeStdout);
-      });
-    } catch (e) {
-      throw userFacing(treeError(e));
-    }
+      },
+    );
     return 0;
   },
 });

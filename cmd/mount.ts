@@ -5,6 +5,9 @@
  * @module
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
+import { ConfigFileError, loadConfigFile, mergeConfig } from "../fs/config_file.ts";
+import { type MetricsServer, serveMetrics } from "../fs/metrics.ts";
+import { instrumentFuseOps } from "../fs/metrics_hooks.ts";
 import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { defaultMountpoint } from "../fs/fuse/unprivileged.ts";
 import { rootNode } from "../fs/registry_tree.ts";
@@ -35,6 +38,10 @@ Options:
                          (default one day; tests use short ones to prove inodes stay stable)
       --record FILE      write the path of every file read (in first-read order, one per
                          line) to FILE: a workload's files, ready for 'crfs convert --prioritize-file'
+      --metrics-address HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
+                         (registry requests and bytes, cache, FUSE operations and latencies)
+      --config FILE      settings file (default $CRFS_CONFIG, else /etc/crfs/config.toml when
+                         it exists); flags given here override it
 The root also holds crfs-status.json: bytes and requests fetched per layer, cache hits.
   -h, --help             show this help
 
@@ -45,8 +52,10 @@ export const mountCommand: Command = {
   summary: "mount images from registries as a read-only filesystem",
   help: HELP,
   async run(args) {
-    const { values, positionals } = parseFlags(args, {
+    const parsed = parseFlags(args, {
       host: { type: "string", multiple: true },
+      "metrics-address": { type: "string" },
+      config: { type: "string" },
       "allow-other": { type: "boolean" },
       "read-ahead": { type: "string" },
       record: { type: "string" },
@@ -54,6 +63,7 @@ export const mountCommand: Command = {
       "layer-store": { type: "string" },
       ...registryFlags,
     });
+    const { values, positionals } = await withConfigFile("mount", parsed);
     if (positionals.length > 1) {
       throw new UsageError("mount takes one mount point; see 'crfs mount --help'");
     }
@@ -65,7 +75,9 @@ export const mountCommand: Command = {
     if (!Number.isInteger(readAheadKb) || readAheadKb < 0) {
       throw new UsageError("--read-ahead takes a number of KiB");
     }
-    const setup = await setupRegistry(values);
+    const setup = await setupRegistry(values, {
+      credentials: { hosts: (values.host as string[] | undefined) ?? [] },
+    });
     const root = rootNode(setup.store, { hosts: values.host as string[] | undefined });
     let record: ((path: string) => void) | undefined;
     let recordDone = Promise.resolve();
@@ -96,7 +108,7 @@ export const mountCommand: Command = {
     });
     let m;
     try {
-      m = await mount(mountpoint, fs, {
+      m = await mount(mountpoint, instrumentFuseOps(fs, setup.metrics), {
         debug: setup.debug ? (line) => console.error(`fuse: ${line}`) : undefined,
         allowOther: values["allow-other"] === true,
         readAheadKb,
@@ -119,9 +131,24 @@ export const mountCommand: Command = {
       }
       console.error(`crfs: layer store at ${mounts[1].mountpoint}`);
     }
+    let metricsServer: MetricsServer | undefined;
+    if (values["metrics-address"]) {
+      try {
+        metricsServer = await serveMetrics(
+          values["metrics-address"] as string,
+          setup.metrics.registry,
+        );
+      } catch (e) {
+        for (const x of mounts) await x.unmount();
+        throw new UserError((e as Error).message);
+      }
+      console.error(`crfs: metrics at ${metricsServer.url}`);
+    }
     installSignalUnmount(mounts, { exit: false });
     console.error(`crfs: mounted at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount)`);
     await Promise.all(mounts.map((x) => x.closed));
+    await metricsServer?.close();
+    setup.close();
     setup.store.stopBackground();
     await recordDone;
     await setup.disk?.flush();
@@ -129,3 +156,26 @@ export const mountCommand: Command = {
     return 0;
   },
 };
+
+/**
+ * The daemon's flags laid over its config file (`--config FILE`, else the default file when it
+ * exists): flags given on the command line win.
+ */
+export async function withConfigFile(
+  command: "mount" | "store",
+  parsed: {
+    values: Record<string, string | boolean | string[] | undefined>;
+    positionals: string[];
+  },
+): Promise<
+  { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }
+> {
+  const path = parsed.values.config as string | undefined;
+  try {
+    const conf = await loadConfigFile(command, { path, required: path !== undefined });
+    return mergeConfig(conf, parsed.values, parsed.positionals);
+  } catch (e) {
+    if (e instanceof ConfigFileError) throw new UserError(e.message);
+    throw e;
+  }
+}

@@ -7,6 +7,9 @@
  * @module
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
+import { type MetricsServer, serveMetrics } from "../fs/metrics.ts";
+import { instrumentFuseOps } from "../fs/metrics_hooks.ts";
+import { withConfigFile } from "./mount.ts";
 import { type FuseMount, installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { rootlessIdMaps, userNamespaceView } from "../fs/fuse/userns_view.ts";
 import { layerStoreRoot } from "../fs/layer_store.ts";
@@ -45,6 +48,10 @@ Options:
       --allow-other      let other users access the store (rootless podman; needs
                          user_allow_other in /etc/fuse.conf for non-root)
       --read-ahead KB    kernel readahead for the mount (default 1024)
+      --metrics-address HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
+                         (registry requests and bytes, cache, FUSE operations and latencies)
+      --config FILE      settings file (default $CRFS_CONFIG, else /etc/crfs/config.toml when
+                         it exists); flags given here override it
   -h, --help             show this help
 
 ${REGISTRY_HELP}`;
@@ -65,7 +72,7 @@ export async function mountLayerStore(
   // maps them (/etc/subuid), opaque markers also as user.overlay.opaque.
   const fs = Deno.uid() === 0 ? tree : userNamespaceView(tree, await rootlessIdMaps());
   try {
-    return await mount(dir, fs, {
+    return await mount(dir, instrumentFuseOps(fs, setup.metrics), {
       debug: setup.debug ? (line) => console.error(`fuse(store): ${line}`) : undefined,
       allowOther: opts.allowOther,
       readAheadKb: opts.readAheadKb,
@@ -82,11 +89,14 @@ export const storeCommand: Command = {
   summary: "serve an additional layer store: podman/CRI-O run eStargz images lazily",
   help: HELP,
   async run(args) {
-    const { values, positionals } = parseFlags(args, {
+    const parsed = parseFlags(args, {
       "allow-other": { type: "boolean" },
       "read-ahead": { type: "string" },
+      "metrics-address": { type: "string" },
+      config: { type: "string" },
       ...registryFlags,
     });
+    const { values, positionals } = await withConfigFile("store", parsed);
     if (positionals.length !== 1) {
       throw new UsageError("store takes one directory; see 'crfs store --help'");
     }
@@ -99,12 +109,27 @@ export const storeCommand: Command = {
       allowOther: values["allow-other"] === true,
       readAheadKb,
     });
+    let metricsServer: MetricsServer | undefined;
+    if (values["metrics-address"]) {
+      try {
+        metricsServer = await serveMetrics(
+          values["metrics-address"] as string,
+          setup.metrics.registry,
+        );
+      } catch (e) {
+        await m.unmount();
+        throw new UserError((e as Error).message);
+      }
+      console.error(`crfs: metrics at ${metricsServer.url}`);
+    }
     installSignalUnmount(m, { exit: false });
     console.error(
       `crfs: layer store at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount); use it with\n` +
         `  podman ${storageOpt(m.mountpoint)} …`,
     );
     await m.closed;
+    await metricsServer?.close();
+    setup.close();
     setup.store.stopBackground();
     await setup.disk?.flush();
     console.error(`crfs: unmounted ${m.mountpoint}`);

@@ -1,17 +1,29 @@
 /**
- * Registry authentication: `WWW-Authenticate` parsing, credentials (explicit options, the docker
- * config file with its `auths`, `credHelpers` and `credsStore`, and extra providers such as
- * IBM Cloud API keys), HTTP basic auth, and bearer tokens from a token server (anonymous or with
- * credentials, OAuth2 refresh tokens for `identitytoken`s), cached per host and scope until they
- * expire. {@link Authenticator.requestWith} wraps an HTTP request with all of that: it learns the
- * host's challenge (`GET /v2/` once), sends the right `Authorization`, and on a 401 refreshes
- * once before giving up with a clear error.
+ * Registry authentication: `WWW-Authenticate` parsing, credentials per repository (explicit
+ * credentials bound to their registry hosts, then the host's auth files through
+ * {@link AuthFiles} — containers-auth.json(5) order, namespace-scoped keys, credential helpers —
+ * then extra providers such as IBM Cloud API keys), HTTP basic auth, and bearer tokens from a
+ * token server (anonymous or with credentials, OAuth2 refresh tokens for `identitytoken`s),
+ * cached per host, credentials key and scope until shortly before they expire
+ * (`expires_in` from `issued_at`). {@link Authenticator.requestWith} wraps an HTTP request with
+ * all of that: it learns the host's challenge (`GET /v2/` once), sends the right
+ * `Authorization`, and answers a 401 — or a 403 to a cached token, which some registries send
+ * for an expired one — with one fresh authentication before giving up with a clear error.
  *
- * Credentials and tokens never appear in error messages or debug logs.
+ * Credentials go only where they belong: explicit ones to their hosts, auth-file ones to the
+ * repositories their key covers; never over plain http to a token server that is neither
+ * loopback nor listed insecure. Credentials and tokens never appear in error messages or debug
+ * logs.
  *
  * @module
  */
-import { DOCKER_HUB_CONFIG_KEY, isDockerHub } from "./reference.ts";
+import { isDockerHub } from "./reference.ts";
+import {
+  AuthFiles,
+  CredentialsFileError,
+  type FoundCredentials,
+  type RepositoryRef,
+} from "./auth_files.ts";
 import {
   type HttpClient,
   type HttpRequest,
@@ -19,7 +31,6 @@ import {
   RegistryError,
   responseError,
 } from "./http.ts";
-import { env } from "./env.ts";
 
 /** One challenge of a `WWW-Authenticate` header. */
 export interface Challenge {
@@ -96,236 +107,87 @@ export interface Credentials {
   registryToken?: string;
   /** Where these came from, for messages: never the secret itself. */
   source: string;
+  /**
+   * The auth-file key that matched (`quay.io/team`, `quay.io`): tokens are cached per key, so a
+   * namespace's credentials never serve another namespace. Undefined for other sources.
+   */
+  key?: string;
 }
 
-/** The parts of a docker `config.json` crfs reads. */
-export interface DockerConfigFile {
-  auths?: Record<string, {
-    auth?: string;
-    username?: string;
-    password?: string;
-    identitytoken?: string;
-    registrytoken?: string;
-  }>;
-  credHelpers?: Record<string, string>;
-  credsStore?: string;
-}
-
-/** The docker config path: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
-export function dockerConfigPath(): string | undefined {
-  const dir = env("DOCKER_CONFIG");
-  if (dir) return `${dir.replace(/\/+$/, "")}/config.json`;
-  const home = env("HOME");
-  return home ? `${home}/.docker/config.json` : undefined;
-}
-
-/**
- * Reads a docker config file (default {@link dockerConfigPath}); a directory means its
- * `config.json`. Undefined when absent; throws a `CREDENTIALS` error when unreadable or not JSON.
- */
-export async function loadDockerConfig(
-  path = dockerConfigPath(),
-): Promise<{ path: string; config: DockerConfigFile } | undefined> {
-  if (!path) return undefined;
-  let file = path;
-  try {
-    if ((await Deno.stat(file)).isDirectory) file = `${file.replace(/\/+$/, "")}/config.json`;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new RegistryError(`cannot read docker config ${file}: ${(e as Error).message}`, {
-      code: "CREDENTIALS",
-    });
-  }
-  try {
-    return { path: file, config: JSON.parse(text) as DockerConfigFile };
-  } catch {
-    throw new RegistryError(`docker config ${file} is not valid JSON`, { code: "CREDENTIALS" });
-  }
-}
-
-/** Normalizes a docker config key (`https://host/v1/`, `host`, `http://host:5000`) to `host[:port]`. */
-export function normalizeConfigKey(key: string): string {
-  let k = key.trim().toLowerCase();
-  k = k.replace(/^[a-z]+:\/\//, "");
-  const slash = k.indexOf("/");
-  if (slash >= 0) k = k.slice(0, slash);
-  return k;
-}
-
-function keyMatches(key: string, host: string): boolean {
-  const k = normalizeConfigKey(key);
-  if (isDockerHub(host)) return isDockerHub(k);
-  return k === host.toLowerCase();
-}
-
-/**
- * Runs the docker credential helper `docker-credential-<name> get` for `serverUrl`.
- * Undefined when the helper has no credentials for it; throws a `CREDENTIALS` error when the
- * helper is missing, fails or times out.
- */
-export async function runCredentialHelper(
-  name: string,
-  serverUrl: string,
-  timeoutMs = 30_000,
-): Promise<Credentials | undefined> {
-  const program = `docker-credential-${name}`;
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(program, {
-      args: ["get"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new RegistryError(
-        `credential helper ${program} (named in the docker config) is not on PATH`,
-        {
-          code: "CREDENTIALS",
-        },
-      );
-    }
-    throw new RegistryError(`cannot run credential helper ${program}: ${(e as Error).message}`, {
-      code: "CREDENTIALS",
-    });
-  }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }, timeoutMs);
-  let out: Deno.CommandOutput;
-  try {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(serverUrl)).catch(() => {});
-    await writer.close().catch(() => {});
-    out = await child.output();
-  } finally {
-    clearTimeout(timer);
-  }
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success) {
-    if (
-      /credentials not found/i.test(stdout) ||
-      /credentials not found/i.test(new TextDecoder().decode(out.stderr))
-    ) {
-      return undefined;
-    }
-    const why = out.signal
-      ? `killed by ${out.signal} (timeout ${timeoutMs} ms?)`
-      : `exit code ${out.code}`;
-    throw new RegistryError(`credential helper ${program} failed for ${serverUrl} (${why})`, {
-      code: "CREDENTIALS",
-    });
-  }
-  let parsed: { Username?: string; Secret?: string };
-  try {
-    parsed = JSON.parse(stdout);
-  } catch {
-    throw new RegistryError(`credential helper ${program} printed something that is not JSON`, {
-      code: "CREDENTIALS",
-    });
-  }
-  if (!parsed.Secret) return undefined;
-  const source = `credential helper ${program}`;
-  if (parsed.Username === "<token>") return { identityToken: parsed.Secret, source };
-  return { username: parsed.Username ?? "", password: parsed.Secret, source };
-}
-
-/** Options for {@link lookupDockerCredentials}. */
-export interface DockerCredentialOptions {
-  /** Config file or directory; default `$DOCKER_CONFIG` or `~/.docker`. */
-  configPath?: string;
-  /** Timeout for credential helpers. */
-  helperTimeoutMs?: number;
-}
-
-/**
- * Credentials for `host` from the docker config: `credHelpers[host]`, then `auths[host]`
- * (`auth`, `username`/`password`, `identitytoken`, `registrytoken`), then `credsStore`.
- * Docker Hub hosts use the key `https://index.docker.io/v1/`.
- */
-export async function lookupDockerCredentials(
-  host: string,
-  options: DockerCredentialOptions = {},
-): Promise<Credentials | undefined> {
-  const loaded = await loadDockerConfig(options.configPath ?? dockerConfigPath());
-  if (!loaded) return undefined;
-  const { path, config } = loaded;
-  const serverUrl = isDockerHub(host) ? DOCKER_HUB_CONFIG_KEY : host;
-  for (const [key, helper] of Object.entries(config.credHelpers ?? {})) {
-    if (keyMatches(key, host) && helper) {
-      return await runCredentialHelper(helper, serverUrl, options.helperTimeoutMs);
-    }
-  }
-  for (const [key, entry] of Object.entries(config.auths ?? {})) {
-    if (!keyMatches(key, host) || !entry) continue;
-    const source = `docker config ${path}`;
-    if (entry.registrytoken) return { registryToken: entry.registrytoken, source };
-    if (entry.identitytoken) {
-      return { identityToken: entry.identitytoken, username: entry.username, source };
-    }
-    if (entry.auth) {
-      let decoded: string;
-      try {
-        decoded = new TextDecoder().decode(
-          Uint8Array.from(atob(entry.auth), (c) => c.charCodeAt(0)),
-        );
-      } catch {
-        throw new RegistryError(`docker config ${path}: the auth entry for ${key} is not base64`, {
-          code: "CREDENTIALS",
-        });
-      }
-      const colon = decoded.indexOf(":");
-      if (colon < 0) {
-        throw new RegistryError(
-          `docker config ${path}: the auth entry for ${key} is not user:password`,
-          {
-            code: "CREDENTIALS",
-          },
-        );
-      }
-      return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1), source };
-    }
-    if (entry.username && entry.password) {
-      return { username: entry.username, password: entry.password, source };
-    }
-  }
-  if (config.credsStore) {
-    return await runCredentialHelper(config.credsStore, serverUrl, options.helperTimeoutMs);
-  }
-  return undefined;
-}
-
-/** A source of credentials consulted after explicit options and the docker config. */
+/** A source of credentials consulted after explicit credentials and the auth files. */
 export type CredentialProvider = (
   host: string,
+  repository: string,
 ) => Credentials | undefined | Promise<Credentials | undefined>;
+
+/** Credentials looked up per repository: {@link AuthFiles} (auth_files.ts) or a test double. */
+export interface CredentialLookup {
+  /** Credentials for the repository `path` on `host`, or undefined. */
+  credentialsFor(ref: RepositoryRef): Promise<FoundCredentials | undefined>;
+}
+
+/** Credentials given for particular registries (command-line flags such as `--creds`). */
+export interface ExplicitCredentials {
+  /** The registry hosts they belong to; no other host ever sees them. */
+  hosts: readonly string[];
+  username: string;
+  password: string;
+  /** Where they came from, for messages (`--creds`); never the secret. */
+  source: string;
+}
 
 /** Options for {@link Authenticator}. */
 export interface AuthOptions {
-  /** Explicit user name (e.g. `--username`). */
+  /** Explicit user name (library use; crfs's commands give {@link explicitCredentials}). */
   username?: string;
   /** Explicit password. */
   password?: string;
-  /** Hosts the explicit credentials are for; default all hosts. */
+  /**
+   * Hosts `username`/`password` are for; default all hosts (a client of one registry). crfs's
+   * commands always bind credentials to hosts with {@link explicitCredentials} instead.
+   */
   credentialHosts?: readonly string[];
-  /** Docker config file or directory; `false` ignores docker configs. */
+  /** Credentials bound to hosts; consulted first. */
+  explicitCredentials?: readonly ExplicitCredentials[];
+  /**
+   * Where per-repository credentials come from; default the host's auth files
+   * (`new AuthFiles()`: containers-auth.json(5) order, namespace-scoped keys). `false`: none.
+   */
+  authFiles?: CredentialLookup | false;
+  /**
+   * One docker config file or directory to read instead of the host's auth files; `false`
+   * ignores every auth file (as `authFiles: false`).
+   */
   dockerConfig?: string | false;
   /** Timeout for credential helpers. */
   helperTimeoutMs?: number;
   /** Extra credential sources, after the above. */
   providers?: CredentialProvider[];
+}
+
+/** How long a credentials lookup is reused (files are re-read after it: `podman login` shows). */
+const CREDENTIALS_TTL_MS = 30_000;
+/** Most lookups and tokens kept (oldest go first). */
+const MAX_CACHED = 4096;
+
+/** The repository a set of scopes is about (the first `repository:NAME:…` scope), or "". */
+export function scopeRepository(scopes: readonly string[]): string {
+  for (const s of scopes) {
+    if (!s.startsWith("repository:")) continue;
+    const last = s.lastIndexOf(":");
+    if (last > "repository:".length) return s.slice("repository:".length, last);
+  }
+  return "";
+}
+
+function sameHost(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase() || (isDockerHub(a) && isDockerHub(b));
+}
+
+function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  while (map.size > MAX_CACHED) map.delete(map.keys().next().value as K);
 }
 
 /** Where to send requests for one registry: its identity and its URL origin. */
@@ -352,7 +214,10 @@ interface CachedToken {
   expires: number;
 }
 
-type Outcome<T> = { value: T } | { unauthorized: string | null };
+type Outcome<T> = { value: T } | { unauthorized: string | null; status: number };
+
+/** A request as the authentication loop sends it: `renewOn403` treats a 403 as a stale token. */
+type AuthorizedRequest = HttpRequest & { renewOn403?: boolean };
 
 /** Authenticates requests to registries; see the module documentation. */
 export class Authenticator {
@@ -363,7 +228,8 @@ export class Authenticator {
   readonly #pings = new Map<string, Promise<void>>();
   readonly #tokens = new Map<string, CachedToken>();
   readonly #inflight = new Map<string, Promise<CachedToken>>();
-  readonly #creds = new Map<string, Promise<Credentials | undefined>>();
+  readonly #creds = new Map<string, { at: number; p: Promise<Credentials | undefined> }>();
+  readonly #files: CredentialLookup | undefined;
   /** Token server requests made, for tests and statistics. */
   tokenRequests = 0;
 
@@ -371,6 +237,16 @@ export class Authenticator {
     this.http = http;
     this.#opts = options;
     this.#providers = [...(options.providers ?? [])];
+    if (options.authFiles === false || options.dockerConfig === false) this.#files = undefined;
+    else if (options.authFiles) this.#files = options.authFiles;
+    else if (typeof options.dockerConfig === "string") {
+      // Exactly that file: no environment, no other file.
+      this.#files = new AuthFiles({
+        authFile: options.dockerConfig,
+        env: () => undefined,
+        helperTimeoutMs: options.helperTimeoutMs,
+      });
+    } else this.#files = new AuthFiles({ helperTimeoutMs: options.helperTimeoutMs });
   }
 
   /** Adds a credential source consulted after the explicit options and the docker config. */
@@ -378,27 +254,31 @@ export class Authenticator {
     this.#providers.push(provider);
   }
 
-  /** Credentials for `host`, looked up once and cached. */
-  credentialsFor(host: string): Promise<Credentials | undefined> {
-    let p = this.#creds.get(host);
-    if (!p) {
-      p = this.#lookup(host);
-      this.#creds.set(host, p);
-      p.catch(() => this.#creds.delete(host));
-    }
+  /**
+   * Credentials for `repository` on `host` (explicit credentials bound to the host, then the auth
+   * files by repository, then the providers), looked up once per host and repository and reused
+   * for a short while. `fresh` looks again.
+   */
+  credentialsFor(host: string, repository = "", fresh = false): Promise<Credentials | undefined> {
+    const key = `${host.toLowerCase()}/${repository}`;
+    const hit = this.#creds.get(key);
+    if (hit && !fresh && Date.now() - hit.at < CREDENTIALS_TTL_MS) return hit.p;
+    const p = this.#lookup(host, repository);
+    remember(this.#creds, key, { at: Date.now(), p });
+    p.catch(() => this.#creds.delete(key));
     return p;
   }
 
-  async #lookup(host: string): Promise<Credentials | undefined> {
+  async #lookup(host: string, repository: string): Promise<Credentials | undefined> {
     const o = this.#opts;
+    for (const c of o.explicitCredentials ?? []) {
+      if (c.hosts.some((h) => sameHost(h, host))) {
+        return { username: c.username, password: c.password, source: c.source };
+      }
+    }
     if (o.username !== undefined || o.password !== undefined) {
       const hosts = o.credentialHosts;
-      if (
-        !hosts ||
-        hosts.some((h) =>
-          h.toLowerCase() === host.toLowerCase() || (isDockerHub(h) && isDockerHub(host))
-        )
-      ) {
+      if (!hosts || hosts.some((h) => sameHost(h, host))) {
         return {
           username: o.username ?? "",
           password: o.password ?? "",
@@ -406,15 +286,20 @@ export class Authenticator {
         };
       }
     }
-    if (o.dockerConfig !== false) {
-      const found = await lookupDockerCredentials(host, {
-        configPath: o.dockerConfig || undefined,
-        helperTimeoutMs: o.helperTimeoutMs,
-      });
+    if (this.#files) {
+      let found: FoundCredentials | undefined;
+      try {
+        found = await this.#files.credentialsFor({ host, path: repository });
+      } catch (e) {
+        if (e instanceof CredentialsFileError) {
+          throw new RegistryError(e.message, { code: "CREDENTIALS", reference: host });
+        }
+        throw e;
+      }
       if (found) return found;
     }
     for (const provider of this.#providers) {
-      const found = await provider(host);
+      const found = await provider(host, repository);
       if (found) return found;
     }
     return undefined;
@@ -485,12 +370,25 @@ export class Authenticator {
     force = false,
     signal?: AbortSignal,
   ): Promise<string | undefined> {
+    return (await this.#authorization(target, scopes, what, force, signal)).header;
+  }
+
+  /** {@link authorization}, also saying whether the header is a bearer token from the cache. */
+  async #authorization(
+    target: Target,
+    scopes: string[],
+    what: string,
+    force: boolean,
+    signal?: AbortSignal,
+  ): Promise<{ header?: string; cachedToken: boolean }> {
+    const header = (h?: string) => ({ header: h, cachedToken: false });
     const challenge = this.#challenges.get(target.host);
-    if (!challenge) return undefined;
-    const creds = await this.credentialsFor(target.host);
+    if (!challenge) return header();
+    const repository = scopeRepository(scopes);
+    const creds = await this.credentialsFor(target.host, repository, force);
     if (challenge.scheme === "basic") {
-      if (!creds || creds.password === undefined) return undefined;
-      return "Basic " + base64(`${creds.username ?? ""}:${creds.password}`);
+      if (!creds || creds.password === undefined) return header();
+      return header("Basic " + base64(`${creds.username ?? ""}:${creds.password}`));
     }
     if (challenge.scheme !== "bearer") {
       throw new RegistryError(`${what}: unsupported authentication scheme ${challenge.scheme}`, {
@@ -498,11 +396,16 @@ export class Authenticator {
         reference: what,
       });
     }
-    if (creds?.registryToken) return `Bearer ${creds.registryToken}`;
-    const key = `${target.host}|${[...new Set(scopes)].sort().join(" ")}`;
+    if (creds?.registryToken) return header(`Bearer ${creds.registryToken}`);
+    // Tokens are per host, the credentials' identity (the auth-file key that matched, so a
+    // namespace's login never serves another namespace) and the scopes.
+    const who = creds ? `${creds.key ?? ""}@${creds.source}` : "anonymous";
+    const key = `${target.host}|${who}|${[...new Set(scopes)].sort().join(" ")}`;
     if (force) this.#tokens.delete(key);
     const cached = this.#tokens.get(key);
-    if (cached && cached.expires > Date.now()) return `Bearer ${cached.value}`;
+    if (cached && cached.expires > Date.now()) {
+      return { header: `Bearer ${cached.value}`, cachedToken: true };
+    }
     let p = this.#inflight.get(key);
     if (!p) {
       p = this.#fetchToken(target, challenge, scopes, creds, what, signal);
@@ -510,8 +413,8 @@ export class Authenticator {
       p.finally(() => this.#inflight.delete(key)).catch(() => {});
     }
     const token = await p;
-    this.#tokens.set(key, token);
-    return `Bearer ${token.value}`;
+    remember(this.#tokens, key, token);
+    return header(`Bearer ${token.value}`);
   }
 
   async #fetchToken(
@@ -539,10 +442,9 @@ export class Authenticator {
       });
     }
     const hasSecret = creds && (creds.password !== undefined || creds.identityToken !== undefined);
-    if (
-      hasSecret && url.protocol === "http:" && !this.http.isInsecure(url.host) &&
-      !this.http.isInsecure(target.host)
-    ) {
+    // The token server's own host decides, never the registry's: a loopback or insecure
+    // registry may not send credentials in the clear to a host nobody listed.
+    if (hasSecret && url.protocol === "http:" && !this.http.isInsecure(url.host)) {
       throw new RegistryError(
         `${what}: refusing to send credentials to a plain-http token server (${url.host}); ` +
           `list it as an insecure registry if this is intended`,
@@ -594,7 +496,9 @@ export class Authenticator {
         );
       }
       if (!res.ok) throw await responseError(res, tokenWhat);
-      const body = await readJson<{ token?: string; access_token?: string; expires_in?: number }>(
+      const body = await readJson<
+        { token?: string; access_token?: string; expires_in?: number; issued_at?: string }
+      >(
         res,
         tokenWhat,
         1 << 20,
@@ -607,8 +511,15 @@ export class Authenticator {
         });
       }
       const ttl = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : 60;
+      // expires_in counts from issued_at; a token issued well before we asked (a server handing
+      // out a cached token) expires that much sooner. Differences under 2 s are clock skew and
+      // whole-second timestamps, not age. Renewed a little before it expires.
+      const issued = Date.parse(body.issued_at ?? "");
+      const base = Number.isFinite(issued) && issued < start - 2000
+        ? Math.max(issued, start - ttl * 1000)
+        : start;
       const margin = Math.min(10, ttl / 10);
-      return { value, expires: start + (ttl - margin) * 1000 };
+      return { value, expires: base + (ttl - margin) * 1000 };
     });
   }
 
@@ -629,9 +540,9 @@ export class Authenticator {
       req,
       (r) =>
         this.http.requestWith(r, async (res): Promise<Outcome<T>> => {
-          if (res.status === 401) {
+          if (res.status === 401 || (res.status === 403 && r.renewOn403)) {
             await res.body?.cancel();
-            return { unauthorized: res.headers.get("www-authenticate") };
+            return { unauthorized: res.headers.get("www-authenticate"), status: res.status };
           }
           return { value: await consume(res) };
         }),
@@ -642,9 +553,9 @@ export class Authenticator {
   async request(target: Target, scopes: string[], req: HttpRequest): Promise<Response> {
     return await this.#authorized(target, scopes, req, async (r): Promise<Outcome<Response>> => {
       const res = await this.http.request(r);
-      if (res.status !== 401) return { value: res };
+      if (res.status !== 401 && !(res.status === 403 && r.renewOn403)) return { value: res };
       await res.body?.cancel();
-      return { unauthorized: res.headers.get("www-authenticate") };
+      return { unauthorized: res.headers.get("www-authenticate"), status: res.status };
     });
   }
 
@@ -658,7 +569,7 @@ export class Authenticator {
     target: Target,
     scopes: string[],
     req: HttpRequest,
-    send: (req: HttpRequest) => Promise<Outcome<T>>,
+    send: (req: AuthorizedRequest) => Promise<Outcome<T>>,
   ): Promise<T> {
     const what = req.what ?? target.host;
     const replayable = !(req.body instanceof ReadableStream);
@@ -674,11 +585,25 @@ export class Authenticator {
     });
     let want = scopes;
     for (let round = 0;; round++) {
-      const header = await this.authorization(target, want, what, round > 0, req.signal);
+      const { header, cachedToken } = await this.#authorization(
+        target,
+        want,
+        what,
+        round > 0,
+        req.signal,
+      );
       const headers = new Headers(req.headers);
-      if (header && sameOrigin(req.url, target.origin)) headers.set("authorization", header);
-      const outcome = await send({ ...req, headers });
+      const sent = header !== undefined && sameOrigin(req.url, target.origin);
+      if (sent) headers.set("authorization", header);
+      // A 403 to a bearer token from the cache may mean the token expired early (registries
+      // differ): answered once by a fresh authentication, like a 401.
+      const renewOn403 = round === 0 && sent && cachedToken && replayable;
+      const outcome = await send({ ...req, headers, renewOn403 });
       if ("value" in outcome) return outcome.value;
+      if (outcome.status === 403) {
+        this.http.log(`${what}: HTTP 403 to a cached token; authenticating again`);
+        continue;
+      }
       const challenge = pickChallenge(outcome.unauthorized);
       const known = this.#challenges.get(target.host);
       const changed = challenge !== null && (!known || known.scheme !== challenge.scheme);
@@ -687,17 +612,20 @@ export class Authenticator {
         want = [...new Set([...want, ...challenge.params.scope.split(" ")])];
       }
       if (round >= 1 || !replayable || (header && !changed && challenge?.scheme === "basic")) {
-        throw await this.#unauthorized(target, what, header !== undefined);
+        throw await this.#unauthorized(target, want, what, header !== undefined);
       }
     }
   }
 
   async #unauthorized(
     target: Target,
+    scopes: string[],
     what: string,
     sentCredentials: boolean,
   ): Promise<RegistryError> {
-    const creds = await this.credentialsFor(target.host).catch(() => undefined);
+    const creds = await this.credentialsFor(target.host, scopeRepository(scopes)).catch(() =>
+      undefined
+    );
     if (sentCredentials && creds) {
       return new RegistryError(
         `${what}: authentication failed: the registry rejected the credentials from ${creds.source}`,

@@ -59,10 +59,17 @@ export interface DockerV2Options {
   uploadChunkSize?: number;
   /** Concurrent manifest HEADs when listing tags with digests. Default 8. */
   headConcurrency?: number;
+  /** Most pages a catalog or tag listing follows. Default {@link MAX_LIST_PAGES}. */
+  maxListPages?: number;
+  /** Most entries a catalog or tag listing collects. Default {@link MAX_LIST_ENTRIES}. */
+  maxListEntries?: number;
 }
 
 const MAX_MANIFEST = 8 * 1024 * 1024;
-const MAX_PAGES = 100_000;
+/** Default cap on the pages one listing follows (a hostile server may paginate forever). */
+export const MAX_LIST_PAGES = 1_000;
+/** Default cap on the entries one listing collects. */
+export const MAX_LIST_ENTRIES = 100_000;
 
 /** The Docker Registry v2 / OCI distribution driver; see the module documentation. */
 export class DockerV2Driver implements Driver {
@@ -124,7 +131,9 @@ export class DockerV2Driver implements Driver {
     let url = `${this.origin(host)}/v2/_catalog?n=${n}`;
     const out: string[] = [];
     const seen = new Set<string>([url]);
-    for (let page = 0; page < MAX_PAGES; page++) {
+    const cap = this.#listCap(what);
+    for (let page = 0;; page++) {
+      if (cap.stop(page, out.length)) break;
       const { items, next } = await this.call(host, [CATALOG_SCOPE], {
         url,
         what,
@@ -151,7 +160,28 @@ export class DockerV2Driver implements Driver {
       seen.add(next);
       url = next;
     }
-    return [...new Set(out)].sort();
+    return [...new Set(out.slice(0, cap.maxEntries))].sort();
+  }
+
+  /**
+   * The bounds of one listing: `stop(page, entries)` is true once `page` pages were read or
+   * `entries` collected, and logs that the listing was truncated.
+   */
+  #listCap(what: string): { maxEntries: number; stop(page: number, entries: number): boolean } {
+    const maxPages = this.options.maxListPages ?? MAX_LIST_PAGES;
+    const maxEntries = this.options.maxListEntries ?? MAX_LIST_ENTRIES;
+    return {
+      maxEntries,
+      stop: (page, entries) => {
+        if (page < maxPages && entries < maxEntries) return false;
+        this.http.log(
+          `${what}: listing truncated after ${page} pages and ${
+            Math.min(entries, maxEntries)
+          } entries (the registry offers more pages; limits ${maxPages} pages, ${maxEntries} entries)`,
+        );
+        return true;
+      },
+    };
   }
 
   async listOwners(host: string, options: ListOptions = {}): Promise<string[]> {
@@ -187,7 +217,9 @@ export class DockerV2Driver implements Driver {
     let url = `${this.origin(repo.host)}/v2/${repo.repository}/tags/list${n ? `?n=${n}` : ""}`;
     const out: string[] = [];
     const seen = new Set<string>([url]);
-    for (let page = 0; page < MAX_PAGES; page++) {
+    const cap = this.#listCap(what);
+    for (let page = 0;; page++) {
+      if (cap.stop(page, out.length)) break;
       const { items, next } = await this.call(
         repo.host,
         [repositoryScope(repo.repository, "pull")],
@@ -207,7 +239,7 @@ export class DockerV2Driver implements Driver {
       seen.add(next);
       url = next;
     }
-    return [...new Set(out)].sort();
+    return [...new Set(out.slice(0, cap.maxEntries))].sort();
   }
 
   // ---- manifests ----

@@ -50,13 +50,13 @@ export * from "./capabilities.ts";
 export interface DriverOptions extends HttpOptions, AuthOptions {
   /** Directory of the `local` pseudo-registry; default `$CRFS_LOCAL_DIR` or `~/.local/share/crfs/local`. */
   localDir?: string;
-  /** Base URL for all gcr.io-like hosts (an emulator); default `$CRFS_GCR_URL`, else the host itself. */
+  /** Base URL for all gcr.io-like hosts (an emulator, set only by tests); default the host itself. */
   gcrUrl?: string;
   /** Default GCR project (owner); default from `$GOOGLE_CLOUD_PROJECT` or the GCE metadata server. */
   gcrProject?: string;
-  /** Base URL for all icr.io hosts (an emulator); default `$CRFS_ICR_URL`, else the host itself. */
+  /** Base URL for all icr.io hosts (an emulator, set only by tests); default the host itself. */
   icrUrl?: string;
-  /** IBM Cloud IAM token endpoint; default `$CRFS_IBM_IAM_URL` or https://iam.cloud.ibm.com/identity/token. */
+  /** IBM Cloud IAM token endpoint (an emulator, set only by tests); default https://iam.cloud.ibm.com/identity/token. */
   iamUrl?: string;
   /** IBM Cloud API key; default from the docker config (`iamapikey`) or `$IBMCLOUD_API_KEY`. */
   icrApiKey?: string;
@@ -64,6 +64,17 @@ export interface DriverOptions extends HttpOptions, AuthOptions {
   icrAccount?: string;
   /** `_catalog` page size (`n`); default 1000. */
   catalogPageSize?: number;
+  /**
+   * Wraps the driver chosen for a host (`forHost`): registries.conf's mirrors and locations
+   * come in this way (`registriesConfWrapper` in mirrored_driver.ts). `directDriver` gives the
+   * unwrapped driver of any host.
+   */
+  wrapDriver?: (
+    host: string,
+    driver: Driver,
+    directDriver: (host: string) => Driver,
+    log: (line: string) => void,
+  ) => Driver;
 }
 
 /** What a driver (built-in or user) is built with: options and the shared HTTP/auth machinery. */
@@ -106,6 +117,7 @@ export class DriverRegistry {
   readonly #own: Driver[] = [];
   readonly #builtin: Driver[];
   readonly #fallback: Driver;
+  readonly #wrapped = new Map<string, { inner: Driver; driver: Driver }>();
   /** The context built-in drivers share; handed to loaded factories. */
   readonly context: DriverContext;
 
@@ -125,8 +137,29 @@ export class DriverRegistry {
     return [...this.#own, ...globalDrivers, ...this.#builtin, this.#fallback];
   }
 
-  /** The driver for `host`. */
+  /**
+   * The driver for `host`, wrapped by the `wrapDriver` option when given (registries.conf's
+   * mirrors and locations, see mirrored_driver.ts).
+   */
   forHost(host: string): Driver {
+    const d = this.directDriver(host);
+    const wrap = this.context.options.wrapDriver;
+    if (!wrap) return d;
+    const key = host.toLowerCase();
+    let m = this.#wrapped.get(key);
+    if (!m || m.inner !== d) {
+      m = {
+        inner: d,
+        driver: wrap(host, d, (h) => this.directDriver(h), (l) => this.context.http.log(l)),
+      };
+      this.#wrapped.set(key, m);
+      while (this.#wrapped.size > 1024) this.#wrapped.delete(this.#wrapped.keys().next().value!);
+    }
+    return m.driver;
+  }
+
+  /** The driver serving `host` itself, without registries.conf. */
+  directDriver(host: string): Driver {
     const h = host.toLowerCase();
     for (const d of [...this.#own, ...globalDrivers, ...this.#builtin]) if (d.matches(h)) return d;
     return this.#fallback;

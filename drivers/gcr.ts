@@ -12,8 +12,9 @@
  * use) or `/sys/class/dmi/id/product_name` naming Google; the metadata request itself has a
  * one-second timeout.
  *
- * The base URL of every GCR-like host can be replaced (option `gcrUrl`, `$CRFS_GCR_URL`) to talk
- * to an emulator.
+ * The base URL of every GCR-like host can be replaced to talk to an emulator, only through the
+ * explicit constructor option `gcrUrl` that tests set (tests/emulators/); no environment variable
+ * redirects a user's traffic.
  *
  * @module
  */
@@ -27,7 +28,7 @@ import { env } from "./env.ts";
 
 /** Options of {@link GcrDriver}. */
 export interface GcrOptions extends DockerV2Options {
-  /** Base URL for all GCR-like hosts (an emulator); default `$CRFS_GCR_URL`. */
+  /** Base URL for all GCR-like hosts (an emulator, tests only); default each host itself. */
   gcrUrl?: string;
   /** The default project; see the module documentation. */
   gcrProject?: string;
@@ -88,7 +89,7 @@ export class GcrDriver extends DockerV2Driver {
 
   constructor(ctx: Pick<DriverContext, "http" | "auth">, options: GcrOptions = {}) {
     super(ctx, options);
-    this.gcr = { ...options, gcrUrl: options.gcrUrl ?? env("CRFS_GCR_URL") };
+    this.gcr = { ...options };
   }
 
   override matches(host: string): boolean {

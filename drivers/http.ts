@@ -12,6 +12,7 @@
  */
 import { RegistryError } from "./errors.ts";
 import { concat } from "../format/bytes.ts";
+import { isTlsError, tlsErrorMessage } from "./tls_config.ts";
 
 export { RegistryError } from "./errors.ts";
 
@@ -19,6 +20,12 @@ export { RegistryError } from "./errors.ts";
 export interface HttpOptions {
   /** Hosts (`name` or `name:port`) to talk to over plain http. Loopback hosts always are. */
   insecureRegistries?: readonly string[];
+  /**
+   * Hosts marked `insecure = true` in registries.conf: https first (the `fetch` given skips
+   * certificate checks for them, see tls_config.ts), then plain http when https fails (a TLS
+   * or connection error), as podman does. Redirects and token servers on them may use http.
+   */
+  httpsThenHttpHosts?: readonly string[];
   /**
    * Timeout of one attempt until the response headers arrive, and the longest pause allowed
    * while a body is read. Default 30 s.
@@ -83,7 +90,13 @@ export class RetryableError extends Error {
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const RETRY_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
 const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
-const SENSITIVE_PARAM = /pass|secret|token|key|auth|sig|credential|code/i;
+/**
+ * Query parameters of the registry API whose values are safe to log (pagination, upload
+ * digests, cross-repository mounts, token scopes). Every other value is redacted: signed
+ * storage URLs carry their secrets under names nobody can list in advance (`verify=`,
+ * `X-Amz-Signature=`, `Expires=`, `hmac=`, …).
+ */
+const SAFE_PARAMS = new Set(["n", "last", "digest", "mount", "from", "scope", "service"]);
 
 /** Whether `host` (optionally with port) is a loopback address or `localhost`. */
 export function isLoopbackHost(host: string): boolean {
@@ -99,7 +112,11 @@ export function hostName(host: string): string {
   return (i >= 0 && host.indexOf(":") === i ? host.slice(0, i) : host).toLowerCase();
 }
 
-/** `url` without user info and with credential-like query values replaced by `REDACTED`. */
+/**
+ * `url` without user info and with every query value replaced by `REDACTED`, except the
+ * registry API's own harmless parameters (`n`, `last`, `digest`, `mount`, `from`, `scope`,
+ * `service`).
+ */
 export function redactUrl(url: string | URL): string {
   let u: URL;
   try {
@@ -109,9 +126,12 @@ export function redactUrl(url: string | URL): string {
   }
   u.username = "";
   u.password = "";
-  for (const key of [...u.searchParams.keys()]) {
-    if (SENSITIVE_PARAM.test(key)) u.searchParams.set(key, "REDACTED");
+  if (u.search === "") return u.toString();
+  const out = new URLSearchParams();
+  for (const [key, value] of u.searchParams) {
+    out.append(key, SAFE_PARAMS.has(key.toLowerCase()) ? value : "REDACTED");
   }
+  u.search = out.toString();
   return u.toString();
 }
 
@@ -256,8 +276,13 @@ function defaultCode(status: number): string {
 
 /** The HTTP client; see the module documentation. */
 export class HttpClient {
-  readonly #opts: Required<Omit<HttpOptions, "debug" | "fetch" | "insecureRegistries">>;
+  readonly #opts: Required<
+    Omit<HttpOptions, "debug" | "fetch" | "insecureRegistries" | "httpsThenHttpHosts">
+  >;
   readonly #insecure: Set<string>;
+  readonly #httpsFirst: Set<string>;
+  /** `httpsThenHttpHosts` found to need plain http. */
+  readonly #fellBack = new Set<string>();
   readonly #debug?: (line: string) => void;
   readonly #fetch: typeof fetch;
 
@@ -273,18 +298,33 @@ export class HttpClient {
       userAgent: options.userAgent ?? "crfs/0.1",
     };
     this.#insecure = new Set((options.insecureRegistries ?? []).map((h) => h.toLowerCase()));
+    this.#httpsFirst = new Set((options.httpsThenHttpHosts ?? []).map((h) => h.toLowerCase()));
     this.#debug = options.debug;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   }
 
-  /** Whether `host` is spoken to over plain http (loopback, or listed as insecure). */
+  /**
+   * Whether plain http may be used with `host` (loopback, listed as insecure, or an
+   * https-then-http host).
+   */
   isInsecure(host: string): boolean {
     const h = host.toLowerCase();
-    return isLoopbackHost(h) || this.#insecure.has(h) || this.#insecure.has(hostName(h));
+    return isLoopbackHost(h) || this.#insecure.has(h) || this.#insecure.has(hostName(h)) ||
+      this.#isHttpsFirst(h);
   }
 
-  /** `http://host` or `https://host`, by {@link isInsecure}. */
+  #isHttpsFirst(host: string): boolean {
+    const h = host.toLowerCase();
+    return this.#httpsFirst.has(h) || this.#httpsFirst.has(hostName(h));
+  }
+
+  /**
+   * `http://host` or `https://host`: http for loopback and listed insecure hosts; https for
+   * https-then-http hosts until https failed on them once.
+   */
   baseUrl(host: string): string {
+    const h = host.toLowerCase();
+    if (this.#isHttpsFirst(h)) return `${this.#fellBack.has(h) ? "http" : "https"}://${host}`;
     return `${this.isInsecure(host) ? "http" : "https"}://${host}`;
   }
 
@@ -318,7 +358,11 @@ export class HttpClient {
     consume: ((res: Response) => Promise<T>) | undefined,
   ): Promise<T | Response> {
     const method = (req.method ?? "GET").toUpperCase();
-    const url = new URL(req.url);
+    let url = new URL(req.url);
+    if (url.protocol === "https:" && this.#fellBack.has(url.host.toLowerCase())) {
+      url = httpUrl(url);
+    }
+    let triedHttp = false;
     const what = req.what ?? url.host;
     const replayable = !(req.body instanceof ReadableStream);
     const retryable = replayable && (req.retry ?? IDEMPOTENT.has(method));
@@ -400,6 +444,18 @@ export class HttpClient {
           throw gaveUp(what, deadlineMs, lastError);
         }
         const err = classifyError(e, why === "headers", what, url, headerMs);
+        if (
+          !triedHttp && url.protocol === "https:" && this.#isHttpsFirst(url.host) &&
+          (err.code === "TLS" || err.code === "CONNECTION")
+        ) {
+          // registries.conf insecure = true: https did not work, plain http next (once).
+          triedHttp = true;
+          this.#fellBack.add(url.host.toLowerCase());
+          this.log(`${url.host}: https failed (${err.message}); trying plain http (insecure)`);
+          url = httpUrl(url);
+          cleanup();
+          continue;
+        }
         if (!err.transient || !canRetry) throw err;
         lastError = err;
         const delay = this.#backoff(attempt);
@@ -497,9 +553,12 @@ export class HttpClient {
           reference: what,
         });
       }
-      if (url.protocol === "https:" && next.protocol === "http:" && !this.isInsecure(next.host)) {
+      if (next.protocol === "http:" && !this.isInsecure(next.host)) {
+        // Plain http only to loopback and explicitly insecure hosts, whatever the redirect
+        // came from (a loopback or insecure registry may not send us elsewhere in the clear).
         throw new RegistryError(
-          `${what}: refusing a redirect from https to plain http (${next.host})`,
+          `${what}: refusing a redirect to plain http on ${next.host} (` +
+            `not loopback and not listed as an insecure registry)`,
           {
             code: "BAD_RESPONSE",
             reference: what,
@@ -529,6 +588,13 @@ export class HttpClient {
       url = next;
     }
   }
+}
+
+/** `url` with the http scheme (same host and port). */
+function httpUrl(url: URL): URL {
+  const u = new URL(url);
+  u.protocol = "http:";
+  return u;
 }
 
 function stripWhat(message: string, what: string): string {
@@ -587,14 +653,15 @@ function classifyError(
         reference: what,
       });
     }
-    if (/certificate|tls|ssl|handshake|InvalidContentType|corrupt message/i.test(text)) {
-      return new RegistryError(
-        `${what}: TLS failure talking to ${url.host} (${
-          text.replace(/^.*?: /, "").slice(0, 200)
-        }); ` +
-          `if it serves plain http, list it as an insecure registry`,
-        { code: "TLS", reference: what },
-      );
+    if (e instanceof TypeError && e.message.startsWith("TLS: ")) {
+      // Already worded by TlsClients (tls_config.ts): host, cause and what to configure.
+      return new RegistryError(`${what}: ${e.message}`, { code: "TLS", reference: what });
+    }
+    if (isTlsError(e)) {
+      return new RegistryError(`${what}: ${tlsErrorMessage(url.host, e)}`, {
+        code: "TLS",
+        reference: what,
+      });
     }
     return new RegistryError(`${what}: connection to ${url.host} failed (${text.slice(0, 300)})`, {
       code: "CONNECTION",

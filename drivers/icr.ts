@@ -8,8 +8,9 @@
  *
  * The API key comes from the `icrApiKey` option, else the docker config entry of the host when
  * its user is `iamapikey`, else `$IBMCLOUD_API_KEY`. The account comes from `icrAccount` or
- * `$IBMCLOUD_ACCOUNT`. For tests, the base URL of every ICR host (`icrUrl`, `$CRFS_ICR_URL`) and
- * the IAM endpoint (`iamUrl`, `$CRFS_IBM_IAM_URL`) can be replaced by emulators.
+ * `$IBMCLOUD_ACCOUNT`. For tests, the base URL of every ICR host (`icrUrl`) and the IAM endpoint
+ * (`iamUrl`) can be replaced by emulators, only through these explicit constructor options (no
+ * environment variable redirects a user's traffic, credentials and API key).
  *
  * @module
  */
@@ -44,9 +45,9 @@ export const IAM_TOKEN_URL = "https://iam.cloud.ibm.com/identity/token";
 
 /** Options of {@link IcrDriver}. */
 export interface IcrOptions extends DockerV2Options {
-  /** Base URL for all ICR hosts (an emulator); default `$CRFS_ICR_URL`. */
+  /** Base URL for all ICR hosts (an emulator, tests only); default each host itself. */
   icrUrl?: string;
-  /** IAM token endpoint; default `$CRFS_IBM_IAM_URL` or {@link IAM_TOKEN_URL}. */
+  /** IAM token endpoint (an emulator, tests only); default {@link IAM_TOKEN_URL}. */
   iamUrl?: string;
   /** The API key; see the module documentation. */
   icrApiKey?: string;
@@ -105,8 +106,7 @@ export class IcrDriver extends DockerV2Driver {
     super(ctx, options);
     this.icr = {
       ...options,
-      icrUrl: options.icrUrl ?? env("CRFS_ICR_URL"),
-      iamUrl: options.iamUrl ?? env("CRFS_IBM_IAM_URL") ?? IAM_TOKEN_URL,
+      iamUrl: options.iamUrl ?? IAM_TOKEN_URL,
       icrAccount: options.icrAccount ?? env("IBMCLOUD_ACCOUNT"),
     };
     // Registry (v2) logins fall back to the API key as user `iamapikey`.

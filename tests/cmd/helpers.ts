@@ -11,6 +11,7 @@ import nodeAssert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { gunzipSync } from "node:zlib";
 import { randomBytes, sha256 } from "../helpers/images.ts";
+import { denoDir } from "../helpers/deno_dir.ts";
 
 /** Asserts `cond`. */
 export function assert(cond: unknown, message?: string): asserts cond {
@@ -74,6 +75,7 @@ async function runIn(home: string, args: string[], opts: CrfsOptions): Promise<C
       HOME: home,
       DOCKER_CONFIG: `${home}/docker`,
       XDG_CACHE_HOME: `${home}/cache`,
+      DENO_DIR: denoDir(),
       NO_COLOR: "1",
       ...(opts.env ?? {}),
     },

@@ -9,7 +9,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { lookupDockerCredentials, parseWwwAuthenticate } from "../../drivers/auth.ts";
+import { parseWwwAuthenticate } from "../../drivers/auth.ts";
+import { AuthFiles, CredentialsFileError } from "../../drivers/auth_files.ts";
 import { createContext, type DriverOptions } from "../../drivers/driver.ts";
 import { DockerV2Driver } from "../../drivers/docker_v2.ts";
 import { RegistryError } from "../../drivers/errors.ts";
@@ -230,7 +231,7 @@ Deno.test("docker config: auths entries, identity tokens, Docker Hub key", async
     const e = await rejectsWith(
       driver({ dockerConfig: dir }).getManifest(repo, "v1"),
       "UNAUTHORIZED",
-      /docker config/,
+      /token server rejected the credentials from .*crfs-dockercfg-.* \(key 127\.0\.0\.1:/,
     );
     assert.ok(!e.message.includes("stale"));
 
@@ -240,13 +241,20 @@ Deno.test("docker config: auths entries, identity tokens, Docker Hub key", async
         auths: { "https://index.docker.io/v1/": { auth: btoa("hubuser:hubpass") } },
       }),
     );
-    const hub = await lookupDockerCredentials("registry-1.docker.io", { configPath: dir });
+    // The lookup is auth_files.ts's (the docker config read as an auth file).
+    const only = new AuthFiles({ authFile: `${dir}/config.json`, env: () => undefined });
+    const hub = await only.credentialsFor({ host: "registry-1.docker.io", path: "library/x" });
     assert.equal(hub?.username, "hubuser");
     assert.equal(hub?.password, "hubpass");
-    assert.equal(await lookupDockerCredentials("quay.io", { configPath: dir }), undefined);
+    assert.equal(await only.credentialsFor({ host: "quay.io", path: "a/b" }), undefined);
     await Deno.writeTextFile(`${dir}/config.json`, "{not json");
+    await assert.rejects(
+      only.credentialsFor({ host: "quay.io", path: "a/b" }),
+      (e) => e instanceof CredentialsFileError && /not valid JSON/.test(e.message),
+    );
+    // Through the authenticator, a broken file is a CREDENTIALS error.
     await rejectsWith(
-      lookupDockerCredentials("quay.io", { configPath: dir }),
+      driver({ dockerConfig: dir }).getManifest(repo, "v1"),
       "CREDENTIALS",
       /not valid JSON/,
     );

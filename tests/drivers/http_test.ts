@@ -35,7 +35,22 @@ Deno.test("plain http only for loopback and listed insecure registries", () => {
 Deno.test("redaction of URLs and text", () => {
   assert.equal(
     redactUrl("https://u:p@h.io/x?a=1&X-Amz-Signature=zz&token=t"),
-    "https://h.io/x?a=1&X-Amz-Signature=REDACTED&token=REDACTED",
+    "https://h.io/x?a=REDACTED&X-Amz-Signature=REDACTED&token=REDACTED",
+  );
+  // Every value of a signed URL goes, whatever its name; the registry API's own stay.
+  const signed = redactUrl(
+    "https://blobs.example/sha256:ab?verify=1700000000-Zm9vYmFy&Expires=99&hmac=deadbeef&X-Goog-Date=20260101",
+  );
+  for (const secret of ["Zm9vYmFy", "99", "deadbeef", "20260101"]) {
+    assert.ok(!signed.includes(secret), signed);
+  }
+  assert.match(signed, /verify=REDACTED&Expires=REDACTED&hmac=REDACTED&X-Goog-Date=REDACTED$/);
+  assert.equal(
+    redactUrl("http://127.0.0.1:5000/v2/_catalog?n=100&last=team%2Fapp"),
+    "http://127.0.0.1:5000/v2/_catalog?n=100&last=team%2Fapp",
+  );
+  assert.ok(
+    !redactText("redirect 307 -> https://s3.example/b?verify=sekrit-value&n=1").includes("sekrit"),
   );
   const t = redactText(
     "GET https://h.io/t?access_token=abc failed; Authorization: Bearer eyJhbGciOi.x.y and Basic dXNlcjpwdw==",
@@ -176,8 +191,9 @@ Deno.test("https: certificates are checked (a self-signed server is refused with
     await assert.rejects(
       http.requestWith({ url: `https://127.0.0.1:${port}/v2/`, what: "tls.test" }, (r) => r.text()),
       (e: RegistryError) =>
-        e.code === "TLS" && /tls\.test: TLS failure/.test(e.message) &&
-        /insecure registry/.test(e.message),
+        // Worded by tlsErrorMessage: the host, and what to configure (certs.d, --tls-verify).
+        e.code === "TLS" && /^tls\.test: TLS: .*127\.0\.0\.1:\d+/.test(e.message) &&
+        /certs\.d/.test(e.message) && /--tls-verify=false/.test(e.message),
     );
   } finally {
     await server.shutdown();

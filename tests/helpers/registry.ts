@@ -40,6 +40,8 @@ export interface StartRegistryOptions {
   tokenExpiresIn?: number;
   /** Token auth: which response field carries the token. */
   tokenField?: "token" | "access_token" | "both";
+  /** Token auth: seconds the JWT is valid, when different from `tokenExpiresIn`. */
+  tokenJwtLifetime?: number;
   /** Extra top-level YAML appended to the registry config. */
   extraConfig?: string;
 }
@@ -141,6 +143,7 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
         refreshTokens: options.refreshTokens,
         expiresIn: options.tokenExpiresIn,
         tokenField: options.tokenField,
+        jwtLifetime: options.tokenJwtLifetime,
       });
       await Deno.writeTextFile(`${dir}/token-cert.pem`, tokenServer.certPem);
       authConfig =

@@ -29,6 +29,11 @@ export interface TokenServerOptions {
   expiresIn?: number;
   /** Which field carries the token; default both `token` and `access_token`. */
   tokenField?: "token" | "access_token" | "both";
+  /**
+   * Seconds the JWT itself is valid (its `exp`), when it should differ from `expires_in`: a
+   * token that the registry rejects before the client expects it to expire.
+   */
+  jwtLifetime?: number;
 }
 
 /** One request to the token server. */
@@ -265,7 +270,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
       iss: options.issuer,
       sub: user ?? "",
       aud: options.service,
-      exp: now + (expiresIn || 60),
+      exp: now + (options.jwtLifetime ?? (expiresIn || 60)),
       nbf: now - 10,
       iat: now,
       jti: crypto.randomUUID(),

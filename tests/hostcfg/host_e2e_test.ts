@@ -1,10 +1,13 @@
 /**
- * The host's configuration end to end, with today's drivers: docker-registry serving TLS (a CA
+ * The host's configuration end to end. First with the drivers alone: docker-registry serving TLS (a CA
  * made with openssl, a name in /etc/hosts) behind htpasswd; `podman login HOST/team` verifying
  * the registry through a certs.d directory and writing its primary auth file; then crfs's
  * DockerV2Driver, given `TlsClients.fetch` and `AuthFiles` credentials, pulls the manifest and a
  * layer with exactly those files. Without the certs.d directory the error names the host and
- * what to configure; another namespace gets no credentials.
+ * what to configure; another namespace gets no credentials. Then as a user runs it: `crfs mount`
+ * (a subprocess) with `--certs-dir`, the podman login in `$XDG_RUNTIME_DIR` and a registries.conf
+ * mirror standing in for a registry that is down reads a private eStargz image lazily, another
+ * namespace is refused, and `--metrics-address` serves the requests and FUSE operations.
  */
 import assert from "node:assert/strict";
 import { AuthFiles } from "../../drivers/auth_files.ts";
@@ -14,6 +17,10 @@ import { DockerV2Driver } from "../../drivers/docker_v2.ts";
 import { RegistryError } from "../../drivers/errors.ts";
 import { buildImage, imageBlobs, sha256, skopeoCopy, writeOciLayout } from "../helpers/images.ts";
 import { addHostsLine, makePki, removeHostsLine, run, startTlsRegistry } from "./tls_helpers.ts";
+import { defaultDrivers } from "../../drivers/mod.ts";
+import { pushEStargzLayers } from "../../convert/push.ts";
+import { freePort } from "../helpers/registry.ts";
+import { type MountProcess, startMount, tarTree, toEStargz } from "../mount/helpers.ts";
 
 Deno.test("host config: podman login over TLS with certs.d, then crfs pulls with the same files", async () => {
   const dir = await Deno.makeTempDir({ prefix: "crfs-hoste2e-" });
@@ -102,6 +109,144 @@ Deno.test("host config: podman login over TLS with certs.d, then crfs pulls with
     assert.ok(e2 instanceof RegistryError && e2.code === "UNAUTHORIZED", String(e2));
   } finally {
     for (const c of clients) c.close();
+    await reg.stop();
+    await removeHostsLine(hostsLine);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("host config end to end: crfs mount reads a private eStargz image with podman's login, through a mirror while the original is down", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "crfs-hoste2e-mount-" });
+  const name = `crfs-e2e-${crypto.randomUUID().slice(0, 8)}.test`;
+  const hostsLine = `127.0.0.1 ${name} # crfs host e2e mount test`;
+  await makePki(dir, name);
+  await run("htpasswd", ["-Bbc", `${dir}/htpasswd`, "alice", "alice-tls-pw"], dir);
+  await addHostsLine(hostsLine);
+  const reg = await startTlsRegistry(dir, "reg", undefined, `${dir}/htpasswd`);
+  const tls = new TlsClients({ certsDirs: [`${dir}/certs.d`], systemCaFile: null });
+  const saved = {
+    XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR"),
+    CONTAINERS_REGISTRIES_CONF: Deno.env.get("CONTAINERS_REGISTRIES_CONF"),
+  };
+  let mount: MountProcess | undefined;
+  try {
+    const host = `${name}:${reg.port}`;
+    const certsd = `${dir}/certs.d`;
+    await Deno.mkdir(`${certsd}/${host}`, { recursive: true });
+    await Deno.copyFile(`${dir}/ca.crt`, `${certsd}/${host}/ca.crt`);
+
+    // A private eStargz image in team/, pushed over TLS with alice's password.
+    const content = "lazily read over tls\n".repeat(1000);
+    await Deno.mkdir(`${dir}/tree/etc`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/tree/etc/hello`, content);
+    await Deno.writeFile(`${dir}/tree/big.bin`, crypto.getRandomValues(new Uint8Array(60_000)));
+    await tarTree(`${dir}/tree`, `${dir}/layer.tar`);
+    const layer = await toEStargz(`${dir}/layer.tar`);
+    const pusher = defaultDrivers({
+      fetch: tls.fetch,
+      authFiles: false,
+      explicitCredentials: [{
+        hosts: [host],
+        username: "alice",
+        password: "alice-tls-pw",
+        source: "test",
+      }],
+    });
+    await pushEStargzLayers(
+      pusher.forHost(host),
+      { host, repository: "team/app" },
+      "esgz",
+      [{ blobPath: layer.blob, result: layer }],
+      { config: { Cmd: ["/bin/sh"] } },
+    );
+
+    // podman login HOST/team: the primary auth file under XDG_RUNTIME_DIR.
+    await Deno.mkdir(`${dir}/run`);
+    const login = new Deno.Command("podman", {
+      args: [
+        "--root",
+        `${dir}/root`,
+        "--runroot",
+        `${dir}/runroot`,
+        "--storage-driver",
+        "vfs",
+        "login",
+        "--cert-dir",
+        `${certsd}/${host}`,
+        "--username",
+        "alice",
+        "--password-stdin",
+        `${host}/team`,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { HOME: `${dir}/home`, XDG_RUNTIME_DIR: `${dir}/run` },
+    }).spawn();
+    const w = login.stdin.getWriter();
+    await w.write(new TextEncoder().encode("alice-tls-pw\n"));
+    await w.close();
+    const out = await login.output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+
+    // registries.conf: the original "down.HOST" (nothing listens there) is mirrored by HOST.
+    const down = `127.0.0.1:${freePort()}`;
+    await Deno.writeTextFile(
+      `${dir}/registries.conf`,
+      `[[registry]]\nprefix = "${down}/team"\nlocation = "${down}/team"\n` +
+        `[[registry.mirror]]\nlocation = "${host}/team"\n`,
+    );
+    Deno.env.set("XDG_RUNTIME_DIR", `${dir}/run`);
+    Deno.env.set("CONTAINERS_REGISTRIES_CONF", `${dir}/registries.conf`);
+    const mnt = `${dir}/mnt`;
+    const metricsPort = freePort();
+    mount = await startMount(mnt, [
+      "--certs-dir",
+      certsd,
+      "--host",
+      host,
+      "--no-background-fetch",
+      "--metrics-address",
+      `127.0.0.1:${metricsPort}`,
+    ]);
+
+    const direct = `${mnt}/images/${host}/team/app/esgz`;
+    assert.equal(await Deno.readTextFile(`${direct}/etc/hello`), content);
+    // Lazily: the file's bytes, not the layer's (the random big.bin stays in the registry).
+    const status = JSON.parse(await Deno.readTextFile(`${mnt}/crfs-status.json`)) as {
+      layers: { digest: string; bytesFetched: number }[];
+    };
+    const served = status.layers.find((l) => l.digest === layer.blobDigest);
+    assert.ok(served && served.bytesFetched > 0, JSON.stringify(status));
+    assert.ok(served.bytesFetched < layer.blobSize - 50_000, JSON.stringify(served));
+    // Through the mirror: the original is down, the same bytes come from HOST.
+    const viaMirror = await Deno.readTextFile(`${mnt}/images/${down}/team/app/esgz/etc/hello`)
+      .catch((e) => `${e}\n${mount?.stderr()}`);
+    assert.equal(viaMirror, content);
+    // The login was for team/: other/ gets nothing (the registry refuses it).
+    const other = await Deno.readTextFile(`${mnt}/images/${host}/other/app/esgz/etc/hello`).then(
+      (t) => `read ${t.length} bytes\n${mount?.stderr()}`,
+      (e) => e,
+    );
+    assert.ok(other instanceof Error, String(other));
+    assert.ok(!mount.stderr().includes("alice-tls-pw"), "no password in the log");
+    // The metrics endpoint counts the registry requests and the FUSE operations served.
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(
+      metrics,
+      new RegExp(
+        `crfs_registry_requests_total\\{host="${name}:\\d+",kind="blob",status="206"\\} [1-9]`,
+      ),
+    );
+    assert.match(metrics, /crfs_fuse_operations_total\{op="read"\} [1-9]/);
+    assert.match(metrics, /crfs_fuse_errors_total\{op="[a-z]+",errno="E[A-Z]+"\} [1-9]/);
+  } finally {
+    await mount?.stop();
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) Deno.env.delete(k);
+      else Deno.env.set(k, v);
+    }
+    tls.close();
     await reg.stop();
     await removeHostsLine(hostsLine);
     await Deno.remove(dir, { recursive: true });

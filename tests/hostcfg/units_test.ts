@@ -6,6 +6,7 @@
  * leaves a stale mount, starting again (what Restart=on-failure does) clears it and serves.
  */
 import assert from "node:assert/strict";
+import { denoDir } from "../helpers/deno_dir.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const UNITS = `${ROOT}units`;
@@ -97,7 +98,7 @@ function runUnit(
   assert.ok(!argv.some((a) => a.startsWith("/var/") || a.includes("%")), argv.join(" "));
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
-    env: { ...unit.env, HOME: swap.HOME },
+    env: { ...unit.env, HOME: swap.HOME, DENO_DIR: denoDir() },
     stdin: "null",
     stdout: "null",
     stderr: "piped",

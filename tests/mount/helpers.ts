@@ -17,6 +17,7 @@ import { defaultDrivers } from "../../drivers/mod.ts";
 import { pushEStargzLayers } from "../../convert/push.ts";
 import { writeEStargz } from "../../format/writer.ts";
 import { readMountinfo } from "../../fs/fuse/mount.ts";
+import { denoDir } from "../helpers/deno_dir.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -599,7 +600,7 @@ export async function startMount(
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-    env: { HOME: home, DOCKER_CONFIG: `${home}/docker`, NO_COLOR: "1" },
+    env: { HOME: home, DOCKER_CONFIG: `${home}/docker`, NO_COLOR: "1", DENO_DIR: denoDir() },
   }).spawn();
   let err = "";
   const pump = (async () => {

@@ -9,6 +9,7 @@
  */
 import { readMountinfo } from "../../fs/fuse/mount.ts";
 import type { Spec } from "../cmd/helpers.ts";
+import { denoDir } from "../helpers/deno_dir.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -253,7 +254,7 @@ export async function startCrfs(args: string[], mountpoints: string[]): Promise<
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-    env: { HOME: home, DOCKER_CONFIG: `${home}/docker`, NO_COLOR: "1" },
+    env: { HOME: home, DOCKER_CONFIG: `${home}/docker`, NO_COLOR: "1", DENO_DIR: denoDir() },
   }).spawn();
   let err = "";
   const pump = (async () => {
