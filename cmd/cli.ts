@@ -138,6 +138,11 @@ export interface CommandSpec {
   takes: string;
   /** Whether the positional arguments are ones it takes. */
   argsOk(positionals: string[]): boolean;
+  /** Completes the parsed flags and arguments before they are checked (e.g. from a config file). */
+  prepare?(
+    values: FlagValues,
+    positionals: string[],
+  ): Promise<{ values: FlagValues; positionals: string[] }>;
   /** Runs it with its parsed flags and checked arguments; resolves to the exit code. */
   run(values: FlagValues, positionals: string[]): Promise<number>;
 }
@@ -165,7 +170,10 @@ export function defineCommand(spec: CommandSpec): Command {
     summary: spec.summary,
     help: spec.help,
     async run(args) {
-      const { values, positionals } = parseFlags(args, spec.flags);
+      const parsed = parseFlags(args, spec.flags);
+      const { values, positionals } = spec.prepare
+        ? await spec.prepare(parsed.values, parsed.positionals)
+        : parsed;
       requireArgs(spec.name, spec.argsOk(positionals), spec.takes);
       return await spec.run(values, positionals);
     },

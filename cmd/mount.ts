@@ -5,14 +5,18 @@
  * @module
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
-import { ConfigFileError, loadConfigFile, mergeConfig } from "../fs/config_file.ts";
-import { type MetricsServer, serveMetrics } from "../fs/metrics.ts";
 import { instrumentFuseOps } from "../fs/metrics_hooks.ts";
 import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { defaultMountpoint } from "../fs/fuse/unprivileged.ts";
 import { rootNode } from "../fs/registry_tree.ts";
-import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
-import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
+import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
+import {
+  REGISTRY_HELP,
+  registryFlags,
+  serveMetricsFlag,
+  setupRegistry,
+  withConfigFile,
+} from "./registry_options.ts";
 import { mountLayerStore } from "./store.ts";
 
 const HELP = `Usage: crfs mount [options] [MOUNTPOINT]
@@ -47,26 +51,28 @@ The root also holds crfs-status.json: bytes and requests fetched per layer, cach
 
 ${REGISTRY_HELP}`;
 
-export const mountCommand: Command = {
+/** The flags of the command, besides `--help`. */
+const FLAGS: Options = {
+  host: { type: "string", multiple: true },
+  "metrics-address": { type: "string" },
+  config: { type: "string" },
+  "allow-other": { type: "boolean" },
+  "read-ahead": { type: "string" },
+  record: { type: "string" },
+  "entry-ttl": { type: "string" },
+  "layer-store": { type: "string" },
+  ...registryFlags,
+};
+
+export const mountCommand: Command = defineCommand({
   name: "mount",
   summary: "mount images from registries as a read-only filesystem",
   help: HELP,
-  async run(args) {
-    const parsed = parseFlags(args, {
-      host: { type: "string", multiple: true },
-      "metrics-address": { type: "string" },
-      config: { type: "string" },
-      "allow-other": { type: "boolean" },
-      "read-ahead": { type: "string" },
-      record: { type: "string" },
-      "entry-ttl": { type: "string" },
-      "layer-store": { type: "string" },
-      ...registryFlags,
-    });
-    const { values, positionals } = await withConfigFile("mount", parsed);
-    if (positionals.length > 1) {
-      throw new UsageError("mount takes one mount point; see 'crfs mount --help'");
-    }
+  flags: FLAGS,
+  takes: "one mount point",
+  argsOk: (p) => p.length <= 1,
+  prepare: (values, positionals) => withConfigFile("mount", { values, positionals }),
+  async run(values, positionals) {
     const mountpoint = positionals[0] ?? defaultMountpoint();
     if (mountpoint === undefined) {
       throw new UsageError("no $XDG_RUNTIME_DIR for the default mount point: give a MOUNTPOINT");
@@ -131,19 +137,7 @@ export const mountCommand: Command = {
       }
       console.error(`crfs: layer store at ${mounts[1].mountpoint}`);
     }
-    let metricsServer: MetricsServer | undefined;
-    if (values["metrics-address"]) {
-      try {
-        metricsServer = await serveMetrics(
-          values["metrics-address"] as string,
-          setup.metrics.registry,
-        );
-      } catch (e) {
-        for (const x of mounts) await x.unmount();
-        throw new UserError((e as Error).message);
-      }
-      console.error(`crfs: metrics at ${metricsServer.url}`);
-    }
+    const metricsServer = await serveMetricsFlag(values, setup, mounts);
     installSignalUnmount(mounts, { exit: false });
     console.error(`crfs: mounted at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount)`);
     await Promise.all(mounts.map((x) => x.closed));
@@ -155,27 +149,4 @@ export const mountCommand: Command = {
     console.error(`crfs: unmounted ${m.mountpoint}`);
     return 0;
   },
-};
-
-/**
- * The daemon's flags laid over its config file (`--config FILE`, else the default file when it
- * exists): flags given on the command line win.
- */
-export async function withConfigFile(
-  command: "mount" | "store",
-  parsed: {
-    values: Record<string, string | boolean | string[] | undefined>;
-    positionals: string[];
-  },
-): Promise<
-  { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }
-> {
-  const path = parsed.values.config as string | undefined;
-  try {
-    const conf = await loadConfigFile(command, { path, required: path !== undefined });
-    return mergeConfig(conf, parsed.values, parsed.positionals);
-  } catch (e) {
-    if (e instanceof ConfigFileError) throw new UserError(e.message);
-    throw e;
-  }
-}
+});

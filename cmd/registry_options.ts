@@ -31,7 +31,8 @@ import {
 } from "../drivers/registries_conf.ts";
 import { defaultCertsDirs, TlsClients } from "../drivers/tls_config.ts";
 import { registriesConfWrapper } from "../drivers/mirrored_driver.ts";
-import { type CrfsMetrics, crfsMetrics } from "../fs/metrics.ts";
+import { ConfigFileError, loadConfigFile, mergeConfig } from "../fs/config_file.ts";
+import { type CrfsMetrics, crfsMetrics, type MetricsServer, serveMetrics } from "../fs/metrics.ts";
 import { instrumentFetch } from "../fs/metrics_hooks.ts";
 import { ImageStore } from "../fs/image_store.ts";
 import { defaultCacheDir, DiskCache } from "../fs/disk_cache.ts";
@@ -386,4 +387,48 @@ export function imageArgCandidates(text: string, conf: RegistriesConfig): string
   }
   const candidates = shortNameCandidates(conf, name).map((c) => c + path);
   return candidates.length > 0 ? candidates : [text];
+}
+
+/**
+ * Serves `/metrics` when `--metrics-address` was given (undefined otherwise). When the address
+ * cannot be served, `mounted` is unmounted first and the failure is a one-line user error.
+ */
+export async function serveMetricsFlag(
+  values: Record<string, unknown>,
+  setup: RegistrySetup,
+  mounted: readonly { unmount(): Promise<void> }[],
+): Promise<MetricsServer | undefined> {
+  const address = values["metrics-address"];
+  if (typeof address !== "string") return undefined;
+  try {
+    const server = await serveMetrics(address, setup.metrics.registry);
+    console.error(`crfs: metrics at ${server.url}`);
+    return server;
+  } catch (e) {
+    for (const m of mounted) await m.unmount();
+    throw new UserError((e as Error).message);
+  }
+}
+
+/**
+ * The daemon's flags laid over its config file (`--config FILE`, else the default file when it
+ * exists): flags given on the command line win.
+ */
+export async function withConfigFile(
+  command: "mount" | "store",
+  parsed: {
+    values: Record<string, string | boolean | string[] | undefined>;
+    positionals: string[];
+  },
+): Promise<
+  { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }
+> {
+  const path = parsed.values.config as string | undefined;
+  try {
+    const conf = await loadConfigFile(command, { path, required: path !== undefined });
+    return mergeConfig(conf, parsed.values, parsed.positionals);
+  } catch (e) {
+    if (e instanceof ConfigFileError) throw new UserError(e.message);
+    throw e;
+  }
 }

@@ -7,18 +7,18 @@
  * @module
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
-import { type MetricsServer, serveMetrics } from "../fs/metrics.ts";
 import { instrumentFuseOps } from "../fs/metrics_hooks.ts";
-import { withConfigFile } from "./mount.ts";
 import { type FuseMount, installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { rootlessIdMaps, userNamespaceView } from "../fs/fuse/userns_view.ts";
 import { layerStoreRoot } from "../fs/layer_store.ts";
-import { type Command, parseFlags, UsageError, UserError } from "./cli.ts";
+import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
 import {
   REGISTRY_HELP,
   registryFlags,
   type RegistrySetup,
+  serveMetricsFlag,
   setupRegistry,
+  withConfigFile,
 } from "./registry_options.ts";
 
 const HELP = `Usage: crfs store [options] DIR
@@ -84,22 +84,24 @@ export async function mountLayerStore(
   }
 }
 
-export const storeCommand: Command = {
+/** The flags of the command, besides `--help`. */
+const FLAGS: Options = {
+  "allow-other": { type: "boolean" },
+  "read-ahead": { type: "string" },
+  "metrics-address": { type: "string" },
+  config: { type: "string" },
+  ...registryFlags,
+};
+
+export const storeCommand: Command = defineCommand({
   name: "store",
   summary: "serve an additional layer store: podman/CRI-O run eStargz images lazily",
   help: HELP,
-  async run(args) {
-    const parsed = parseFlags(args, {
-      "allow-other": { type: "boolean" },
-      "read-ahead": { type: "string" },
-      "metrics-address": { type: "string" },
-      config: { type: "string" },
-      ...registryFlags,
-    });
-    const { values, positionals } = await withConfigFile("store", parsed);
-    if (positionals.length !== 1) {
-      throw new UsageError("store takes one directory; see 'crfs store --help'");
-    }
+  flags: FLAGS,
+  takes: "one directory",
+  argsOk: (p) => p.length === 1,
+  prepare: (values, positionals) => withConfigFile("store", { values, positionals }),
+  async run(values, positionals) {
     const readAheadKb = values["read-ahead"] === undefined ? 1024 : Number(values["read-ahead"]);
     if (!Number.isInteger(readAheadKb) || readAheadKb < 0) {
       throw new UsageError("--read-ahead takes a number of KiB");
@@ -109,19 +111,7 @@ export const storeCommand: Command = {
       allowOther: values["allow-other"] === true,
       readAheadKb,
     });
-    let metricsServer: MetricsServer | undefined;
-    if (values["metrics-address"]) {
-      try {
-        metricsServer = await serveMetrics(
-          values["metrics-address"] as string,
-          setup.metrics.registry,
-        );
-      } catch (e) {
-        await m.unmount();
-        throw new UserError((e as Error).message);
-      }
-      console.error(`crfs: metrics at ${metricsServer.url}`);
-    }
+    const metricsServer = await serveMetricsFlag(values, setup, [m]);
     installSignalUnmount(m, { exit: false });
     console.error(
       `crfs: layer store at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount); use it with\n` +
@@ -135,4 +125,4 @@ export const storeCommand: Command = {
     console.error(`crfs: unmounted ${m.mountpoint}`);
     return 0;
   },
-};
+});
