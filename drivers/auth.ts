@@ -578,7 +578,7 @@ export class Authenticator {
     // round trip fewer when none are needed). With credentials, or a body that cannot be sent
     // twice, the ping comes first so that the first request carries them.
     const anonymous = replayable &&
-      !(await this.credentialsFor(target.host).catch(() => undefined));
+      !(await this.credentialsFor(target.host, scopeRepository(scopes)).catch(() => undefined));
     const ping = anonymous ? this.#pings.get(target.host) : this.ping(target, req.signal);
     await ping?.catch((e) => {
       throw renamed(e, target.host, what);
