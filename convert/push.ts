@@ -11,7 +11,11 @@ import { createHash } from "node:crypto";
 import { type Driver, pusher } from "../drivers/driver.ts";
 import { MediaType } from "../drivers/manifest.ts";
 import type { RepositoryName } from "../drivers/reference.ts";
-import { estargzLayerDescriptor } from "./layer_descriptor.ts";
+import {
+  type ConvertFormat,
+  estargzLayerDescriptor,
+  zstdChunkedLayerDescriptor,
+} from "./layer_descriptor.ts";
 import { writeEStargz, type WriteResult, type WriterOptions } from "../format/writer.ts";
 
 const enc = new TextEncoder();
@@ -27,17 +31,24 @@ export interface PushedImage {
   size: number;
 }
 
-/** A converted layer to push: its blob (a file, opened when uploaded) and what the writer said. */
+/**
+ * A converted layer to push: its blob (a file, opened when uploaded) and what the writer said.
+ * `format` is `estargz` unless given; a zstd:chunked layer's `result` carries the writer's
+ * `annotations`.
+ */
 export interface ConvertedLayer {
   blobPath: string;
-  result: Pick<
-    WriteResult,
-    "blobDigest" | "blobSize" | "diffId" | "tocDigest" | "uncompressedSize"
-  >;
+  format?: ConvertFormat;
+  result:
+    & Pick<
+      WriteResult,
+      "blobDigest" | "blobSize" | "diffId" | "tocDigest" | "uncompressedSize"
+    >
+    & { annotations?: Record<string, string> };
 }
 
 /**
- * Pushes converted eStargz layers, then the image config (amd64/linux, `config` merged in, diff
+ * Pushes converted eStargz (or zstd:chunked) layers, then the image config (amd64/linux, `config` merged in, diff
  * IDs) and an OCI manifest carrying the TOC digest and uncompressed size annotations, as
  * `repo:tag`. Returns the manifest digest.
  */
@@ -69,13 +80,19 @@ export async function pushEStargzLayers(
       digest: sha256(configBytes),
       size: configBytes.length,
     },
-    layers: rs.map((l) =>
-      estargzLayerDescriptor({
-        digest: l.blobDigest,
-        size: l.blobSize,
-        tocDigest: l.tocDigest,
-        uncompressedSize: l.uncompressedSize,
-      })
+    layers: layers.map(({ format, result: l }) =>
+      format === "zstd:chunked"
+        ? zstdChunkedLayerDescriptor({
+          digest: l.blobDigest,
+          size: l.blobSize,
+          annotations: l.annotations ?? {},
+        })
+        : estargzLayerDescriptor({
+          digest: l.blobDigest,
+          size: l.blobSize,
+          tocDigest: l.tocDigest,
+          uncompressedSize: l.uncompressedSize,
+        })
     ),
   }));
   return await push.putManifest(repo, tag, MediaType.OCI_MANIFEST, manifest);

@@ -9,7 +9,6 @@
  * @module
  */
 import { type ChunkCache, MemoryChunkCache } from "../format/reader.ts";
-import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
 import { type Driver, type DriverRegistry, lister, type TagInfo } from "../drivers/driver.ts";
 import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../drivers/manifest.ts";
 import type { RepositoryName } from "../drivers/reference.ts";
@@ -305,7 +304,7 @@ export class ImageStore {
         desc.size,
       ),
       where: `${repo.host}/${repo.repository}@${desc.digest}`,
-      tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
+      annotations: desc.annotations,
       manifested: !local,
     }, {
       verify: this.#verify,
