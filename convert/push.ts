@@ -17,6 +17,7 @@ import {
   zstdChunkedLayerDescriptor,
 } from "./layer_descriptor.ts";
 import { writeEStargz, type WriteResult, type WriterOptions } from "../format/writer.ts";
+import { writeZstdChunked, type ZstdChunkedWriteResult } from "../format/zstd_chunked_writer.ts";
 
 const enc = new TextEncoder();
 const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
@@ -25,8 +26,8 @@ const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).diges
 export interface PushedImage {
   /** Digest of the manifest. */
   digest: string;
-  /** The layers as written. */
-  layers: WriteResult[];
+  /** What the writer said of each layer (eStargz or zstd:chunked). */
+  layers: (WriteResult | ZstdChunkedWriteResult)[];
   /** Total size of the layer blobs. */
   size: number;
 }
@@ -99,15 +100,20 @@ export async function pushEStargzLayers(
 }
 
 /**
- * Converts each tar stream to an eStargz layer (through a temporary file) and pushes the image
- * with {@link pushEStargzLayers}.
+ * Converts each tar stream to an eStargz (or zstd:chunked) layer (through a temporary file) and
+ * pushes the image with {@link pushEStargzLayers}.
  */
 export async function pushEStargzImage(
   driver: Driver,
   repo: RepositoryName,
   tag: string,
   tars: ReadableStream<Uint8Array>[],
-  opts: { writer?: WriterOptions; config?: Record<string, unknown> } = {},
+  opts: {
+    writer?: WriterOptions;
+    config?: Record<string, unknown>;
+    /** Write zstd:chunked layers instead (the writer options' chunk size, level, workers). */
+    format?: ConvertFormat;
+  } = {},
 ): Promise<PushedImage> {
   const tmp = await Deno.makeTempDir({ prefix: "crfs-push-" });
   try {
@@ -116,16 +122,25 @@ export async function pushEStargzImage(
       const blobPath = `${tmp}/layer${i}`;
       const out = await Deno.open(blobPath, { write: true, create: true, truncate: true });
       try {
-        const result = await writeEStargz(tar, async (b) => {
+        const sink = async (b: Uint8Array) => {
           for (let o = 0; o < b.length;) o += await out.write(b.subarray(o));
-        }, opts.writer);
-        layers.push({ blobPath, result });
+        };
+        if (opts.format === "zstd:chunked") {
+          const w = opts.writer ?? {};
+          const result = await writeZstdChunked(tar, sink, {
+            chunkSize: w.chunkSize,
+            level: w.level,
+            workers: w.workers,
+            pool: w.pool,
+          });
+          layers.push({ blobPath, format: "zstd:chunked", result });
+        } else layers.push({ blobPath, result: await writeEStargz(tar, sink, opts.writer) });
       } finally {
         out.close();
       }
     }
     const digest = await pushEStargzLayers(driver, repo, tag, layers, opts.config);
-    const results = layers.map((l) => l.result as WriteResult);
+    const results = layers.map((l) => l.result as PushedImage["layers"][number]);
     return { digest, layers: results, size: results.reduce((a, l) => a + l.blobSize, 0) };
   } finally {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
