@@ -298,6 +298,10 @@ async function main(): Promise<void> {
     let uncompressed = 0;
     for (const t of tars) uncompressed += (await Deno.stat(t)).size;
     const cache = `${work}/cache`;
+    if (Deno.env.get("BENCH_FORMATS_ONLY")) {
+      await formatsTable(reg, tars, work, size);
+      return;
+    }
     if (Deno.env.get("BENCH_WORST_ONLY")) {
       await Deno.remove(cache, { recursive: true }).catch(() => {});
       const w = await crfsRun(reg, work, cache, true);
@@ -359,43 +363,51 @@ async function main(): Promise<void> {
     console.log(
       `\ncrfs / full pull, worst case: ${(crfsWorst.totalS / fullWorst.totalS).toFixed(2)}×`,
     );
-    if (Deno.env.get("BENCH_NO_ZSTD")) return;
-
-    // The same image as zstd:chunked, by crfs and by skopeo, read cold beside eStargz.
-    const zSize = await pushImage(reg, tars, "bench/debian-zstd", "zstd:chunked");
-    const peer = await pushSkopeoZstdChunked(reg, tars, work, "bench/debian-skopeo");
-    const lazyRows = [];
-    for (
-      const [name, repo, bytes] of [
-        ["eStargz (crfs)", "bench/debian", size],
-        ["zstd:chunked (crfs)", "bench/debian-zstd", zSize],
-        ["zstd:chunked (skopeo)", "bench/debian-skopeo", peer.size],
-      ] as const
-    ) {
-      await Deno.remove(cache, { recursive: true }).catch(() => {});
-      const m = await crfsRun(reg, work, cache, false, repo);
-      lazyRows.push([
-        name,
-        mb(bytes),
-        m.firstByteS.toFixed(2),
-        m.totalS.toFixed(2),
-        mb(m.bytes),
-        m.requests,
-      ]);
-    }
-    const gzip = await compressedSize("gzip", ["-6", "-c"], tars);
-    const zstd = await compressedSize("zstd", ["-3", "-T0", "-q", "-c"], tars);
-    table(
-      `lazy formats: crfs cold, ${FILES.length} files; image ${mb(gzip)} MB as gzip -6, ${
-        mb(zstd)
-      } MB as zstd -3 (skopeo's zstd:chunked conversion took ${peer.seconds.toFixed(0)} s)`,
-      ["layers", "image MB", "first byte (s)", "total (s)", "MB from registry", "requests"],
-      lazyRows,
-    );
+    if (!Deno.env.get("BENCH_NO_ZSTD")) await formatsTable(reg, tars, work, size);
   } finally {
     await reg.stop();
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * The lazy formats beside each other: the image as zstd:chunked written by crfs and by skopeo,
+ * each read cold by crfs like the eStargz one (pushed as `bench/debian`, `size` bytes).
+ */
+async function formatsTable(reg: TestRegistry, tars: string[], work: string, size: number) {
+  const cache = `${work}/cache`;
+
+  // The same image as zstd:chunked, by crfs and by skopeo, read cold beside eStargz.
+  const zSize = await pushImage(reg, tars, "bench/debian-zstd", "zstd:chunked");
+  const peer = await pushSkopeoZstdChunked(reg, tars, work, "bench/debian-skopeo");
+  const lazyRows = [];
+  for (
+    const [name, repo, bytes] of [
+      ["eStargz (crfs)", "bench/debian", size],
+      ["zstd:chunked (crfs)", "bench/debian-zstd", zSize],
+      ["zstd:chunked (skopeo)", "bench/debian-skopeo", peer.size],
+    ] as const
+  ) {
+    await Deno.remove(cache, { recursive: true }).catch(() => {});
+    const m = await crfsRun(reg, work, cache, false, repo);
+    lazyRows.push([
+      name,
+      mb(bytes),
+      m.firstByteS.toFixed(2),
+      m.totalS.toFixed(2),
+      mb(m.bytes),
+      m.requests,
+    ]);
+  }
+  const gzip = await compressedSize("gzip", ["-6", "-c"], tars);
+  const zstd = await compressedSize("zstd", ["-3", "-T0", "-q", "-c"], tars);
+  table(
+    `lazy formats: crfs cold, ${FILES.length} files; image ${mb(gzip)} MB as gzip -6, ${
+      mb(zstd)
+    } MB as zstd -3 (skopeo's zstd:chunked conversion took ${peer.seconds.toFixed(0)} s)`,
+    ["layers", "image MB", "first byte (s)", "total (s)", "MB from registry", "requests"],
+    lazyRows,
+  );
 }
 
 if (import.meta.main) await main();
