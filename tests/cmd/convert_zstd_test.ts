@@ -202,6 +202,16 @@ Deno.test("convert IN OUT --format zstd:chunked: a layer file, then crfs ls and 
       assertEquals(hex(cat.stdoutBytes), hex(n.bytes!), path);
     }
 
+    // The zstd:chunked file as an image source (a tar+zstd layer) converts back to eStargz.
+    await convert(`${work}/layer0.zst`, `oci:${work}/back:v1`);
+    const back = new Layout(`${work}/back`);
+    const bm = (await back.top("v1")).json;
+    assertEquals(bm.layers.length, 1);
+    assertEquals(bm.layers[0].mediaType, GZIP);
+    const a = await extract(image.layers[0].tar, work);
+    const b = await extract(await back.blob(bm.layers[0].digest), work);
+    assertEquals(await snapshot(b, ESTARGZ_EXTRAS), await snapshot(a));
+
     for (
       const args of [
         ["--format", "zstd"],
