@@ -11,6 +11,8 @@ import { assert, assertEquals, assertMatch, crfs, type CrfsRun } from "./helpers
 const FIXTURES = new URL("../../../shared/fixtures/crfs-legacy", import.meta.url).pathname;
 /** A google/crfs blob: a legacy footer and no chunk digests. */
 const LEGACY = `${FIXTURES}/synthetic-small.crfs.stargz`;
+/** A legacy blob with files of several chunks (no chunk digests; single-chunk files' digests do). */
+const LEGACY_CHUNKED = `${FIXTURES}/synthetic-tree.crfs-64k.stargz`;
 const TAR = `${FIXTURES}/synthetic-small.tar`;
 
 async function ok(args: string[]): Promise<CrfsRun> {
@@ -41,7 +43,8 @@ Deno.test("ls/cat of a local blob: --verify require refuses one without chunk di
       assertEquals((await ok(["cat", `${blob}:/data/hello.txt`])).stdoutBytes, hello, blob);
     }
     // require: the eStargz blob has chunk digests (a file has no manifest to carry a TOC digest
-    // annotation); the legacy blob has none and is refused by ls and cat alike.
+    // annotation); a legacy blob with files of several chunks has none for them and is refused
+    // by ls and cat alike (a one-chunk file's own digest verifies its chunk since zstd:chunked).
     assertEquals(lines(await ok(["ls", "--verify", "require", esgz])).sort(), [
       "data",
       "dev",
@@ -53,8 +56,8 @@ Deno.test("ls/cat of a local blob: --verify require refuses one without chunk di
       hello,
     );
     const noDigests = /the TOC has no chunk digests \(--verify require\)/;
-    await refused(["ls", "--verify", "require", LEGACY], noDigests);
-    await refused(["cat", "--verify", "require", `${LEGACY}:/data/hello.txt`], noDigests);
+    await refused(["ls", "--verify", "require", LEGACY_CHUNKED], noDigests);
+    await refused(["cat", "--verify", "require", `${LEGACY_CHUNKED}:/tree/large.bin`], noDigests);
     await refused(["ls", "--verify", "sometimes", esgz], /--verify is one of/, 2);
   } finally {
     await Deno.remove(work, { recursive: true });
