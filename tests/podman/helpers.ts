@@ -144,7 +144,8 @@ export class Podman {
 
   /** Global flags of every podman command. */
   get flags(): string[] {
-    const f = ["--runtime", "runc"];
+    // Its own libpod state directory (not the global /run/libpod another podman may reset).
+    const f = ["--runtime", "runc", "--tmpdir", `${this.dir}/libpod-tmp`];
     // With --root/--runroot podman 4.3 ignores storage.conf's driver options: the paths are in
     // the storage.conf then.
     if (!this.#opts.storeConf) f.push("--root", `${this.dir}/root`, "--runroot", `${this.dir}/run`);
