@@ -1,6 +1,9 @@
 /**
  * Benchmark: `crfs convert` throughput on a real tarball of at least 200 MB from this machine,
- * beside `gzip -6` and `pigz -6` compressing the same input in the same run.
+ * as eStargz (one member per chunk, and small files packed with `--min-chunk-size 1M`) and as
+ * zstd:chunked, beside `gzip -6`, `pigz -6` and `zstd` compressing the same input and skopeo
+ * writing zstd:chunked of it (the peer tool of that format), in the same run. The output sizes
+ * compare each lazy format with plain gzip and zstd of the same tar.
  *
  * @module
  */
@@ -56,6 +59,58 @@ if (import.meta.main) {
     await best(runs, () => timeCommand(DENO, ["run", "-A", MAIN, "convert", "-q", tar, crfsOut])),
     crfsOut,
   );
+  const packedOut = `${OUT}real.packed.estargz`;
+  await row(
+    "crfs convert --min-chunk-size 1M (eStargz, innerOffset)",
+    await best(runs, () =>
+      timeCommand(DENO, [
+        "run",
+        "-A",
+        MAIN,
+        "convert",
+        "-q",
+        "--min-chunk-size",
+        "1M",
+        tar,
+        packedOut,
+      ])),
+    packedOut,
+  );
+  const zstdChunkedOut = `${OUT}real.zstd-chunked`;
+  await row(
+    `crfs convert --format zstd:chunked (level 10, ${navigator.hardwareConcurrency} workers)`,
+    await best(runs, () =>
+      timeCommand(DENO, [
+        "run",
+        "-A",
+        MAIN,
+        "convert",
+        "-q",
+        "--format",
+        "zstd:chunked",
+        tar,
+        zstdChunkedOut,
+      ])),
+    zstdChunkedOut,
+  );
+  if (await have("skopeo")) {
+    const layout = await tarLayout(tar);
+    const dst = `${OUT}real-skopeo-zstd`;
+    let secs = Infinity;
+    for (let i = 0; i < runs; i++) {
+      await Deno.remove(dst, { recursive: true }).catch(() => {});
+      const s = await timeCommand("skopeo", [
+        "copy",
+        "--quiet",
+        "--dest-compress-format",
+        "zstd:chunked",
+        `oci:${layout}:t`,
+        `oci:${dst}:t`,
+      ]);
+      secs = Math.min(secs, s);
+    }
+    await row("skopeo copy --dest-compress-format zstd:chunked", secs, await onlyLayer(dst));
+  }
   const gz = `${OUT}real.tar.gz`;
   await row(
     "gzip -6 (one thread)",
@@ -70,10 +125,79 @@ if (import.meta.main) {
       pgz,
     );
   }
+  if (await have("zstd")) {
+    for (const level of [3, 10]) {
+      const zst = `${OUT}real.tar.${level}.zst`;
+      await row(
+        `zstd -${level} -T0 (plain zstd, not lazy)`,
+        await best(
+          runs,
+          () => timeCommand("zstd", [`-${level}`, "-T0", "-q", "-c", tar], { stdoutFile: zst }),
+        ),
+        zst,
+      );
+    }
+  }
   table(`convert: ${(size / 1e6).toFixed(0)} MB real tarball (${tar}), best of ${runs}`, [
     "tool",
     "seconds",
     "MB/s",
     "output MB",
   ], rows);
+}
+
+/** An OCI layout `bench/out/real-layout` holding `tar` as the only (uncompressed) layer. */
+async function tarLayout(tar: string): Promise<string> {
+  const dir = `${OUT}real-layout`;
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.mkdir(`${dir}/blobs/sha256`, { recursive: true });
+  const digestOf = async (path: string) =>
+    (await new Deno.Command("sha256sum", { args: [path], stdout: "piped" }).output()).stdout;
+  const hex = new TextDecoder().decode(await digestOf(tar)).split(" ")[0];
+  await Deno.link(tar, `${dir}/blobs/sha256/${hex}`).catch(() =>
+    Deno.copyFile(tar, `${dir}/blobs/sha256/${hex}`)
+  );
+  const layer = { digest: `sha256:${hex}`, size: (await Deno.stat(tar)).size };
+  const put = async (o: unknown) => {
+    const b = new TextEncoder().encode(JSON.stringify(o));
+    const h = Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", b)),
+      (x) => x.toString(16).padStart(2, "0"),
+    ).join("");
+    await Deno.writeFile(`${dir}/blobs/sha256/${h}`, b);
+    return { digest: `sha256:${h}`, size: b.length };
+  };
+  const config = await put({
+    architecture: "amd64",
+    os: "linux",
+    config: {},
+    rootfs: { type: "layers", diff_ids: [layer.digest] },
+  });
+  const manifest = await put({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", ...layer }],
+  });
+  await Deno.writeTextFile(`${dir}/oci-layout`, JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+  await Deno.writeTextFile(
+    `${dir}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        ...manifest,
+        annotations: { "org.opencontainers.image.ref.name": "t" },
+      }],
+    }),
+  );
+  return dir;
+}
+
+/** The path of the only layer blob of the image tagged `t` in the OCI layout `dir`. */
+async function onlyLayer(dir: string): Promise<string> {
+  const blob = (d: string) => `${dir}/blobs/sha256/${d.slice(7)}`;
+  const index = JSON.parse(await Deno.readTextFile(`${dir}/index.json`));
+  const manifest = JSON.parse(await Deno.readTextFile(blob(index.manifests[0].digest)));
+  return blob(manifest.layers[0].digest);
 }

@@ -5,7 +5,10 @@
  *
  * - full pull: `skopeo copy` to an OCI directory, extract every layer, read a few files;
  * - crfs, cold cache: mount, read the same files; again after a remount (warm cache);
- * - worst case: `find` plus reading every file, crfs (cold) against the full pull.
+ * - worst case: `find` plus reading every file, crfs (cold) against the full pull;
+ * - the same image as zstd:chunked, written by crfs and by skopeo (`--dest-compress-format
+ *   zstd:chunked`, the peer tool of that format), read cold by crfs beside eStargz, with the
+ *   image sizes against plain gzip and zstd of the same tars.
  *
  * Time to the first byte of the first file, total time, bytes and requests the registry served
  * (from its own log). Run with `deno task bench lazy`.
@@ -68,11 +71,111 @@ export async function pushImage(
   reg: TestRegistry,
   tars: string[],
   repository = "bench/debian",
+  format: "estargz" | "zstd:chunked" = "estargz",
 ): Promise<number> {
   const streams = [];
   for (const t of tars) streams.push((await Deno.open(t)).readable);
   const driver = defaultDrivers().forHost(reg.host);
-  return (await pushEStargzImage(driver, { host: reg.host, repository }, "v1", streams)).size;
+  return (await pushEStargzImage(driver, { host: reg.host, repository }, "v1", streams, {
+    format,
+  })).size;
+}
+
+/**
+ * Writes the tars as an image with skopeo's zstd:chunked (an OCI layout of the plain tars,
+ * copied with `--dest-compress-format zstd:chunked` to another layout, then to the registry as
+ * REPO:v1); returns the total layer size and skopeo's seconds for the conversion.
+ */
+async function pushSkopeoZstdChunked(
+  reg: TestRegistry,
+  tars: string[],
+  work: string,
+  repository: string,
+): Promise<{ size: number; seconds: number }> {
+  const src = `${work}/plain-layout`;
+  await Deno.mkdir(`${src}/blobs/sha256`, { recursive: true });
+  const enc = new TextEncoder();
+  const hexOf = async (b: Uint8Array) =>
+    Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", b as Uint8Array<ArrayBuffer>)),
+      (x) => x.toString(16).padStart(2, "0"),
+    ).join("");
+  const layers = [];
+  for (const t of tars) {
+    const hex = (await run("sha256sum", [t])).split(" ")[0];
+    await Deno.copyFile(t, `${src}/blobs/sha256/${hex}`);
+    layers.push({
+      mediaType: "application/vnd.oci.image.layer.v1.tar",
+      digest: `sha256:${hex}`,
+      size: (await Deno.stat(t)).size,
+    });
+  }
+  const put = async (o: unknown) => {
+    const b = enc.encode(JSON.stringify(o));
+    const hex = await hexOf(b);
+    await Deno.writeFile(`${src}/blobs/sha256/${hex}`, b);
+    return { digest: `sha256:${hex}`, size: b.length };
+  };
+  const config = await put({
+    architecture: "amd64",
+    os: "linux",
+    config: {},
+    rootfs: { type: "layers", diff_ids: layers.map((l) => l.digest) },
+  });
+  const manifest = await put({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+    layers,
+  });
+  await Deno.writeTextFile(`${src}/oci-layout`, JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+  await Deno.writeTextFile(
+    `${src}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        ...manifest,
+        annotations: { "org.opencontainers.image.ref.name": "v1" },
+      }],
+    }),
+  );
+  const t0 = performance.now();
+  await run("skopeo", [
+    "copy",
+    "--quiet",
+    "--dest-compress-format",
+    "zstd:chunked",
+    `oci:${src}:v1`,
+    `oci:${work}/zstd-layout:v1`,
+  ]);
+  const seconds = (performance.now() - t0) / 1000;
+  await Deno.remove(src, { recursive: true });
+  await run("skopeo", [
+    "copy",
+    "--quiet",
+    "--dest-tls-verify=false",
+    `oci:${work}/zstd-layout:v1`,
+    `docker://${reg.host}/${repository}:v1`,
+  ]);
+  const index = JSON.parse(await Deno.readTextFile(`${work}/zstd-layout/index.json`));
+  const m = JSON.parse(
+    await Deno.readTextFile(
+      `${work}/zstd-layout/blobs/sha256/${index.manifests[0].digest.slice(7)}`,
+    ),
+  );
+  await Deno.remove(`${work}/zstd-layout`, { recursive: true });
+  return { size: m.layers.reduce((n: number, l: { size: number }) => n + l.size, 0), seconds };
+}
+
+/** Bytes of `cmd args < tar` summed over the tars (plain gzip / zstd of the same layers). */
+async function compressedSize(cmd: string, args: string[], tars: string[]): Promise<number> {
+  let n = 0;
+  for (const t of tars) {
+    const out = await run("sh", ["-c", `${cmd} ${args.join(" ")} < "$1" | wc -c`, "sh", t]);
+    n += Number(out.trim());
+  }
+  return n;
 }
 
 interface Measure {
@@ -142,6 +245,7 @@ async function crfsRun(
   work: string,
   cache: string,
   worst: boolean,
+  repository = "bench/debian",
 ): Promise<Measure> {
   reg.clearLog();
   const mnt = `${work}/mnt`;
@@ -163,7 +267,7 @@ async function crfsRun(
         await new Promise((r) => setTimeout(r, 10));
       }
     }
-    const img = `${mnt}/images/${reg.host}/bench/debian/v1`;
+    const img = `${mnt}/images/${reg.host}/${repository}/v1`;
     let first: number;
     let all: number;
     if (worst) {
@@ -194,6 +298,10 @@ async function main(): Promise<void> {
     let uncompressed = 0;
     for (const t of tars) uncompressed += (await Deno.stat(t)).size;
     const cache = `${work}/cache`;
+    if (Deno.env.get("BENCH_FORMATS_ONLY")) {
+      await formatsTable(reg, tars, work, size);
+      return;
+    }
     if (Deno.env.get("BENCH_WORST_ONLY")) {
       await Deno.remove(cache, { recursive: true }).catch(() => {});
       const w = await crfsRun(reg, work, cache, true);
@@ -255,10 +363,51 @@ async function main(): Promise<void> {
     console.log(
       `\ncrfs / full pull, worst case: ${(crfsWorst.totalS / fullWorst.totalS).toFixed(2)}×`,
     );
+    if (!Deno.env.get("BENCH_NO_ZSTD")) await formatsTable(reg, tars, work, size);
   } finally {
     await reg.stop();
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * The lazy formats beside each other: the image as zstd:chunked written by crfs and by skopeo,
+ * each read cold by crfs like the eStargz one (pushed as `bench/debian`, `size` bytes).
+ */
+async function formatsTable(reg: TestRegistry, tars: string[], work: string, size: number) {
+  const cache = `${work}/cache`;
+
+  // The same image as zstd:chunked, by crfs and by skopeo, read cold beside eStargz.
+  const zSize = await pushImage(reg, tars, "bench/debian-zstd", "zstd:chunked");
+  const peer = await pushSkopeoZstdChunked(reg, tars, work, "bench/debian-skopeo");
+  const lazyRows = [];
+  for (
+    const [name, repo, bytes] of [
+      ["eStargz (crfs)", "bench/debian", size],
+      ["zstd:chunked (crfs)", "bench/debian-zstd", zSize],
+      ["zstd:chunked (skopeo)", "bench/debian-skopeo", peer.size],
+    ] as const
+  ) {
+    await Deno.remove(cache, { recursive: true }).catch(() => {});
+    const m = await crfsRun(reg, work, cache, false, repo);
+    lazyRows.push([
+      name,
+      mb(bytes),
+      m.firstByteS.toFixed(2),
+      m.totalS.toFixed(2),
+      mb(m.bytes),
+      m.requests,
+    ]);
+  }
+  const gzip = await compressedSize("gzip", ["-6", "-c"], tars);
+  const zstd = await compressedSize("zstd", ["-3", "-T0", "-q", "-c"], tars);
+  table(
+    `lazy formats: crfs cold, ${FILES.length} files; image ${mb(gzip)} MB as gzip -6, ${
+      mb(zstd)
+    } MB as zstd -3 (skopeo's zstd:chunked conversion took ${peer.seconds.toFixed(0)} s)`,
+    ["layers", "image MB", "first byte (s)", "total (s)", "MB from registry", "requests"],
+    lazyRows,
+  );
 }
 
 if (import.meta.main) await main();

@@ -93,8 +93,8 @@ export const REGISTRY_HELP = `Registry options:
                                 files its eStargz landmark prioritizes; default), all, off
       --no-background-fetch     no prefetch and no read-ahead: fetch only what is read
       --verify POLICY           strict (default): check every digest the data carries; require:
-                                also refuse layers without TOC digest annotations or chunk
-                                digests; none: gzip CRCs only
+                                also refuse layers without TOC digest annotations (zstd:chunked:
+                                manifest checksum) or chunk digests; none: gzip CRCs only
       --debug                   log every registry request (credentials are never shown)
 `;
 

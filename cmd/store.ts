@@ -24,9 +24,9 @@ import {
 const HELP = `Usage: crfs store [options] DIR
 
 Serves an Additional Layer Store for podman, CRI-O and buildah (containers/storage) at DIR until
-interrupted. Pulling an eStargz image then downloads no layer: containers/storage takes each
-layer from DIR, and files are fetched from the registry only when a container reads them.
-Layers that are not eStargz are not in the store: podman pulls those as usual.
+interrupted. Pulling an eStargz or zstd:chunked image then downloads no layer: containers/storage
+takes each layer from DIR, and files are fetched from the registry only when a container reads
+them. Other layers are not in the store: podman pulls those as usual.
 
   DIR/<base64 of the image reference>/<layer digest or TOC digest>/{diff/,info,blob}
 

@@ -17,6 +17,8 @@
  *
  * @module
  */
+import { isZstd } from "../format/zstd.ts";
+import { ZSTD_LAYER_MEDIA_TYPE } from "../format/zstd_chunked.ts";
 import {
   type BlobReader,
   type Driver,
@@ -263,7 +265,7 @@ function fixedSource(
 }
 
 /**
- * A plain tar or tar.gz file as a one-layer image for `platform`: a minimal config (os,
+ * A plain tar, tar.gz or tar.zst file as a one-layer image for `platform`: a minimal config (os,
  * architecture, empty `config`), no history. The layer is digested once up front.
  */
 async function layerFileSource(path: string, platform: Platform): Promise<ImageSource> {
@@ -272,11 +274,13 @@ async function layerFileSource(path: string, platform: Platform): Promise<ImageS
   }
   const d = new Digester("sha256");
   let gz = false;
+  let zst = false;
   let size = 0;
   {
     using file = await Deno.open(path);
     for await (const chunk of file.readable) {
       if (size === 0 && chunk.length >= 2) gz = chunk[0] === 0x1f && chunk[1] === 0x8b;
+      if (size === 0 && chunk.length >= 4) zst = isZstd(chunk);
       d.update(chunk);
       size += chunk.length;
     }
@@ -298,7 +302,7 @@ async function layerFileSource(path: string, platform: Platform): Promise<ImageS
       size: config.length,
     },
     layers: [{
-      mediaType: gz ? MediaType.OCI_LAYER_GZIP : MediaType.OCI_LAYER,
+      mediaType: gz ? MediaType.OCI_LAYER_GZIP : zst ? ZSTD_LAYER_MEDIA_TYPE : MediaType.OCI_LAYER,
       digest: layerDigest,
       size,
     }],

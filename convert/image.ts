@@ -1,13 +1,16 @@
 /**
- * Converting whole images to eStargz (what google/crfs called "stargzify"): every layer of the
- * image SRC is rewritten as an eStargz blob and the image is written to DST with OCI media
- * types. Used by `crfs convert SRC DST`; see {@link convertImage}.
+ * Converting whole images to eStargz (what google/crfs called "stargzify") or zstd:chunked: every
+ * layer of the image SRC (tar, tar+gzip or tar+zstd, zstd:chunked included) is rewritten as an
+ * eStargz (or, with `format: "zstd:chunked"`, a zstd:chunked) blob and the image is written to
+ * DST with OCI media types. Used by `crfs convert SRC DST`; see {@link convertImage}.
  *
  * What the converted image is:
  * - an OCI manifest (`application/vnd.oci.image.manifest.v1+json`) with an OCI config media type;
  *   every layer `application/vnd.oci.image.layer.v1.tar+gzip` carrying the annotations
  *   `containerd.io/snapshot/stargz/toc.digest` (TOC digest) and
- *   `io.containers.estargz.uncompressed-size` (decimal); other layer and manifest annotations
+ *   `io.containers.estargz.uncompressed-size` (decimal) — zstd:chunked layers are
+ *   `application/vnd.oci.image.layer.v1.tar+zstd` with the writer's `…zstd-chunked.*`
+ *   annotations (see layer_descriptor.ts); other layer and manifest annotations
  *   are kept, a `subject` is not (the converted image is not the artifact it referred to);
  * - the config's bytes re-serialized with only `rootfs.diff_ids` replaced (diff ID = sha256 of
  *   the uncompressed eStargz blob); history and every other field are unchanged;
@@ -60,8 +63,14 @@ import {
 import { formatReference } from "../drivers/reference.ts";
 import { CompressPool } from "../format/compress_pool.ts";
 import { DEFAULT_CHUNK_SIZE, writeEStargz } from "../format/writer.ts";
+import { writeZstdChunked } from "../format/zstd_chunked_writer.ts";
+import { ZSTD_LAYER_MEDIA_TYPE } from "../format/zstd_chunked.ts";
 import { UserError } from "./errors.ts";
-import { estargzLayerDescriptor } from "./layer_descriptor.ts";
+import {
+  type ConvertFormat,
+  estargzLayerDescriptor,
+  zstdChunkedLayerDescriptor,
+} from "./layer_descriptor.ts";
 import {
   type Endpoint,
   type ImageSink,
@@ -76,10 +85,12 @@ export const STARGZ_IMAGE_ANNOTATION = "io.crfs.stargz.image";
 /** Default number of layers converted at the same time. */
 export const DEFAULT_JOBS = 3;
 
-/** Layer media types crfs can convert (tar, or gzip-compressed tar). */
+/** Layer media types crfs can convert (tar, gzip- or zstd-compressed tar). */
 const CONVERTIBLE_LAYERS: readonly string[] = [
   MediaType.OCI_LAYER,
   MediaType.OCI_LAYER_GZIP,
+  ZSTD_LAYER_MEDIA_TYPE,
+  "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
   MediaType.DOCKER_LAYER_GZIP,
   "application/vnd.docker.image.rootfs.diff.tar",
   "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
@@ -97,9 +108,16 @@ export interface ConvertImageOptions {
   allPlatforms?: boolean;
   /** Also write the metadata-only variant under this tag (see the module documentation). */
   metaTag?: string;
-  /** eStargz chunk size; default 4 MiB. */
+  /** The layer format written; default `estargz`. */
+  format?: ConvertFormat;
+  /** Chunk size; default 4 MiB. */
   chunkSize?: number;
-  /** gzip level 1–9; default 6. */
+  /**
+   * eStargz only: pack small files into shared gzip members of at least this many bytes
+   * (`innerOffset`; see format/writer.ts `minChunkSize`). Default 0 (one member per chunk).
+   */
+  minChunkSize?: number;
+  /** Compression level: gzip 1–9 (default 6) or zstd 1–19 (default 10). */
   level?: number;
   /** Compression workers; default one per core. */
   workers?: number;
@@ -117,12 +135,17 @@ export interface ConvertImageOptions {
 export interface ConvertedLayer {
   /** The source layer's digest and size. */
   source: { digest: string; size: number; mediaType: string };
-  /** The eStargz blob's digest and size. */
+  /** The format written. */
+  format: ConvertFormat;
+  /** The converted blob's digest and size. */
   digest: string;
   size: number;
   diffId: string;
+  /** The TOC JSON's digest (both formats). */
   tocDigest: string;
   uncompressedSize: number;
+  /** zstd:chunked: the annotations the writer gave (manifest checksum and positions). */
+  annotations?: Record<string, string>;
   /** How the blob reached DST. */
   transfer: "uploaded" | "present" | "mounted";
   /** Seconds spent converting. */
@@ -204,8 +227,10 @@ interface JobContext {
   sink: ImageSink;
   tmpDir: string;
   pool: CompressPool;
+  format: ConvertFormat;
   chunkSize: number;
-  level: number;
+  minChunkSize: number;
+  level?: number;
   prioritized?: string[];
   signal: AbortSignal;
   board: ProgressBoard;
@@ -270,13 +295,11 @@ async function pickImages(
 
 function checkLayerType(source: ImageSource, d: Descriptor): void {
   if (CONVERTIBLE_LAYERS.includes(d.mediaType)) return;
-  const kind = d.mediaType.includes("zstd")
-    ? "zstd-compressed"
-    : d.mediaType.includes("encrypted")
+  const kind = d.mediaType.includes("encrypted")
     ? "encrypted"
     : `of type ${JSON.stringify(d.mediaType)}`;
   throw new RegistryError(
-    `${source.what}: layer ${d.digest} is ${kind}; crfs converts tar and tar+gzip layers only`,
+    `${source.what}: layer ${d.digest} is ${kind}; crfs converts tar, tar+gzip and tar+zstd layers only`,
     { code: "UNSUPPORTED" },
   );
 }
@@ -309,22 +332,32 @@ async function convertLayer(ctx: JobContext, desc: Descriptor): Promise<Converte
       yield r.value;
     }
   };
-  const path = `${ctx.tmpDir}/${desc.digest.replace(":", "-")}.estargz`;
+  const path = `${ctx.tmpDir}/${desc.digest.replace(":", "-")}.${
+    ctx.format === "zstd:chunked" ? "zst" : "estargz"
+  }`;
   const out = await Deno.open(path, { write: true, createNew: true });
   const written = new Digester("sha256");
   let result;
   try {
-    result = await writeEStargz(input(), async (bytes) => {
+    const sinkBytes = async (bytes: Uint8Array) => {
       signal.throwIfAborted();
       written.update(bytes);
       for (let o = 0; o < bytes.length;) o += await out.write(bytes.subarray(o));
-    }, {
-      pool: ctx.pool,
-      chunkSize: ctx.chunkSize,
-      level: ctx.level,
-      prioritized: ctx.prioritized,
-      tempDir: ctx.tmpDir,
-    });
+    };
+    result = ctx.format === "zstd:chunked"
+      ? await writeZstdChunked(input(), sinkBytes, {
+        pool: ctx.pool,
+        chunkSize: ctx.chunkSize,
+        level: ctx.level,
+      })
+      : await writeEStargz(input(), sinkBytes, {
+        pool: ctx.pool,
+        chunkSize: ctx.chunkSize,
+        minChunkSize: ctx.minChunkSize,
+        level: ctx.level,
+        prioritized: ctx.prioritized,
+        tempDir: ctx.tmpDir,
+      });
     // The tar reader stops at the end-of-archive marker: read the rest so that the whole
     // blob is checked against its digest.
     while (!(await reader.read()).done) { /* drained through the digester */ }
@@ -359,11 +392,13 @@ async function convertLayer(ctx: JobContext, desc: Descriptor): Promise<Converte
   board.finish(desc.digest);
   return {
     source: { digest: desc.digest, size: desc.size, mediaType: desc.mediaType },
+    format: ctx.format,
     digest: result.blobDigest,
     size: result.blobSize,
     diffId: result.diffId,
     tocDigest: result.tocDigest,
     uncompressedSize: result.uncompressedSize,
+    ...("annotations" in result ? { annotations: result.annotations } : {}),
     transfer,
     seconds,
   };
@@ -373,7 +408,7 @@ async function convertLayer(ctx: JobContext, desc: Descriptor): Promise<Converte
 function layerError(what: string, e: unknown): unknown {
   if (e instanceof RegistryError || e instanceof UserError) return e;
   const name = (e as Error)?.name;
-  if (name === "TarError" || name === "GzipError") {
+  if (name === "TarError" || name === "GzipError" || name === "ZstdError") {
     return new UserError(`${what}: ${(e as Error).message}`);
   }
   return e;
@@ -410,7 +445,9 @@ async function blobDescriptor(bytes: Uint8Array, mediaType: string): Promise<Des
 }
 
 function layerDescriptor(l: ConvertedLayer, extra?: Record<string, string>): Descriptor {
-  return estargzLayerDescriptor(l, extra);
+  return l.format === "zstd:chunked"
+    ? zstdChunkedLayerDescriptor({ ...l, annotations: l.annotations ?? {} }, extra)
+    : estargzLayerDescriptor(l, extra);
 }
 
 function manifestBytes(
@@ -472,6 +509,7 @@ async function emptyLayer(
     bytes,
     layer: {
       source: { digest: r.blobDigest, size: r.blobSize, mediaType: MediaType.OCI_LAYER_GZIP },
+      format: "estargz",
       digest: r.blobDigest,
       size: r.blobSize,
       diffId: r.diffId,
@@ -500,7 +538,7 @@ function pinned(dst: Endpoint, digest: string): string {
 }
 
 /**
- * Converts the image SRC into an eStargz image at DST (see the module documentation).
+ * Converts the image SRC into an eStargz (or zstd:chunked) image at DST (see the module documentation).
  * `drivers` serves registry references on either side.
  */
 export async function convertImage(
@@ -560,8 +598,10 @@ export async function convertImage(
       sink,
       tmpDir,
       pool,
+      format: opts.format ?? "estargz",
       chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
-      level: opts.level ?? 6,
+      minChunkSize: opts.minChunkSize ?? 0,
+      level: opts.level ?? (opts.format === "zstd:chunked" ? undefined : 6),
       prioritized: opts.prioritized,
       signal,
       board,

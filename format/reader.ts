@@ -23,7 +23,11 @@ import { GZIP_STARGZ } from "./stargz_layer.ts";
 import { parseTOC, type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
 import { buildIndex, type Chunk, type TOCIndex, type TOCNode } from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
-import { ZSTD_CHUNKED } from "./zstd_chunked.ts";
+import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
+import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
+
+/** The biggest footer of any format (zstd:chunked's 72-byte one): the least tail read. */
+const MAX_FOOTER_SIZE = Math.max(ESTARGZ_FOOTER_SIZE, SKIPPABLE_HEADER_SIZE + FOOTER_V2_SIZE);
 
 /** The layer formats, in the order `open` tries them. */
 const LAYER_FORMATS: readonly LayerFormat[] = [ZSTD_CHUNKED, GZIP_STARGZ];
@@ -279,7 +283,7 @@ export class StargzReader {
         if (size < ESTARGZ_FOOTER_SIZE - 4) {
           throw new StargzFormatError(`blob of ${size} bytes is too small to be stargz`);
         }
-        const guess = Math.min(size, Math.max(opts.tailGuess ?? 256 << 10, ESTARGZ_FOOTER_SIZE));
+        const guess = Math.min(size, Math.max(opts.tailGuess ?? 256 << 10, MAX_FOOTER_SIZE));
         haveStart = size - guess;
         have = await source.read(haveStart, guess);
         requests = 1;

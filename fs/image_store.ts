@@ -9,7 +9,6 @@
  * @module
  */
 import { type ChunkCache, MemoryChunkCache } from "../format/reader.ts";
-import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
 import { type Driver, type DriverRegistry, lister, type TagInfo } from "../drivers/driver.ts";
 import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../drivers/manifest.ts";
 import type { RepositoryName } from "../drivers/reference.ts";
@@ -412,7 +411,7 @@ export class ImageStore {
       id: desc.digest,
       source,
       where: `${repo.host}/${repo.repository}@${desc.digest}`,
-      tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION],
+      annotations: desc.annotations,
       manifested: !local,
     }, {
       verify: this.#verify,

@@ -8,6 +8,7 @@
  */
 import { type ChunkCache, MemoryChunkCache, StargzReader } from "../format/reader.ts";
 import { FileSource, type RangeSource } from "../format/range_source.ts";
+import { announcedLayer } from "../format/layer_kind.ts";
 import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
 import type { DecodePool } from "../format/decode_pool.ts";
 import type { DiskCache } from "./disk_cache.ts";
@@ -37,8 +38,13 @@ export interface LayerBlob {
   /** The TOC digest its manifest promises (the eStargz annotation), checked unless `none`. */
   tocDigest?: string;
   /**
+   * The descriptor's annotations: they locate a zstd:chunked TOC (its manifest position) and
+   * give the digests checked unless `none` (eStargz TOC digest, zstd:chunked manifest checksum).
+   */
+  annotations?: Record<string, string>;
+  /**
    * Whether a registry manifest describes the blob, so that `require` can demand the TOC digest
-   * annotation. Blobs without a real manifest (local files: a `.stargz` of the local directory, a
+   * annotation (for zstd:chunked its equivalent, the manifest checksum). Blobs without a real manifest (local files: a `.stargz` of the local directory, a
    * file named on the command line) have nothing to carry it; `require` then demands chunk
    * digests only.
    */
@@ -78,7 +84,7 @@ export interface LayerOpenOptions {
 }
 
 /**
- * Opens a layer blob as a stargz reader with `options`. Failures (not stargz, a digest that does
+ * Opens a layer blob (eStargz, stargz or zstd:chunked) as a stargz reader with `options`. Failures (not stargz, a digest that does
  * not match, what `verify` refuses) are logged and thrown as an EIO {@link NodeError} naming
  * `blob.where`.
  *
@@ -86,7 +92,7 @@ export interface LayerOpenOptions {
  * ```ts
  * const layer = await openLayer(
  *   { id: desc.digest, source, where: "127.0.0.1:5000/my/app@" + desc.digest, manifested: true,
- *     tocDigest: desc.annotations?.[TOC_DIGEST_ANNOTATION] },
+ *     annotations: desc.annotations },
  *   { verify: "require", chunkCache, prefetch: "landmark" },
  * );
  * const bytes = await layer.reader.read(layer.reader.lookup("/etc/hostname")!, 0, 100);
@@ -101,11 +107,17 @@ export async function openLayer(
   try {
     let source = blob.source;
     if (options.wrapSource) source = options.wrapSource(blob.id, source);
-    if (verify === "require" && blob.manifested && !blob.tocDigest) {
-      throw new Error(`no ${TOC_DIGEST_ANNOTATION} annotation (--verify require)`);
+    if (
+      verify === "require" && blob.manifested && !blob.tocDigest &&
+      !announcedLayer(blob.annotations)?.tocKey
+    ) {
+      throw new Error(
+        `no ${TOC_DIGEST_ANNOTATION} or zstd-chunked.manifest-checksum annotation (--verify require)`,
+      );
     }
     const open = (src: RangeSource) =>
       StargzReader.open(src, {
+        annotations: blob.annotations,
         tocDigest: verify === "none" ? undefined : blob.tocDigest,
         verify: verify === "none" ? "none" : "strict",
         cache: options.disk
@@ -151,7 +163,7 @@ export async function openLayer(
 }
 
 /**
- * Opens a stargz file named on the command line through {@link openLayer} (no manifest: its id
+ * Opens a layer file (eStargz, stargz or zstd:chunked, found from its footer) named on the command line through {@link openLayer} (no manifest: its id
  * is its path, size and mtime). Close it when done.
  */
 export async function openLayerFile(

@@ -10,16 +10,18 @@
  *           the eStargz TOC and landmark files are left out (format details: the original
  *           image has none; a normal pull of the eStargz blob would extract them as files)
  *   info    JSON: compressed-diff-digest, compressed-size, diff-digest (the config's diff_id),
- *           diff-size, compression (2 = gzip), toc-digest
+ *           diff-size, compression (2 = gzip for eStargz, 4 = zstd for zstd:chunked),
+ *           toc-digest (the eStargz TOC digest; the manifest checksum for zstd:chunked)
  *   blob    the compressed layer blob, read lazily (containers/storage reads it only to push or
  *           save the image)
  * ```
  *
  * The reference is the one the image is pulled by, `host/name:tag` or `host/name@digest`, in
  * standard padded base64 (`docker.io/library/x:tag` and `x:tag` both work). `<digest>` is the
- * layer's blob digest (what podman 4.x asks for) or its eStargz TOC digest (what newer
- * containers/storage asks for); both name the same layer, under distinct inodes. Only layers
- * whose descriptor carries the eStargz TOC digest annotation and whose TOC opens are served:
+ * layer's blob digest (what podman 4.x asks for) or its TOC digest (what newer
+ * containers/storage asks for: the eStargz TOC digest, the zstd:chunked manifest checksum); both
+ * name the same layer, under distinct inodes. Only layers whose descriptor carries the eStargz
+ * TOC digest annotation or the zstd:chunked manifest annotations and whose TOC opens are served:
  * any other lookup is ENOENT, and containers/storage then pulls the layer itself.
  *
  * containers/storage reports using a layer by creating and removing `<layer>/use`, and
@@ -31,7 +33,8 @@
  */
 import type { Descriptor, ImageManifest } from "../drivers/manifest.ts";
 import { parseReference, type Reference } from "../drivers/reference.ts";
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
+import { announcedLayer } from "../format/layer_kind.ts";
+import { UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
 import type { ImageStore } from "./image_store.ts";
 import { LruMap } from "./lru_map.ts";
 import type { OpenLayer } from "./layer_open.ts";
@@ -48,14 +51,19 @@ export interface LayerInfo {
   "diff-digest": string;
   /** The uncompressed size, when the descriptor's annotation gives it. */
   "diff-size"?: number;
-  /** containers/storage's compression number: 2 is gzip. */
+  /** containers/storage's compression number: 2 is gzip, 4 zstd. */
   compression: number;
-  /** The eStargz TOC digest (newer containers/storage indexes layers by it). */
+  /**
+   * The eStargz TOC digest or the zstd:chunked manifest checksum (newer containers/storage
+   * indexes layers by it).
+   */
   "toc-digest": string;
 }
 
 /** containers/storage's number for gzip compression (`archive.Gzip`). */
 export const GZIP_COMPRESSION = 2;
+/** containers/storage's number for zstd compression (`archive.Zstd`). */
+export const ZSTD_COMPRESSION = 4;
 
 /** The name under which containers/storage looks up a reference: standard padded base64. */
 export function encodeRefName(ref: string): string {
@@ -92,13 +100,21 @@ export function decodeRefName(name: string): Reference | undefined {
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
-/** The `info` document of a layer. */
-export function layerInfo(desc: Descriptor, diffId: string, tocDigest: string): LayerInfo {
+/**
+ * The `info` document of a layer: `tocDigest` names its TOC (see {@link LayerInfo}), `format`
+ * is what its annotations announce (gzip compression unless zstd:chunked).
+ */
+export function layerInfo(
+  desc: Descriptor,
+  diffId: string,
+  tocDigest: string,
+  format: "estargz" | "zstd:chunked" = "estargz",
+): LayerInfo {
   const info: LayerInfo = {
     "compressed-diff-digest": desc.digest,
     "compressed-size": desc.size,
     "diff-digest": diffId,
-    compression: GZIP_COMPRESSION,
+    compression: format === "zstd:chunked" ? ZSTD_COMPRESSION : GZIP_COMPRESSION,
     "toc-digest": tocDigest,
   };
   const usize = Number(desc.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION]);
@@ -154,7 +170,7 @@ export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}):
   };
 }
 
-/** `<base64 ref>/`: the eStargz layers of the image the reference names now. */
+/** `<base64 ref>/`: the eStargz and zstd:chunked layers of the image the reference names now. */
 function referenceDir(
   store: ImageStore,
   name: string,
@@ -202,7 +218,7 @@ function referenceDir(
       const m = await manifest();
       const i =
         m?.json.layers.findIndex((d) =>
-          d.digest === dirName || d.annotations?.[TOC_DIGEST_ANNOTATION] === dirName
+          d.digest === dirName || announcedLayer(d.annotations)?.tocKey === dirName
         ) ?? -1;
       return i < 0 ? undefined : await open(m!, i, dirName);
     },
@@ -211,7 +227,7 @@ function referenceDir(
       if (!m) return [];
       const names: [string, number][] = [];
       m.json.layers.forEach((d, i) => {
-        const toc = d.annotations?.[TOC_DIGEST_ANNOTATION];
+        const toc = announcedLayer(d.annotations)?.tocKey;
         if (!toc) return;
         names.push([d.digest, i]);
         if (DIGEST_RE.test(toc) && toc !== d.digest) names.push([toc, i]);
@@ -231,7 +247,8 @@ function referenceDir(
 
 /**
  * `<base64 ref>/<digest>/` for layer `index` of `m`, or undefined when the layer is not
- * eStargz (no TOC digest annotation, or its TOC does not open) or the config has no diff_id
+ * eStargz nor zstd:chunked (no TOC digest annotation nor manifest checksum, or its TOC does not
+ * open) or the config has no diff_id
  * for it.
  */
 async function openLayerDir(
@@ -244,9 +261,10 @@ async function openLayerDir(
   log: (line: string) => void,
 ): Promise<FsNode | undefined> {
   const desc = m.json.layers[index];
-  const tocDigest = desc.annotations?.[TOC_DIGEST_ANNOTATION];
-  // Not eStargz: decline without a request; containers/storage pulls it the usual way.
-  if (!tocDigest) return undefined;
+  const kind = announcedLayer(desc.annotations);
+  const tocDigest = kind?.tocKey;
+  // Not lazy: decline without a request; containers/storage pulls it the usual way.
+  if (!kind || !tocDigest) return undefined;
   let layer: OpenLayer;
   try {
     layer = await store.layer(repo, desc);
@@ -265,7 +283,9 @@ async function openLayerDir(
     log(`crfs: layer store: ${where}: the config has no diff_id for layer ${index}; declined`);
     return undefined;
   }
-  const info = new TextEncoder().encode(JSON.stringify(layerInfo(desc, diffId, tocDigest)));
+  const info = new TextEncoder().encode(
+    JSON.stringify(layerInfo(desc, diffId, tocDigest, kind.format)),
+  );
   const children: [string, FsNode][] = [
     ["diff", diffRoot(layerRoot(layer.reader, id))],
     ["info", bytesNode(`als:info:${id}`, info)],

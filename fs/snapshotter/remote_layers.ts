@@ -5,7 +5,8 @@
  * (with `disable_snapshot_annotations = false`) sets `containerd.io/snapshot/cri.image-ref` /
  * `.manifest-digest` / `.layer-digest` / `.image-layers`. A layer qualifies when its manifest
  * (fetched through crfs's drivers and image store) lists it as a gzip layer carrying the eStargz
- * TOC digest annotation and its TOC opens and verifies against that digest; then its directory
+ * TOC digest annotation, or as a zstd layer carrying the zstd:chunked manifest annotations, and
+ * its TOC opens and verifies against that digest (manifest checksum); then its directory
  * in crfs's FUSE tree must answer. Anything else is left to containerd, which downloads and
  * unpacks the layer into an ordinary snapshot.
  *
@@ -13,7 +14,8 @@
  */
 import { type Descriptor, MediaType } from "../../drivers/manifest.ts";
 import { parseReference } from "../../drivers/reference.ts";
-import { TOC_DIGEST_ANNOTATION } from "../../format/toc.ts";
+import { announcedLayer } from "../../format/layer_kind.ts";
+import { ZSTD_LAYER_MEDIA_TYPE } from "../../format/zstd_chunked.ts";
 import type { ImageStore } from "../image_store.ts";
 import { layerDirectory } from "./crfs_tree.ts";
 import type { RemoteLayer } from "./metadata.ts";
@@ -35,6 +37,25 @@ export const CRI_LAYER_DIGEST_LABEL = "containerd.io/snapshot/cri.layer-digest";
 export const CRI_IMAGE_LAYERS_LABEL = "containerd.io/snapshot/cri.image-layers";
 
 const GZIP_LAYERS: string[] = [MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP];
+
+/**
+ * Why containerd must unpack the layer `d` itself (its media type or annotations say it is not
+ * eStargz nor zstd:chunked), or undefined when it qualifies for lazy serving.
+ */
+export function unqualified(d: Descriptor): string | undefined {
+  const kind = announcedLayer(d.annotations);
+  if (GZIP_LAYERS.includes(d.mediaType)) {
+    return kind?.format === "estargz" && kind.tocKey
+      ? undefined
+      : "no containerd.io/snapshot/stargz/toc.digest annotation (not eStargz)";
+  }
+  if (d.mediaType === ZSTD_LAYER_MEDIA_TYPE) {
+    return kind?.format === "zstd:chunked"
+      ? undefined
+      : "no zstd-chunked.manifest-position annotation (not zstd:chunked)";
+  }
+  return `media type ${d.mediaType}`;
+}
 
 /**
  * The image reference, manifest digest (when labelled), layer digest and the image's layers
@@ -71,7 +92,7 @@ export class CrfsRemoteLayers implements RemoteLayers {
   }
 
   #qualifies(d: Descriptor): boolean {
-    return GZIP_LAYERS.includes(d.mediaType) && !!d.annotations?.[TOC_DIGEST_ANNOTATION];
+    return unqualified(d) === undefined;
   }
 
   layerDir(layer: RemoteLayer): string {
@@ -100,15 +121,15 @@ export class CrfsRemoteLayers implements RemoteLayers {
     if (!manifest) return why("the manifest does not exist");
     const desc = manifest.json.layers.find((d) => d.digest === named.layer);
     if (!desc) return why(`manifest ${manifest.digest} does not list the layer`);
-    // containerd prepares the layers one after the other: open the image's other eStargz layers
+    // containerd prepares the layers one after the other: open the image's other lazy layers
     // (those the labels list) now, so their TOCs arrive in parallel with this one.
     const listed = new Set(named.layers);
     for (const d of manifest.json.layers) {
       if (d === desc || !listed.has(d.digest) || !this.#qualifies(d)) continue;
       this.#store.layer(repo, d).catch(() => {}); // the layer's own Prepare reports failures
     }
-    if (!GZIP_LAYERS.includes(desc.mediaType)) return why(`media type ${desc.mediaType}`);
-    if (!this.#qualifies(desc)) return why(`no ${TOC_DIGEST_ANNOTATION} annotation (not eStargz)`);
+    const reason = unqualified(desc);
+    if (reason) return why(reason);
     // Opens the layer (footer and TOC, checked against the annotation) in the shared store:
     // the FUSE tree serves it from the same reader.
     await this.#store.layer(repo, desc);

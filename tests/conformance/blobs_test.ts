@@ -1,17 +1,56 @@
 /**
  * Every layer format crfs reads, held to the blob conformance suite (blob_suite.ts): legacy
- * google/crfs stargz (the shared fixtures), crfs's own eStargz at several chunk sizes, eStargz
- * converted a second time by crfs, and eStargz written by the reference Go writer
- * (containerd/stargz-snapshotter's `estargz` package, tests/helpers/reference.ts).
+ * google/crfs stargz (the shared fixtures), crfs's own eStargz at several chunk sizes and with
+ * small files sharing gzip members (`innerOffset`), eStargz converted a second time by crfs,
+ * eStargz written by the reference Go writer (containerd/stargz-snapshotter's `estargz`
+ * package, tests/helpers/reference.ts), and zstd:chunked written by crfs, by skopeo and by the
+ * reference Go `estargz/zstdchunked` writer — each found from its annotations and from its
+ * footer alone.
  *
- * A new layer format joins by adding ONE `blobConformance(name, makeCase)` call below (e.g.
- * zstd:chunked: `blobConformance("zstd:chunked", async () => ({ blob, tar }))`).
+ * A new layer format joins by adding ONE `blobConformance(name, makeCase)` call below.
  *
  * @module
  */
 import { type BlobCase, blobConformance } from "./blob_suite.ts";
 import { convert, FIXTURES } from "../unit/tree_helpers.ts";
 import { buildWithReference } from "../helpers/reference.ts";
+import { buildZstdChunkedWithReference } from "../helpers/reference_zstd.ts";
+import { skopeoZstdChunked } from "../format/helpers.ts";
+import { writeEStargz, type WriterOptions } from "../../format/writer.ts";
+import {
+  writeZstdChunked,
+  type ZstdChunkedWriterOptions,
+} from "../../format/zstd_chunked_writer.ts";
+
+/** Bytes a writer gives to its sink, joined. */
+async function collect(
+  write: (sink: (b: Uint8Array) => void) => Promise<unknown>,
+): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  await write((b) => {
+    parts.push(b.slice());
+  });
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+async function* once(b: Uint8Array) {
+  yield b;
+}
+
+/** crfs's zstd:chunked writer: the blob, its TOC digest and descriptor annotations. */
+async function crfsZstdChunked(tar: Uint8Array, opts: ZstdChunkedWriterOptions) {
+  let result;
+  const blob = await collect(async (sink) => {
+    result = await writeZstdChunked(once(tar), sink, { workers: 0, ...opts });
+  });
+  return { blob, result: result! as Awaited<ReturnType<typeof writeZstdChunked>> };
+}
 
 async function sh(script: string, ...args: string[]): Promise<void> {
   const out = await new Deno.Command("bash", {
@@ -125,6 +164,82 @@ blobConformance("reference Go estargz writer, 64 KiB chunks", async () => {
       tocDigest: built.tocDigest,
       // Go's encoding/json writes U+FFFD for name bytes that are not UTF-8; the writer rounds
       // times to whole seconds (RFC 3339 without fraction).
+      quirks: { lossyNames: true, wholeSecondTimes: true },
+    };
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+// --- crfs eStargz with small files sharing gzip members (innerOffset) -------------------------
+for (const minChunkSize of [16 << 10, 1 << 20]) {
+  blobConformance(
+    `crfs eStargz, --min-chunk-size ${minChunkSize >> 10} KiB (innerOffset)`,
+    async () => {
+      const tar = await gnuLayer();
+      let tocDigest = "";
+      const opts: WriterOptions = { chunkSize: 64 << 10, minChunkSize, workers: 0 };
+      const blob = await collect(async (sink) => {
+        tocDigest = (await writeEStargz(once(tar), sink, opts)).tocDigest;
+      });
+      return { blob, tar, tocDigest };
+    },
+  );
+}
+
+// --- zstd:chunked written by crfs: from the annotations and from the footer (v1 and v2) -------
+blobConformance("crfs zstd:chunked, 64 KiB chunks, found from the annotations", async () => {
+  const tar = await gnuLayer();
+  const { blob, result } = await crfsZstdChunked(tar, { chunkSize: 64 << 10 });
+  return { blob, tar, tocDigest: result.tocDigest, annotations: result.annotations };
+});
+for (const footer of ["v1", "v2"] as const) {
+  blobConformance(`crfs zstd:chunked, 4 MiB chunks, found from the ${footer} footer`, async () => {
+    const tar = await gnuLayer();
+    const { blob, result } = await crfsZstdChunked(tar, { footer });
+    return { blob, tar, tocDigest: result.tocDigest };
+  });
+}
+
+// --- zstd:chunked written by skopeo (containers/storage's writer) -----------------------------
+// Go's encoding/json writes U+FFFD for name bytes that are not UTF-8.
+let skopeoBlob: Promise<{ blob: Uint8Array; annotations: Record<string, string> }> | undefined;
+function skopeoLayer() {
+  return skopeoBlob ??= (async () => {
+    const work = await Deno.makeTempDir({ prefix: "crfs-conformance-skopeo-" });
+    try {
+      const l = await skopeoZstdChunked(work, await gnuLayer());
+      return { blob: await Deno.readFile(l.path), annotations: l.annotations };
+    } finally {
+      await Deno.remove(work, { recursive: true });
+    }
+  })();
+}
+blobConformance("skopeo zstd:chunked, found from the annotations", async () => {
+  const { blob, annotations } = await skopeoLayer();
+  return { blob, tar: await gnuLayer(), annotations, quirks: { lossyNames: true } };
+});
+blobConformance("skopeo zstd:chunked, found from the footer", async () => {
+  const { blob } = await skopeoLayer();
+  return { blob, tar: await gnuLayer(), quirks: { lossyNames: true } };
+});
+
+// --- zstd:chunked written by the reference Go estargz/zstdchunked writer ----------------------
+blobConformance("reference Go zstdchunked writer, 64 KiB chunks", async () => {
+  const tar = await gnuLayer();
+  const work = await Deno.makeTempDir({ prefix: "crfs-conformance-refz-" });
+  try {
+    await Deno.writeFile(`${work}/in.tar`, tar);
+    const built = await buildZstdChunkedWithReference(
+      `${work}/in.tar`,
+      `${work}/out.zst`,
+      64 << 10,
+    );
+    return {
+      blob: await Deno.readFile(`${work}/out.zst`),
+      tar,
+      tocDigest: built.tocDigest,
+      annotations: built.annotations,
       quirks: { lossyNames: true, wholeSecondTimes: true },
     };
   } finally {

@@ -48,7 +48,10 @@ Deno.test({
         stderr: "piped",
       }).output();
       assert.equal(convert.code, 0, new TextDecoder().decode(convert.stderr));
-      await Deno.copyFile(`${FIXTURES}/synthetic-small.crfs-64k.stargz`, `${work}/local/old.stargz`);
+      await Deno.copyFile(
+        `${FIXTURES}/synthetic-small.crfs-64k.stargz`,
+        `${work}/local/old.stargz`,
+      );
       const appDigest = await sha256File(`${work}/local/app.stargz`);
 
       {
@@ -100,7 +103,13 @@ Deno.test({
         }
       }
 
-      // --verify require: the legacy blob (no chunk digests) is refused, the eStargz one read.
+      // A legacy blob with files of several chunks: no chunk digests for them (one-chunk files
+      // are checked by their file digest).
+      await Deno.copyFile(
+        `${FIXTURES}/synthetic-tree.crfs-64k.stargz`,
+        `${work}/local/old-chunked.stargz`,
+      );
+      // --verify require: the legacy blob without chunk digests is refused, the eStargz one read.
       const m = await startMount(`${work}/mnt`, [
         "--local-dir",
         `${work}/local`,
@@ -113,10 +122,13 @@ Deno.test({
           "hello\n",
         );
         await assert.rejects(
-          () => Deno.readTextFile(`${m.mnt}/layers/local/old.stargz/data/hello.txt`),
+          () => Deno.readFile(`${m.mnt}/layers/local/old-chunked.stargz/tree/large.bin`),
           (e: Error) => /Input\/output error|os error 5/.test(e.message),
         );
-        assert.match(m.stderr(), /old.*the TOC has no chunk digests \(--verify require\)/);
+        assert.match(
+          m.stderr(),
+          /old-chunked.*the TOC has no chunk digests \(--verify require\)/,
+        );
       } finally {
         await m.stop();
       }

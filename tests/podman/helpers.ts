@@ -145,7 +145,8 @@ export class Podman {
 
   /** Global flags of every podman command. */
   get flags(): string[] {
-    const f = ["--runtime", "runc"];
+    // Its own libpod state directory (not the global /run/libpod another podman may reset).
+    const f = ["--runtime", "runc", "--tmpdir", `${this.dir}/libpod-tmp`];
     // With --root/--runroot podman 4.3 ignores storage.conf's driver options: the paths are in
     // the storage.conf then.
     if (!this.#opts.storeConf) f.push("--root", `${this.dir}/root`, "--runroot", `${this.dir}/run`);
@@ -298,3 +299,17 @@ export async function startCrfs(args: string[], mountpoints: string[]): Promise<
   }
   return { dir: mountpoints[0], stderr: () => err, stop };
 }
+
+/** What the check script prints about the container's tree (podman's own mounts left out). */
+export const TREE_SCRIPT =
+  `set -e; cd / && find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run \
+-o -path /etc/hosts -o -path /etc/hostname -o -path /etc/resolv.conf \\) -prune -o \
+\\( -type d -printf '%p d %m %U:%G\\n' \\) -o -printf '%p %y %m %U:%G %s %n %T@ %l\\n' | sort
+echo ---
+find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run \\) -prune -o -type f \
+! -path /etc/hosts ! -path /etc/hostname ! -path /etc/resolv.conf -exec sha256sum {} + | sort
+echo ---
+for p in /usr/bin/tool:/usr/bin/tool-hard /pair/a:/pair/b; do
+  a=$(stat -c %i "\${p%%:*}"); b=$(stat -c %i "\${p#*:}"); [ "$a" = "$b" ] && echo "$p same inode"
+done
+`;

@@ -23,7 +23,14 @@ import {
   type TestRegistry,
 } from "../helpers/registry.ts";
 import { encodeRefName } from "../../fs/layer_store.ts";
-import { Podman, startCrfs, startStore, type StoreProcess, testImageLayers } from "./helpers.ts";
+import {
+  Podman,
+  startCrfs,
+  startStore,
+  type StoreProcess,
+  testImageLayers,
+  TREE_SCRIPT,
+} from "./helpers.ts";
 import { run, sh } from "../fuse/helpers.ts";
 
 const TOC = "containerd.io/snapshot/stargz/toc.digest";
@@ -209,20 +216,6 @@ Deno.test("layer store tree: refs, layer and TOC digests, info, blob, diff/ in o
 async function exists(path: string): Promise<boolean> {
   return await Deno.lstat(path).then(() => true, () => false);
 }
-
-/** What the check script prints about the container's tree (podman's own mounts left out). */
-const TREE_SCRIPT =
-  `set -e; cd / && find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run \
--o -path /etc/hosts -o -path /etc/hostname -o -path /etc/resolv.conf \\) -prune -o \
-\\( -type d -printf '%p d %m %U:%G\\n' \\) -o -printf '%p %y %m %U:%G %s %n %T@ %l\\n' | sort
-echo ---
-find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run \\) -prune -o -type f \
-! -path /etc/hosts ! -path /etc/hostname ! -path /etc/resolv.conf -exec sha256sum {} + | sort
-echo ---
-for p in /usr/bin/tool:/usr/bin/tool-hard /pair/a:/pair/b; do
-  a=$(stat -c %i "\${p%%:*}"); b=$(stat -c %i "\${p#*:}"); [ "$a" = "$b" ] && echo "$p same inode"
-done
-`;
 
 Deno.test("podman pulls and runs an eStargz image through crfs store lazily, and sees what a normal pull gives", async () => {
   await using f = await fixture();

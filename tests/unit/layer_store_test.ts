@@ -6,6 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { decodeRefName, encodeRefName, layerInfo } from "../../fs/layer_store.ts";
+import { announcedLayer } from "../../format/layer_kind.ts";
+import { unqualified } from "../../fs/snapshotter/remote_layers.ts";
 
 const D = `sha256:${"ab".repeat(32)}`;
 
@@ -89,4 +91,51 @@ Deno.test("info: the fields containers/storage reads, with their types", () => {
     else annotations["io.containers.estargz.uncompressed-size"] = bad;
     assert.equal("diff-size" in layerInfo({ ...desc, annotations }, diff, toc), false, bad);
   }
+});
+
+Deno.test("info: a zstd:chunked layer says zstd (4) and its manifest checksum", () => {
+  const checksum = `sha256:${"12".repeat(32)}`;
+  const diff = `sha256:${"ef".repeat(32)}`;
+  const desc = {
+    mediaType: "application/vnd.oci.image.layer.v1.tar+zstd",
+    digest: D,
+    size: 999,
+    annotations: {
+      "io.github.containers.zstd-chunked.manifest-checksum": checksum,
+      "io.github.containers.zstd-chunked.manifest-position": "900:80:300:1",
+    },
+  };
+  const kind = announcedLayer(desc.annotations);
+  assert.deepEqual(kind, { format: "zstd:chunked", tocKey: checksum });
+  assert.deepEqual(layerInfo(desc, diff, kind!.tocKey!, kind!.format), {
+    "compressed-diff-digest": D,
+    "compressed-size": 999,
+    "diff-digest": diff,
+    compression: 4,
+    "toc-digest": checksum,
+  });
+});
+
+Deno.test("snapshotter: eStargz and zstd:chunked layers qualify, others say why not", () => {
+  const z = {
+    mediaType: "application/vnd.oci.image.layer.v1.tar+zstd",
+    digest: D,
+    size: 1,
+    annotations: { "io.containers.zstd-chunked.manifest-position": "1:2:3:1" },
+  };
+  assert.equal(unqualified(z), undefined);
+  assert.match(unqualified({ ...z, annotations: {} })!, /not zstd:chunked/);
+  const g = {
+    mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+    digest: D,
+    size: 1,
+    annotations: { "containerd.io/snapshot/stargz/toc.digest": D },
+  };
+  assert.equal(unqualified(g), undefined);
+  // zstd:chunked annotations on a gzip layer, or a zstd media type without them: not lazy.
+  assert.match(unqualified({ ...z, mediaType: g.mediaType })!, /not eStargz/);
+  assert.match(
+    unqualified({ ...g, mediaType: "application/vnd.oci.image.layer.v1.tar" })!,
+    /media type/,
+  );
 });
