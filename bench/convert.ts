@@ -8,6 +8,7 @@
  * @module
  */
 import { best, DENO, have, MAIN, mbps, OUT, table, timeCommand } from "./common.ts";
+import { writeOciLayout } from "../tests/format/helpers.ts";
 
 /** Real directories to tar, in order, until the tarball is big enough. */
 const SOURCES = [
@@ -56,41 +57,19 @@ if (import.meta.main) {
   const crfsOut = `${OUT}real.estargz`;
   await row(
     `crfs convert (eStargz, level 6, ${navigator.hardwareConcurrency} workers)`,
-    await best(runs, () => timeCommand(DENO, ["run", "-A", MAIN, "convert", "-q", tar, crfsOut])),
+    await best(runs, () => crfsConvert([tar, crfsOut])),
     crfsOut,
   );
   const packedOut = `${OUT}real.packed.estargz`;
   await row(
     "crfs convert --min-chunk-size 1M (eStargz, innerOffset)",
-    await best(runs, () =>
-      timeCommand(DENO, [
-        "run",
-        "-A",
-        MAIN,
-        "convert",
-        "-q",
-        "--min-chunk-size",
-        "1M",
-        tar,
-        packedOut,
-      ])),
+    await best(runs, () => crfsConvert(["--min-chunk-size", "1M", tar, packedOut])),
     packedOut,
   );
   const zstdChunkedOut = `${OUT}real.zstd-chunked`;
   await row(
     `crfs convert --format zstd:chunked (level 10, ${navigator.hardwareConcurrency} workers)`,
-    await best(runs, () =>
-      timeCommand(DENO, [
-        "run",
-        "-A",
-        MAIN,
-        "convert",
-        "-q",
-        "--format",
-        "zstd:chunked",
-        tar,
-        zstdChunkedOut,
-      ])),
+    await best(runs, () => crfsConvert(["--format", "zstd:chunked", tar, zstdChunkedOut])),
     zstdChunkedOut,
   );
   if (await have("skopeo")) {
@@ -147,50 +126,15 @@ if (import.meta.main) {
 }
 
 /** An OCI layout `bench/out/real-layout` holding `tar` as the only (uncompressed) layer. */
+/** Times one `crfs convert -q ARGS…` run, in seconds. */
+function crfsConvert(args: string[]): Promise<number> {
+  return timeCommand(DENO, ["run", "-A", MAIN, "convert", "-q", ...args]);
+}
+
 async function tarLayout(tar: string): Promise<string> {
   const dir = `${OUT}real-layout`;
   await Deno.remove(dir, { recursive: true }).catch(() => {});
-  await Deno.mkdir(`${dir}/blobs/sha256`, { recursive: true });
-  const digestOf = async (path: string) =>
-    (await new Deno.Command("sha256sum", { args: [path], stdout: "piped" }).output()).stdout;
-  const hex = new TextDecoder().decode(await digestOf(tar)).split(" ")[0];
-  await Deno.link(tar, `${dir}/blobs/sha256/${hex}`).catch(() =>
-    Deno.copyFile(tar, `${dir}/blobs/sha256/${hex}`)
-  );
-  const layer = { digest: `sha256:${hex}`, size: (await Deno.stat(tar)).size };
-  const put = async (o: unknown) => {
-    const b = new TextEncoder().encode(JSON.stringify(o));
-    const h = Array.from(
-      new Uint8Array(await crypto.subtle.digest("SHA-256", b)),
-      (x) => x.toString(16).padStart(2, "0"),
-    ).join("");
-    await Deno.writeFile(`${dir}/blobs/sha256/${h}`, b);
-    return { digest: `sha256:${h}`, size: b.length };
-  };
-  const config = await put({
-    architecture: "amd64",
-    os: "linux",
-    config: {},
-    rootfs: { type: "layers", diff_ids: [layer.digest] },
-  });
-  const manifest = await put({
-    schemaVersion: 2,
-    mediaType: "application/vnd.oci.image.manifest.v1+json",
-    config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
-    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", ...layer }],
-  });
-  await Deno.writeTextFile(`${dir}/oci-layout`, JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-  await Deno.writeTextFile(
-    `${dir}/index.json`,
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{
-        mediaType: "application/vnd.oci.image.manifest.v1+json",
-        ...manifest,
-        annotations: { "org.opencontainers.image.ref.name": "t" },
-      }],
-    }),
-  );
+  await writeOciLayout(dir, tar);
   return dir;
 }
 

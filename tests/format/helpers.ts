@@ -21,27 +21,54 @@ export async function run(cmd: string, args: string[], opts: { cwd?: string } = 
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
-/** Writes an OCI image layout at `dir` holding one image, tag `t`, of one plain-tar layer. */
-export async function writeOciLayout(dir: string, layerTar: Uint8Array): Promise<void> {
+/** How {@link writeOciLayout} describes its layer (default: a plain tar, its own diff ID). */
+export interface OciLayerOptions {
+  mediaType?: string;
+  annotations?: Record<string, string>;
+  /** The uncompressed layer's digest, when the layer is compressed. */
+  diffId?: string;
+}
+
+/**
+ * Writes an OCI image layout at `dir` holding one image, tag `t`, of one layer: its bytes, or the
+ * path of a file (linked into the layout, or copied, and hashed with `sha256sum`).
+ */
+export async function writeOciLayout(
+  dir: string,
+  layerBlob: Uint8Array | string,
+  opts: OciLayerOptions = {},
+): Promise<void> {
   await Deno.mkdir(`${dir}/blobs/sha256`, { recursive: true });
   const put = async (b: Uint8Array) => {
     const d = sha256(b);
     await Deno.writeFile(`${dir}/blobs/sha256/${d}`, b);
     return { digest: `sha256:${d}`, size: b.length };
   };
+  const putFile = async (path: string) => {
+    const out = await new Deno.Command("sha256sum", { args: [path], stdout: "piped" }).output();
+    const d = new TextDecoder().decode(out.stdout).split(" ")[0];
+    await Deno.link(path, `${dir}/blobs/sha256/${d}`).catch(() =>
+      Deno.copyFile(path, `${dir}/blobs/sha256/${d}`)
+    );
+    return { digest: `sha256:${d}`, size: (await Deno.stat(path)).size };
+  };
   const json = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
-  const layer = await put(layerTar);
+  const layer = typeof layerBlob === "string" ? await putFile(layerBlob) : await put(layerBlob);
   const config = await put(json({
     architecture: "amd64",
     os: "linux",
     config: {},
-    rootfs: { type: "layers", diff_ids: [layer.digest] },
+    rootfs: { type: "layers", diff_ids: [opts.diffId ?? layer.digest] },
   }));
   const manifest = await put(json({
     schemaVersion: 2,
     mediaType: "application/vnd.oci.image.manifest.v1+json",
     config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
-    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", ...layer }],
+    layers: [{
+      mediaType: opts.mediaType ?? "application/vnd.oci.image.layer.v1.tar",
+      ...layer,
+      ...(opts.annotations ? { annotations: opts.annotations } : {}),
+    }],
   }));
   await Deno.writeTextFile(`${dir}/oci-layout`, JSON.stringify({ imageLayoutVersion: "1.0.0" }));
   await Deno.writeTextFile(

@@ -7,10 +7,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { ZSTD_LAYER_MEDIA_TYPE } from "../../format/zstd_chunked.ts";
 import { writeZstdChunked } from "../../format/zstd_chunked_writer.ts";
-import { run, sampleTree } from "../format/helpers.ts";
+import { run, sampleTree, writeOciLayout } from "../format/helpers.ts";
 import { startRegistry } from "../helpers/registry.ts";
 
 async function* once(b: Uint8Array) {
@@ -39,38 +38,11 @@ Deno.test("podman pulls crfs's zstd:chunked layer partially and gets the input t
     for (const p of parts) (blob.set(p, o), o += p.length);
     // An OCI layout with the layer as written, then skopeo copies it unchanged to the registry.
     const oci = `${dir}/oci`;
-    await Deno.mkdir(`${oci}/blobs/sha256`, { recursive: true });
-    const put = async (b: Uint8Array) => {
-      const d = createHash("sha256").update(b).digest("hex");
-      await Deno.writeFile(`${oci}/blobs/sha256/${d}`, b);
-      return { digest: `sha256:${d}`, size: b.length };
-    };
-    const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x));
-    const layer = await put(blob);
-    const config = await put(json({
-      architecture: "amd64",
-      os: "linux",
-      config: {},
-      rootfs: { type: "layers", diff_ids: [res.diffId] },
-    }));
-    const manifest = await put(json({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
-      layers: [{ mediaType: ZSTD_LAYER_MEDIA_TYPE, ...layer, annotations: res.annotations }],
-    }));
-    await Deno.writeTextFile(`${oci}/oci-layout`, JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-    await Deno.writeTextFile(
-      `${oci}/index.json`,
-      JSON.stringify({
-        schemaVersion: 2,
-        manifests: [{
-          mediaType: "application/vnd.oci.image.manifest.v1+json",
-          ...manifest,
-          annotations: { "org.opencontainers.image.ref.name": "t" },
-        }],
-      }),
-    );
+    await writeOciLayout(oci, blob, {
+      mediaType: ZSTD_LAYER_MEDIA_TYPE,
+      annotations: res.annotations,
+      diffId: res.diffId,
+    });
     const ref = `${reg.host}/zstd-chunked:t`;
     await run("skopeo", [
       "copy",
