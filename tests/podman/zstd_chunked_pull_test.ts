@@ -18,6 +18,9 @@ async function* once(b: Uint8Array) {
 
 /** `cmd args`, never throwing: exit status and output. */
 async function sh(cmd: string, args: string[], env: Record<string, string> = {}) {
+  // podman keeps libpod state in its --tmpdir (default /run/libpod, shared by every podman on the
+  // machine): each test's own, so that its `system reset` cannot touch another test's podman.
+  if (cmd === "podman" && env.TMPDIR) args = ["--tmpdir", `${env.TMPDIR}/libpod-tmp`, ...args];
   const out = await new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "piped" }).output();
   const dec = new TextDecoder();
   return { ok: out.success, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
