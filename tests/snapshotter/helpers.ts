@@ -106,6 +106,9 @@ async function processesWith(needle: string): Promise<number[]> {
   return out;
 }
 
+/** Held (flock) by the test containerd that runs: see {@link Containerd.start}. */
+const CONTAINERD_LOCK = "/tmp/crfs-containerd-tests.lock";
+
 /** Options of {@link Containerd.start}. */
 export interface ContainerdOptions {
   /** The crfs snapshotter's socket (a proxy plugin `crfs`), if any. */
@@ -124,6 +127,7 @@ export class Containerd {
   #log = "";
   #pump!: Promise<void>;
   #exited = false;
+  #lock?: Deno.FsFile;
   #status!: Promise<Deno.CommandStatus>;
 
   private constructor(dir: string) {
@@ -217,6 +221,10 @@ export class Containerd {
       proxies + cri;
     await Deno.writeTextFile(`${dir}/config.toml`, config);
     const c = new Containerd(dir);
+    // One test containerd at a time on the machine: containerd, ctr and the shims share
+    // /run/containerd (fifo, s, runc) whatever the config says, and parallel test files met there.
+    c.#lock = await Deno.open(CONTAINERD_LOCK, { read: true, write: true, create: true });
+    await c.#lock.lock(true);
     c.#spawn();
     try {
       await c.#ready();
@@ -272,6 +280,11 @@ export class Containerd {
       await run("umount", ["-l", m]);
     }
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    if (this.#lock) {
+      await this.#lock.unlock();
+      this.#lock.close();
+      this.#lock = undefined;
+    }
   }
 
   [Symbol.asyncDispose](): Promise<void> {
