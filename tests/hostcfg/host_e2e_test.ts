@@ -16,7 +16,14 @@ import { createContext } from "../../drivers/driver.ts";
 import { DockerV2Driver } from "../../drivers/docker_v2.ts";
 import { RegistryError } from "../../drivers/errors.ts";
 import { buildImage, imageBlobs, sha256, skopeoCopy, writeOciLayout } from "../helpers/images.ts";
-import { addHostsLine, makePki, removeHostsLine, run, startTlsRegistry } from "./tls_helpers.ts";
+import {
+  addHostsLine,
+  makePki,
+  podmanLogin,
+  removeHostsLine,
+  run,
+  startTlsRegistry,
+} from "./tls_helpers.ts";
 import { defaultDrivers } from "../../drivers/mod.ts";
 import { pushEStargzLayers } from "../../convert/push.ts";
 import { freePort } from "../helpers/registry.ts";
@@ -43,32 +50,7 @@ Deno.test("host config: podman login over TLS with certs.d, then crfs pulls with
     await Deno.mkdir(`${certsd}/${host}`, { recursive: true });
     await Deno.copyFile(`${dir}/ca.crt`, `${certsd}/${host}/ca.crt`);
     await Deno.mkdir(`${dir}/run`);
-    const login = new Deno.Command("podman", {
-      args: [
-        "--root",
-        `${dir}/root`,
-        "--runroot",
-        `${dir}/runroot`,
-        "--storage-driver",
-        "vfs",
-        "login",
-        "--cert-dir",
-        `${certsd}/${host}`,
-        "--username",
-        "alice",
-        "--password-stdin",
-        `${host}/team`,
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { HOME: `${dir}/home`, XDG_RUNTIME_DIR: `${dir}/run` },
-    }).spawn();
-    const w = login.stdin.getWriter();
-    await w.write(new TextEncoder().encode("alice-tls-pw\n"));
-    await w.close();
-    const out = await login.output();
-    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    await podmanLogin(dir, `${certsd}/${host}`, `${host}/team`, "alice", "alice-tls-pw");
 
     const files = new AuthFiles({ env: (n) => ({ XDG_RUNTIME_DIR: `${dir}/run` })[n] });
     const tls = new TlsClients({ certsDirs: [certsd], systemCaFile: null });
@@ -162,32 +144,7 @@ Deno.test("host config end to end: crfs mount reads a private eStargz image with
 
     // podman login HOST/team: the primary auth file under XDG_RUNTIME_DIR.
     await Deno.mkdir(`${dir}/run`);
-    const login = new Deno.Command("podman", {
-      args: [
-        "--root",
-        `${dir}/root`,
-        "--runroot",
-        `${dir}/runroot`,
-        "--storage-driver",
-        "vfs",
-        "login",
-        "--cert-dir",
-        `${certsd}/${host}`,
-        "--username",
-        "alice",
-        "--password-stdin",
-        `${host}/team`,
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { HOME: `${dir}/home`, XDG_RUNTIME_DIR: `${dir}/run` },
-    }).spawn();
-    const w = login.stdin.getWriter();
-    await w.write(new TextEncoder().encode("alice-tls-pw\n"));
-    await w.close();
-    const out = await login.output();
-    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    await podmanLogin(dir, `${certsd}/${host}`, `${host}/team`, "alice", "alice-tls-pw");
 
     // registries.conf: the original "down.HOST" (nothing listens there) is mirrored by HOST.
     const down = `127.0.0.1:${freePort()}`;

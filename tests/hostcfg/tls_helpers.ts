@@ -104,3 +104,42 @@ export async function removeHostsLine(line: string): Promise<void> {
   const text = await Deno.readTextFile(HOSTS);
   await Deno.writeTextFile(HOSTS, text.split("\n").filter((l) => l !== line).join("\n"));
 }
+
+/**
+ * `podman login TARGET` as a user of `dir` (storage, HOME and XDG_RUNTIME_DIR under it), trusting
+ * the CAs in `certDir`: the credentials land in `dir/run/containers/auth.json`.
+ */
+export async function podmanLogin(
+  dir: string,
+  certDir: string,
+  target: string,
+  username: string,
+  password: string,
+): Promise<void> {
+  const login = new Deno.Command("podman", {
+    args: [
+      "--root",
+      `${dir}/root`,
+      "--runroot",
+      `${dir}/runroot`,
+      "--storage-driver",
+      "vfs",
+      "login",
+      "--cert-dir",
+      certDir,
+      "--username",
+      username,
+      "--password-stdin",
+      target,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { HOME: `${dir}/home`, XDG_RUNTIME_DIR: `${dir}/run` },
+  }).spawn();
+  const w = login.stdin.getWriter();
+  await w.write(new TextEncoder().encode(`${password}\n`));
+  await w.close();
+  const out = await login.output();
+  if (!out.success) throw new Error(`podman login: ${new TextDecoder().decode(out.stderr)}`);
+}
