@@ -90,6 +90,17 @@ Deno.test("auth files: the order of containers-auth.json(5), explicit file first
   assert.equal(explicit[0].path, "/flag.json");
   assert.ok(!explicit.some((p) => p.path === "/x.json" || p.path.startsWith("/run/u")));
   assert.equal(authFilePaths({ env: envOf({ HOME: "/h" }) }).at(-1)!.legacy, true);
+  // No $XDG_RUNTIME_DIR (root under sudo or systemd): podman's primary file is per uid in /run.
+  assert.deepEqual(authFilePaths({ env: envOf({ HOME: "/root" }), uid: 0 }).map((p) => p.path), [
+    "/run/containers/0/auth.json",
+    "/root/.config/containers/auth.json",
+    "/root/.docker/config.json",
+    "/root/.dockercfg",
+  ]);
+  assert.equal(
+    authFilePaths({ env: envOf({}), uid: 1000 })[0].path,
+    "/run/containers/1000/auth.json",
+  );
 });
 
 Deno.test("auth files: key normalization and lookup keys", () => {

@@ -4,7 +4,8 @@
  * /etc/containers/certs.d/HOST:PORT/ where podman and crfs both find it) behind htpasswd, and
  * again behind a token server; a
  * private eStargz image made with `crfs convert`; `podman login HOST/team` writing
- * `$XDG_RUNTIME_DIR/containers/auth.json`; then `crfs store` started with no credential or TLS
+ * `$XDG_RUNTIME_DIR/containers/auth.json` (with the token server: the `$REGISTRY_AUTH_FILE` it
+ * names); then `crfs store` started with no credential or TLS
  * flag and `podman run` of the image through it. The container's output is right, every layer
  * request the registry logs is a range request (the store served the layers, podman downloaded
  * none), and a layer's unread file stays in the registry. Without the login the store refuses
@@ -83,7 +84,13 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "crfs-store-e2e-" });
   const name = `crfs-store-${crypto.randomUUID().slice(0, 8)}.test`;
   const hostsLine = `127.0.0.1 ${name} # crfs store e2e test`;
-  const saved = Deno.env.get("XDG_RUNTIME_DIR");
+  // Where podman login writes, and what the store and podman get: the runtime directory
+  // (htpasswd), or $REGISTRY_AUTH_FILE (token server).
+  const via = auth === "basic" ? "XDG_RUNTIME_DIR" : "REGISTRY_AUTH_FILE";
+  const loggedIn = auth === "basic" ? `${dir}/run` : `${dir}/login/auth.json`;
+  const authPath = auth === "basic" ? `${dir}/run/containers/auth.json` : loggedIn;
+  const notLoggedIn = auth === "basic" ? `${dir}/run-empty` : `${dir}/login/none.json`;
+  const saved = Deno.env.get(via);
   const cleanups: (() => Promise<void>)[] = [];
   let reg: TestRegistry | undefined;
   let certsd: string | undefined;
@@ -129,13 +136,16 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
     const layers = manifest.layers.map((l) => l.digest);
     assert.equal(layers.length, 2);
 
-    // podman login HOST/team as a user does: auth.json in $XDG_RUNTIME_DIR/containers.
+    // podman login HOST/team as a user does: auth.json in $XDG_RUNTIME_DIR/containers, or
+    // $REGISTRY_AUTH_FILE.
+    await Deno.mkdir(`${dir}/login`);
+    if (auth === "token") Deno.env.set(via, loggedIn);
     await Deno.mkdir(`${dir}/run`);
     await podmanLogin(dir, certsd, `${reg.host}/team`, "alice", "alice-store-pw");
-    const authFile = JSON.parse(await Deno.readTextFile(`${dir}/run/containers/auth.json`));
+    const authFile = JSON.parse(await Deno.readTextFile(authPath));
     assert.ok(authFile.auths[`${reg.host}/team`], JSON.stringify(Object.keys(authFile.auths)));
-    // Every process from here on (the store, podman) has that runtime directory.
-    Deno.env.set("XDG_RUNTIME_DIR", `${dir}/run`);
+    // Every process from here on (the store, podman) finds that file.
+    Deno.env.set(via, loggedIn);
 
     const store = await startStore(`${dir}/store`);
     cleanups.push(() => store.stop());
@@ -171,7 +181,8 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
 
     // Without the login, for podman and the store: podman refuses with a clear error.
     await Deno.mkdir(`${dir}/run-empty`);
-    Deno.env.set("XDG_RUNTIME_DIR", `${dir}/run-empty`);
+    await Deno.writeTextFile(`${dir}/login/none.json`, `{"auths": {}}\n`);
+    Deno.env.set(via, notLoggedIn);
     const bare = await startStore(`${dir}/store-bare`);
     cleanups.push(() => bare.stop());
     const pod2 = await Podman.create({ storeFlag: bare.dir });
@@ -181,7 +192,7 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
     assert.match(refused.stderr, /authentication required|unauthorized/i);
     // podman logged in, the store not: the store refuses the layers and says how to log in;
     // podman then downloads them whole (what the login above avoids).
-    Deno.env.set("XDG_RUNTIME_DIR", `${dir}/run`);
+    Deno.env.set(via, loggedIn);
     reg.clearLog();
     const full = await pod2.run(runArgs("--entrypoint", "/bin/cat", ref, "/etc/motd"));
     assert.equal(full.code, 0, full.stderr);
@@ -196,8 +207,8 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
       new RegExp(`${reg.host}/team/app:v1: .*authentication required; log in with 'podman login`),
     );
   } finally {
-    if (saved === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
-    else Deno.env.set("XDG_RUNTIME_DIR", saved);
+    if (saved === undefined) Deno.env.delete(via);
+    else Deno.env.set(via, saved);
     for (const c of cleanups.reverse()) await c().catch((e) => console.error(e));
     if (certsd) await Deno.remove(certsd, { recursive: true }).catch(() => {});
     if (!hadCertsD) await Deno.remove(SYSTEM_CERTS_D).catch(() => {}); // when empty
