@@ -84,18 +84,25 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "crfs-store-e2e-" });
   const name = `crfs-store-${crypto.randomUUID().slice(0, 8)}.test`;
   const hostsLine = `127.0.0.1 ${name} # crfs store e2e test`;
-  // Where podman login writes, and what the store and podman get: the runtime directory
-  // (htpasswd), or $REGISTRY_AUTH_FILE (token server).
-  const via = auth === "basic" ? "XDG_RUNTIME_DIR" : "REGISTRY_AUTH_FILE";
-  const loggedIn = auth === "basic" ? `${dir}/run` : `${dir}/login/auth.json`;
-  const authPath = auth === "basic" ? `${dir}/run/containers/auth.json` : loggedIn;
-  const notLoggedIn = auth === "basic" ? `${dir}/run-empty` : `${dir}/login/none.json`;
-  const saved = Deno.env.get(via);
+  // Where podman login writes, and what the store and podman are given: the runtime directory
+  // (htpasswd), or $REGISTRY_AUTH_FILE (token server). Always explicitly: other test files
+  // running in this process change its environment. registries.conf: an empty one of ours.
+  const authPath = auth === "basic" ? `${dir}/run/containers/auth.json` : `${dir}/login/auth.json`;
+  const envFor = (loggedIn: boolean): Record<string, string> => ({
+    XDG_RUNTIME_DIR: auth === "basic" && loggedIn ? `${dir}/run` : `${dir}/run-empty`,
+    REGISTRY_AUTH_FILE: auth === "basic" ? "" : loggedIn ? authPath : `${dir}/login/none.json`,
+    CONTAINERS_REGISTRIES_CONF: `${dir}/registries.conf`,
+    CRFS_CONFIG: "",
+  });
   const cleanups: (() => Promise<void>)[] = [];
   let reg: TestRegistry | undefined;
   let certsd: string | undefined;
   const hadCertsD = await Deno.stat(SYSTEM_CERTS_D).then(() => true, () => false);
   try {
+    await Deno.mkdir(`${dir}/run-empty`);
+    await Deno.mkdir(`${dir}/login`);
+    await Deno.writeTextFile(`${dir}/login/none.json`, `{"auths": {}}\n`);
+    await Deno.writeTextFile(`${dir}/registries.conf`, "# nothing configured\n");
     await makePki(dir, name);
     await addHostsLine(hostsLine);
     cleanups.push(() => removeHostsLine(hostsLine));
@@ -130,7 +137,7 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
       "alice:alice-store-pw",
       `oci:${dir}/layout:v1`,
       ref,
-    ]);
+    ], { env: envFor(false) });
     assert.equal(conv.code, 0, `crfs convert: ${conv.stderr}`);
     const manifest = await manifestOf(reg, `${dir}/ca.crt`, "alice:alice-store-pw");
     const layers = manifest.layers.map((l) => l.digest);
@@ -138,18 +145,15 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
 
     // podman login HOST/team as a user does: auth.json in $XDG_RUNTIME_DIR/containers, or
     // $REGISTRY_AUTH_FILE.
-    await Deno.mkdir(`${dir}/login`);
-    if (auth === "token") Deno.env.set(via, loggedIn);
     await Deno.mkdir(`${dir}/run`);
-    await podmanLogin(dir, certsd, `${reg.host}/team`, "alice", "alice-store-pw");
+    const { XDG_RUNTIME_DIR: _, ...loginEnv } = envFor(true);
+    await podmanLogin(dir, certsd, `${reg.host}/team`, "alice", "alice-store-pw", loginEnv);
     const authFile = JSON.parse(await Deno.readTextFile(authPath));
     assert.ok(authFile.auths[`${reg.host}/team`], JSON.stringify(Object.keys(authFile.auths)));
-    // Every process from here on (the store, podman) finds that file.
-    Deno.env.set(via, loggedIn);
 
-    const store = await startStore(`${dir}/store`);
+    const store = await startStore(`${dir}/store`, [], envFor(true));
     cleanups.push(() => store.stop());
-    const pod = await Podman.create({ storeFlag: store.dir });
+    const pod = await Podman.create({ storeFlag: store.dir, env: envFor(true) });
     cleanups.push(() => pod.close());
     // podman checks the certificate too (no --tls-verify=false anywhere).
     const runArgs = (...args: string[]) =>
@@ -180,21 +184,19 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
     assert.ok(!store.stderr().includes("alice-store-pw"), "no password in the store's log");
 
     // Without the login, for podman and the store: podman refuses with a clear error.
-    await Deno.mkdir(`${dir}/run-empty`);
-    await Deno.writeTextFile(`${dir}/login/none.json`, `{"auths": {}}\n`);
-    Deno.env.set(via, notLoggedIn);
-    const bare = await startStore(`${dir}/store-bare`);
+    const bare = await startStore(`${dir}/store-bare`, [], envFor(false));
     cleanups.push(() => bare.stop());
-    const pod2 = await Podman.create({ storeFlag: bare.dir });
+    const pod2 = await Podman.create({ storeFlag: bare.dir, env: envFor(false) });
     cleanups.push(() => pod2.close());
     const refused = await pod2.run(runArgs("--entrypoint", "/bin/cat", ref, "/etc/motd"));
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /authentication required|unauthorized/i);
     // podman logged in, the store not: the store refuses the layers and says how to log in;
     // podman then downloads them whole (what the login above avoids).
-    Deno.env.set(via, loggedIn);
+    const pod3 = await Podman.create({ storeFlag: bare.dir, env: envFor(true) });
+    cleanups.push(() => pod3.close());
     reg.clearLog();
-    const full = await pod2.run(runArgs("--entrypoint", "/bin/cat", ref, "/etc/motd"));
+    const full = await pod3.run(runArgs("--entrypoint", "/bin/cat", ref, "/etc/motd"));
     assert.equal(full.code, 0, full.stderr);
     assert.equal(full.stdout, "hello from a private registry\n");
     const fullGets = layerGets(await reg.accessLog(), layers).filter((e) => e.status === 200);
@@ -207,8 +209,6 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
       new RegExp(`${reg.host}/team/app:v1: .*authentication required; log in with 'podman login`),
     );
   } finally {
-    if (saved === undefined) Deno.env.delete(via);
-    else Deno.env.set(via, saved);
     for (const c of cleanups.reverse()) await c().catch((e) => console.error(e));
     if (certsd) await Deno.remove(certsd, { recursive: true }).catch(() => {});
     if (!hadCertsD) await Deno.remove(SYSTEM_CERTS_D).catch(() => {}); // when empty
