@@ -37,6 +37,9 @@ async function podmanLogin(
   env: Record<string, string>,
 ): Promise<void> {
   if (env.XDG_RUNTIME_DIR) await Deno.mkdir(env.XDG_RUNTIME_DIR, { recursive: true });
+  // An empty registries.conf of its own (other test files change this process's environment).
+  const conf = `${dir}/podman-login-registries.conf`;
+  await Deno.writeTextFile(conf, "# nothing configured\n");
   const login = new Deno.Command("podman", {
     args: [
       "--root",
@@ -54,7 +57,7 @@ async function podmanLogin(
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { HOME: `${dir}/home`, ...env },
+    env: { HOME: `${dir}/home`, CONTAINERS_REGISTRIES_CONF: conf, ...env },
   }).spawn();
   const w = login.stdin.getWriter();
   await w.write(new TextEncoder().encode(password));
