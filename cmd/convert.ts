@@ -20,9 +20,21 @@ import {
   UserError,
 } from "./cli.ts";
 import { convertImage, type ConvertImageResult, DEFAULT_JOBS } from "../convert/image.ts";
-import { type Endpoint, parseEndpoint } from "../convert/endpoint.ts";
+import {
+  type Endpoint,
+  endpointText,
+  parseEndpoint,
+  resolveSource,
+  sourceCandidates,
+} from "../convert/endpoint.ts";
 import { convertLayerFile } from "../convert/layer_file.ts";
-import { REGISTRY_HELP, registryFlags, setupRegistry, userFacing } from "./registry_options.ts";
+import {
+  registriesConfig,
+  REGISTRY_HELP,
+  registryFlags,
+  setupRegistry,
+  userFacing,
+} from "./registry_options.ts";
 
 const HELP = `Usage: crfs convert [options] IN OUT
        crfs convert [options] SRC DST
@@ -39,7 +51,10 @@ tar+zstd) to eStargz (or zstd:chunked) and writes the image to DST (OCI media ty
 and uncompressed size annotations — zstd:chunked: manifest checksum and position — on each
 layer, config diff_ids rewritten, everything else kept). Prints DST with the digest written.
 SRC and DST forms:
-  HOST/REPO[:TAG][@DIGEST]   a registry (docker:// prefix optional; a Docker Hub name as SRC)
+  HOST/REPO[:TAG][@DIGEST]   a registry (docker:// prefix optional)
+  NAME[:TAG]                 as SRC, a short name: registries.conf's [aliases] entry, else
+                             the first unqualified-search-registries host that has it (else
+                             Docker Hub; docker://NAME is always Docker Hub)
   oci:DIR[:TAG]              an OCI image layout (created when missing; TAG default latest)
   docker-archive:FILE[:NAME:TAG]   a docker save / skopeo archive (SRC only)
   FILE.tar, FILE.tar.gz      as SRC: a docker archive, or else one layer made into an image
@@ -248,14 +263,27 @@ async function runImage(
   for (const s of signals) Deno.addSignalListener(s, onSignal);
   const started = performance.now();
   try {
+    // A short SRC: the registries registries.conf names for it, the first that has it.
+    const candidates = sourceCandidates(src, await registriesConfig());
+    if (candidates.length > 1 && values["src-creds"] !== undefined) {
+      throw new UsageError(
+        `--src-creds: ${src.text} is a short name for several registries (${
+          candidates.map(endpointText).join(", ")
+        }); name the image in full`,
+      );
+    }
+    const only = candidates.length === 1 ? candidates[0] : undefined;
     // Conversion reads whole blobs once: no disk cache, no prefetching.
     const setup = await setupRegistry({ ...values, "no-cache": true }, {
       prefetch: false,
       credentials: {
-        src: src.kind === "registry" ? src.ref.host : undefined,
+        src: only?.kind === "registry" ? only.ref.host : undefined,
         dest: dst.kind === "registry" ? dst.ref.host : undefined,
       },
     });
+    const typed = src.text;
+    src = await resolveSource(typed, candidates, setup.drivers, controller.signal);
+    if (src.text !== typed && !o.quiet) console.error(`crfs: ${typed} is ${endpointText(src)}`);
     const result = await convertImage(src, dst, setup.drivers, {
       platform: values.platform as string | undefined,
       allPlatforms: values["all-platforms"] === true,

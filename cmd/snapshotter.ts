@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { type Command, defineCommand, type Options, UserError } from "./cli.ts";
+import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
+import { snapshotterPaths } from "../fs/user_dirs.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
 
 /** The library, imported when the command runs (a specifier Deno does not fetch ahead). */
@@ -33,7 +34,11 @@ Kubernetes, in the CRI plugin's section:
     disable_snapshot_annotations = false
 
 State (snapshot metadata and directories, the FUSE tree at ROOT/fuse) lives under --root and
-survives restarts of crfs and containerd.
+survives restarts of crfs and containerd. As a non-root user (rootless containerd) the
+defaults are $XDG_RUNTIME_DIR/crfs-snapshotter/snapshotter.sock, $XDG_DATA_HOME/crfs/snapshotter
+(~/.local/share/crfs/snapshotter) and the cache $XDG_CACHE_HOME/crfs (~/.cache/crfs); the tree
+is mounted allow_other (containers run as other uids), which needs user_allow_other in
+/etc/fuse.conf.
 
 Options:
       --address SOCKET   unix socket to serve (default /run/crfs/snapshotter.sock)
@@ -58,8 +63,12 @@ export const snapshotterCommand: Command = defineCommand({
   takes: "no arguments",
   argsOk: (p) => p.length === 0,
   async run(values) {
-    const address = (values.address as string | undefined) ?? "/run/crfs/snapshotter.sock";
-    const root = (values.root as string | undefined) ?? "/var/lib/crfs/snapshotter";
+    const defaults = snapshotterPaths();
+    const address = (values.address as string | undefined) ?? defaults.address;
+    if (address === undefined) {
+      throw new UsageError("no $XDG_RUNTIME_DIR for the default socket: give --address SOCKET");
+    }
+    const root = (values.root as string | undefined) ?? defaults.root;
     const setup = await setupRegistry(values);
     // Loaded here, not at the top: the gRPC packages come from npm, and every other command
     // (and every test that runs one) would otherwise need them fetched.

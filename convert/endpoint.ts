@@ -6,7 +6,11 @@
  * Argument forms: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker://REFERENCE`,
  * `-` (a file: standard input or output), a path to an existing file, a name ending in
  * `.tar`, `.tar.gz`, `.tgz`, `.gz`, `.stargz` or `.estargz` (a file), and otherwise an image
- * reference (`HOST/REPO[:TAG][@DIGEST]`, or a Docker Hub name). A DST converted from a plain
+ * reference (`HOST/REPO[:TAG][@DIGEST]`, or a short name). A short SRC (`team/app:v1`, no
+ * registry named, no `docker://`) means, as for podman, the `[aliases]` entry or each of
+ * registries.conf's `unqualified-search-registries` in order — the first that has the image
+ * ({@link sourceCandidates}, {@link resolveSource}); without search registries it stays Docker
+ * Hub's. A DST converted from a plain
  * file is a registry only when it names its host (`127.0.0.1:5000/…`, `localhost/…`) or says
  * `docker://`, so `crfs convert in.tar out` keeps writing the file `out`.
  *
@@ -48,6 +52,11 @@ import {
   type RepositoryName,
 } from "../drivers/reference.ts";
 import { DockerArchiveDriver } from "../drivers/docker_archive.ts";
+import {
+  isShortName,
+  type RegistriesConfig,
+  shortNameCandidates,
+} from "../drivers/registries_conf.ts";
 import { LAYOUT_REPOSITORY, OciLayoutDriver } from "../drivers/oci_layout_driver.ts";
 import { UsageError } from "./errors.ts";
 
@@ -124,6 +133,61 @@ export async function parseEndpoint(
     }
     throw e;
   }
+}
+
+/**
+ * The registry references a SRC may stand for, in the order to try them: for a short name (see
+ * the module documentation) its `[aliases]` entry or one per search registry of `conf`;
+ * otherwise SRC itself.
+ */
+export function sourceCandidates(src: Endpoint, conf: RegistriesConfig): Endpoint[] {
+  if (
+    src.kind !== "registry" || src.ref.host === "local" || src.text.startsWith("docker://") ||
+    !isShortName(src.text)
+  ) {
+    return [src];
+  }
+  const names = shortNameCandidates(conf, src.text);
+  if (names.length === 0) return [src];
+  return names.map((text) => ({ kind: "registry", ref: parseReference(text), text }));
+}
+
+/**
+ * The first of `candidates` whose manifest `drivers` can read (a single candidate is returned
+ * as is: reading it reports its own errors). When none can, a {@link RegistryError} names the
+ * short name `typed`, every candidate tried and why the first failed.
+ */
+export async function resolveSource(
+  typed: string,
+  candidates: Endpoint[],
+  drivers: DriverRegistry,
+  signal?: AbortSignal,
+): Promise<Endpoint> {
+  if (candidates.length === 1) return candidates[0];
+  const failures: { what: string; error: unknown }[] = [];
+  for (const c of candidates) {
+    if (c.kind !== "registry") return c;
+    const repo = { host: c.ref.host, repository: c.ref.repository };
+    try {
+      await drivers.forHost(c.ref.host).getManifest(repo, referenceTarget(c.ref), { signal });
+      return c;
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      failures.push({ what: formatReference(c.ref), error: e });
+    }
+  }
+  const first = failures[0].error;
+  const reason = first instanceof Error ? first.message : String(first);
+  throw new RegistryError(
+    `${typed}: a short name; no search registry has it (tried ${
+      failures.map((f) => f.what).join(", ")
+    }; registries.conf unqualified-search-registries): ${reason}`,
+    {
+      code: first instanceof RegistryError ? first.code : "NOT_FOUND",
+      reference: typed,
+      cause: first,
+    },
+  );
 }
 
 /** Text for messages: the reference or path. */

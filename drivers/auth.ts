@@ -491,7 +491,7 @@ export class Authenticator {
           creds
             ? `${what}: authentication failed: the token server rejected the credentials from ${creds.source}`
             : `${what}: authentication required (anonymous access refused); ` +
-              `log in with 'docker login ${target.host}' or give a username and password`,
+              loginHint(target.host),
           { code: "UNAUTHORIZED", status: res.status, reference: what },
         );
       }
@@ -633,10 +633,16 @@ export class Authenticator {
       );
     }
     return new RegistryError(
-      `${what}: authentication required; log in with 'docker login ${target.host}' or give a username and password`,
+      `${what}: authentication required; ${loginHint(target.host)}`,
       { code: "UNAUTHORIZED", status: 401, reference: what },
     );
   }
+}
+
+/** How to give crfs credentials for `host`: the tools whose auth files it reads, or flags. */
+function loginHint(host: string): string {
+  return `log in with 'podman login ${host}' or 'docker login ${host}' (crfs reads their ` +
+    `auth files) or give a username and password`;
 }
 
 /** `e` with its message about `host` restated as about `what` (a reference on that host). */

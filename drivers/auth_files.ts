@@ -3,7 +3,8 @@
  * containers-auth.json(5) describes them, looked up per repository:
  *
  * 1. the explicit file (`--authfile FILE`, else `$REGISTRY_AUTH_FILE`), which takes the place of
- *    2. the primary file `$XDG_RUNTIME_DIR/containers/auth.json` (what `podman login` writes);
+ *    2. the primary file `$XDG_RUNTIME_DIR/containers/auth.json` (what `podman login` writes;
+ *       without `$XDG_RUNTIME_DIR`, as for root under sudo or systemd, `/run/containers/UID/auth.json`);
  * 3. `$XDG_CONFIG_HOME/containers/auth.json` (default `~/.config/containers/auth.json`);
  * 4. Docker's `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`);
  * 5. the legacy `~/.dockercfg` (a bare `auths` map).
@@ -84,6 +85,8 @@ export interface AuthFilesOptions {
   env?: (name: string) => string | undefined;
   /** Timeout of one credential helper run; default 30 s. */
   helperTimeoutMs?: number;
+  /** The user whose primary file is `/run/containers/UID/auth.json` (tests); default this one. */
+  uid?: number;
 }
 
 /** The reserved `credential-helpers` name for the auth files. */
@@ -108,8 +111,13 @@ export function authFilePaths(options: AuthFilesOptions = {}): AuthFilePath[] {
   const explicit = options.authFile ?? env("REGISTRY_AUTH_FILE");
   if (explicit) add(explicit, false, /(^|\/)config\.json$/.test(explicit));
   else {
-    const run = env("XDG_RUNTIME_DIR");
-    if (run) add(`${run.replace(/\/+$/, "")}/containers/auth.json`);
+    // As containers/image: without a runtime directory, the per-uid one under /run/containers.
+    const run = env("XDG_RUNTIME_DIR")?.replace(/\/+$/, "");
+    add(
+      run
+        ? `${run}/containers/auth.json`
+        : `/run/containers/${options.uid ?? Deno.uid() ?? 0}/auth.json`,
+    );
   }
   const config = env("XDG_CONFIG_HOME")?.replace(/\/+$/, "") ?? (home && `${home}/.config`);
   if (config) add(`${config}/containers/auth.json`);

@@ -23,15 +23,17 @@
  */
 import { createHash } from "node:crypto";
 import type { RangeSource } from "../format/range_source.ts";
+import { userDirs } from "./user_dirs.ts";
 
 const sha256Hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
-/** The default cache directory: /var/cache/crfs for root, ~/.cache/crfs otherwise. */
+/**
+ * The default cache directory: /var/cache/crfs for root, `$XDG_CACHE_HOME/crfs` (default
+ * ~/.cache/crfs) otherwise (fs/user_dirs.ts).
+ */
 export function defaultCacheDir(): string {
-  if (Deno.uid() === 0) return "/var/cache/crfs";
-  const xdg = Deno.env.get("XDG_CACHE_HOME");
-  return `${xdg || `${Deno.env.get("HOME") ?? "/tmp"}/.cache`}/crfs`;
+  return `${userDirs().cache}/crfs`;
 }
 
 /** Counters of the disk cache. */

@@ -44,6 +44,11 @@ export interface StartRegistryOptions {
   tokenJwtLifetime?: number;
   /** Extra top-level YAML appended to the registry config. */
   extraConfig?: string;
+  /**
+   * Serve https with this certificate and key: `host` and `url` then use `name` (which must
+   * resolve to the listening address, e.g. an /etc/hosts line) and the helper trusts `ca`.
+   */
+  tls?: { name: string; certificate: string; key: string; ca: string };
 }
 
 /** One request as the registry logged it. */
@@ -60,9 +65,9 @@ export interface AccessLogEntry {
 
 /** A running registry. */
 export interface TestRegistry {
-  /** `127.0.0.1:PORT`: the host part of image references. */
+  /** `127.0.0.1:PORT` (with `tls`: `NAME:PORT`): the host part of image references. */
   host: string;
-  /** `http://127.0.0.1:PORT`. */
+  /** `http://127.0.0.1:PORT` (with `tls`: `https://NAME:PORT`). */
   url: string;
   /** The users (user → password) when auth is on. */
   users: Record<string, string>;
@@ -157,11 +162,15 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
         `log: {level: debug, formatter: text, accesslog: {disabled: true}}\n` +
         `storage: {filesystem: {rootdirectory: ${dir}/data}, delete: {enabled: true}, ` +
         `maintenance: {uploadpurging: {enabled: false}}}\n` +
-        `http: {addr: "${hostname}:${port}", secret: crfs-test-secret}\n` +
+        `http: {addr: "${hostname}:${port}", secret: crfs-test-secret` +
+        (options.tls
+          ? `, tls: {certificate: ${options.tls.certificate}, key: ${options.tls.key}}`
+          : "") +
+        `}\n` +
         authConfig + (options.extraConfig ?? "");
       await Deno.writeTextFile(`${dir}/config.yml`, config);
       try {
-        return await launch(dir, hostname, port, users, options.auth, tokenServer);
+        return await launch(dir, hostname, port, users, options.auth, tokenServer, options.tls);
       } catch (e) {
         lastError = e as Error;
         if (!/address already in use/i.test(lastError.message)) break;
@@ -182,6 +191,7 @@ async function launch(
   users: Record<string, string>,
   auth: "basic" | "token" | undefined,
   tokenServer: TokenServer | undefined,
+  tls: StartRegistryOptions["tls"],
 ): Promise<TestRegistry> {
   const child = new Deno.Command("docker-registry", {
     args: ["serve", `${dir}/config.yml`],
@@ -234,7 +244,12 @@ async function launch(
     if (buf) onLine(buf);
   };
   const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  const url = `http://${hostname}:${port}`;
+  const host = `${tls?.name ?? hostname}:${port}`;
+  const url = tls ? `https://${host}` : `http://${host}`;
+  const client = tls
+    ? Deno.createHttpClient({ caCerts: [await Deno.readTextFile(tls.ca)] })
+    : undefined;
+  const get = (u: string, signal: AbortSignal) => fetch(u, { signal, client });
   let exited = false;
   const status = child.status.then((s) => {
     exited = true;
@@ -264,10 +279,11 @@ async function launch(
   for (;;) {
     if (exited) {
       await pumps;
+      client?.close();
       throw new Error(`docker-registry exited during start-up:\n${raw.slice(-20).join("\n")}`);
     }
     try {
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
+      const res = await get(`${url}/v2/`, AbortSignal.timeout(1000));
       await res.body?.cancel();
       if (res.status === 200 || res.status === 401) break;
     } catch {
@@ -275,6 +291,7 @@ async function launch(
     }
     if (Date.now() > deadline) {
       await stopProcess();
+      client?.close();
       throw new Error(`docker-registry did not become ready:\n${raw.slice(-20).join("\n")}`);
     }
     await new Promise((r) => setTimeout(r, 50));
@@ -282,7 +299,7 @@ async function launch(
   let stopped = false;
   let markCounter = 0;
   const reg: TestRegistry = {
-    host: `${hostname}:${port}`,
+    host,
     url,
     users,
     auth,
@@ -292,9 +309,7 @@ async function launch(
       if (!exited) {
         const mark = `m${++markCounter}-${crypto.randomUUID().slice(0, 8)}`;
         try {
-          const res = await fetch(`${url}/v2/?crfs-log-mark=${mark}`, {
-            signal: AbortSignal.timeout(2000),
-          });
+          const res = await get(`${url}/v2/?crfs-log-mark=${mark}`, AbortSignal.timeout(2000));
           await res.body?.cancel();
           const until = Date.now() + 2000;
           while (!marks.has(mark) && Date.now() < until) {
@@ -316,6 +331,7 @@ async function launch(
       if (stopped) return;
       stopped = true;
       await stopProcess();
+      client?.close();
       await tokenServer?.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },

@@ -37,6 +37,9 @@ async function podmanLogin(
   env: Record<string, string>,
 ): Promise<void> {
   if (env.XDG_RUNTIME_DIR) await Deno.mkdir(env.XDG_RUNTIME_DIR, { recursive: true });
+  // An empty registries.conf of its own (other test files change this process's environment).
+  const conf = `${dir}/podman-login-registries.conf`;
+  await Deno.writeTextFile(conf, "# nothing configured\n");
   const login = new Deno.Command("podman", {
     args: [
       "--root",
@@ -54,7 +57,7 @@ async function podmanLogin(
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { HOME: `${dir}/home`, ...env },
+    env: { HOME: `${dir}/home`, CONTAINERS_REGISTRIES_CONF: conf, ...env },
   }).spawn();
   const w = login.stdin.getWriter();
   await w.write(new TextEncoder().encode(password));
@@ -90,6 +93,17 @@ Deno.test("auth files: the order of containers-auth.json(5), explicit file first
   assert.equal(explicit[0].path, "/flag.json");
   assert.ok(!explicit.some((p) => p.path === "/x.json" || p.path.startsWith("/run/u")));
   assert.equal(authFilePaths({ env: envOf({ HOME: "/h" }) }).at(-1)!.legacy, true);
+  // No $XDG_RUNTIME_DIR (root under sudo or systemd): podman's primary file is per uid in /run.
+  assert.deepEqual(authFilePaths({ env: envOf({ HOME: "/root" }), uid: 0 }).map((p) => p.path), [
+    "/run/containers/0/auth.json",
+    "/root/.config/containers/auth.json",
+    "/root/.docker/config.json",
+    "/root/.dockercfg",
+  ]);
+  assert.equal(
+    authFilePaths({ env: envOf({}), uid: 1000 })[0].path,
+    "/run/containers/1000/auth.json",
+  );
 });
 
 Deno.test("auth files: key normalization and lookup keys", () => {

@@ -106,10 +106,6 @@ Deno.test("host config end to end: crfs mount reads a private eStargz image with
   await addHostsLine(hostsLine);
   const reg = await startTlsRegistry(dir, "reg", undefined, `${dir}/htpasswd`);
   const tls = new TlsClients({ certsDirs: [`${dir}/certs.d`], systemCaFile: null });
-  const saved = {
-    XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR"),
-    CONTAINERS_REGISTRIES_CONF: Deno.env.get("CONTAINERS_REGISTRIES_CONF"),
-  };
   let mount: MountProcess | undefined;
   try {
     const host = `${name}:${reg.port}`;
@@ -153,8 +149,6 @@ Deno.test("host config end to end: crfs mount reads a private eStargz image with
       `[[registry]]\nprefix = "${down}/team"\nlocation = "${down}/team"\n` +
         `[[registry.mirror]]\nlocation = "${host}/team"\n`,
     );
-    Deno.env.set("XDG_RUNTIME_DIR", `${dir}/run`);
-    Deno.env.set("CONTAINERS_REGISTRIES_CONF", `${dir}/registries.conf`);
     const mnt = `${dir}/mnt`;
     const metricsPort = freePort();
     mount = await startMount(mnt, [
@@ -165,7 +159,15 @@ Deno.test("host config end to end: crfs mount reads a private eStargz image with
       "--no-background-fetch",
       "--metrics-address",
       `127.0.0.1:${metricsPort}`,
-    ]);
+    ], {
+      // Given explicitly, not set in this process: other test files run in it at the same time.
+      env: {
+        XDG_RUNTIME_DIR: `${dir}/run`,
+        CONTAINERS_REGISTRIES_CONF: `${dir}/registries.conf`,
+        REGISTRY_AUTH_FILE: "",
+        CRFS_CONFIG: "",
+      },
+    });
 
     const direct = `${mnt}/images/${host}/team/app/esgz`;
     assert.equal(await Deno.readTextFile(`${direct}/etc/hello`), content);
@@ -199,10 +201,6 @@ Deno.test("host config end to end: crfs mount reads a private eStargz image with
     assert.match(metrics, /crfs_fuse_errors_total\{op="[a-z]+",errno="E[A-Z]+"\} [1-9]/);
   } finally {
     await mount?.stop();
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) Deno.env.delete(k);
-      else Deno.env.set(k, v);
-    }
     tls.close();
     await reg.stop();
     await removeHostsLine(hostsLine);

@@ -20,6 +20,9 @@ Deno.test("--certs-dir and --tls-verify=false reach a registry with a private CA
   await addHostsLine(line);
   const reg = await startTlsRegistry(dir, "reg");
   const saved = Deno.env.get("CONTAINERS_REGISTRIES_CONF");
+  // An empty file, not a missing one: podman and skopeo in test files running in this process
+  // meanwhile see it too, and they refuse a missing one.
+  await Deno.writeTextFile(`${dir}/none.conf`, "# nothing configured\n");
   Deno.env.set("CONTAINERS_REGISTRIES_CONF", `${dir}/none.conf`);
   try {
     const host = `${name}:${reg.port}`;

@@ -107,7 +107,8 @@ export async function removeHostsLine(line: string): Promise<void> {
 
 /**
  * `podman login TARGET` as a user of `dir` (storage, HOME and XDG_RUNTIME_DIR under it), trusting
- * the CAs in `certDir`: the credentials land in `dir/run/containers/auth.json`.
+ * the CAs in `certDir`, with an empty registries.conf: the credentials land in
+ * `dir/run/containers/auth.json` (or where `env`, set over the rest, says: `REGISTRY_AUTH_FILE`).
  */
 export async function podmanLogin(
   dir: string,
@@ -115,7 +116,10 @@ export async function podmanLogin(
   target: string,
   username: string,
   password: string,
+  env: Record<string, string> = {},
 ): Promise<void> {
+  const conf = `${dir}/podman-login-registries.conf`;
+  await Deno.writeTextFile(conf, "# nothing configured\n");
   const login = new Deno.Command("podman", {
     args: [
       "--root",
@@ -135,7 +139,13 @@ export async function podmanLogin(
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { HOME: `${dir}/home`, XDG_RUNTIME_DIR: `${dir}/run` },
+    env: {
+      HOME: `${dir}/home`,
+      XDG_RUNTIME_DIR: `${dir}/run`,
+      // Not this process's (other test files change it while this one runs).
+      CONTAINERS_REGISTRIES_CONF: conf,
+      ...env,
+    },
   }).spawn();
   const w = login.stdin.getWriter();
   await w.write(new TextEncoder().encode(`${password}\n`));

@@ -577,7 +577,7 @@ export async function fuseMountsAt(path: string): Promise<number> {
 export async function startMount(
   mnt: string,
   args: string[] = [],
-  opts: { denoArgs?: string[] } = {},
+  opts: { denoArgs?: string[]; env?: Record<string, string> } = {},
 ): Promise<MountProcess> {
   const home = await Deno.makeTempDir({ prefix: "crfs-mount-home-" });
   await Deno.mkdir(mnt, { recursive: true }).catch(() => {}); // (a stale mount is there)
@@ -600,7 +600,13 @@ export async function startMount(
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-    env: { HOME: home, DOCKER_CONFIG: `${home}/docker`, NO_COLOR: "1", DENO_DIR: denoDir() },
+    env: {
+      ...opts.env,
+      HOME: home,
+      DOCKER_CONFIG: `${home}/docker`,
+      NO_COLOR: "1",
+      DENO_DIR: denoDir(),
+    },
   }).spawn();
   let err = "";
   const pump = (async () => {

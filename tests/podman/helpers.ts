@@ -117,6 +117,8 @@ export interface PodmanOptions {
   storeFlag?: string;
   /** An additional layer store configured in a storage.conf (CONTAINERS_STORAGE_CONF). */
   storeConf?: string;
+  /** Environment variables every podman command gets (over this process's own). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -164,7 +166,7 @@ export class Podman {
   /** Runs `podman FLAGS ARGS` (never throws on failure). */
   async run(args: string[], timeoutMs = 120_000): Promise<PodmanRun> {
     const t = performance.now();
-    const env: Record<string, string> = { TMPDIR: `${this.dir}` };
+    const env: Record<string, string> = { ...this.#opts.env, TMPDIR: `${this.dir}` };
     if (this.#opts.storeConf) env.CONTAINERS_STORAGE_CONF = `${this.dir}/storage.conf`;
     const child = new Deno.Command("podman", {
       args: [...this.flags, ...args],
@@ -237,16 +239,27 @@ export interface StoreProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `crfs store DIR ...extra` with a fresh HOME and cache; resolves once it is mounted. */
-export function startStore(dir: string, extra: string[] = []): Promise<StoreProcess> {
-  return startCrfs(["store", dir, ...extra], [dir]);
+/**
+ * Starts `crfs store DIR ...extra` with a fresh HOME and cache (and `env` over this process's
+ * environment); resolves once it is mounted.
+ */
+export function startStore(
+  dir: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+): Promise<StoreProcess> {
+  return startCrfs(["store", dir, ...extra], [dir], env);
 }
 
 /**
- * Starts `crfs ARGS --cache-dir <fresh>` with a fresh HOME; resolves once FUSE mounts are at
- * every one of `mountpoints` (absolute paths).
+ * Starts `crfs ARGS --cache-dir <fresh>` with a fresh HOME (and `env`); resolves once FUSE mounts
+ * are at every one of `mountpoints` (absolute paths).
  */
-export async function startCrfs(args: string[], mountpoints: string[]): Promise<StoreProcess> {
+export async function startCrfs(
+  args: string[],
+  mountpoints: string[],
+  env: Record<string, string> = {},
+): Promise<StoreProcess> {
   const home = await Deno.makeTempDir({ prefix: "crfs-store-home-" });
   for (const m of mountpoints) await Deno.mkdir(m, { recursive: true });
   const child = new Deno.Command(Deno.execPath(), {
@@ -255,7 +268,13 @@ export async function startCrfs(args: string[], mountpoints: string[]): Promise<
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-    env: { HOME: home, DOCKER_CONFIG: `${home}/docker`, NO_COLOR: "1", DENO_DIR: denoDir() },
+    env: {
+      ...env,
+      HOME: home,
+      DOCKER_CONFIG: `${home}/docker`,
+      NO_COLOR: "1",
+      DENO_DIR: denoDir(),
+    },
   }).spawn();
   let err = "";
   const pump = (async () => {
