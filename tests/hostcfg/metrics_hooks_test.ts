@@ -91,7 +91,10 @@ Deno.test("metrics hooks: FUSE operations, errors and bytes on a real mount", as
   assert.ok(m.fuseErrors.value({ op: "lookup", errno: "ENOENT" }) >= 1);
   assert.ok(m.fuseErrors.value({ op: "lookup", errno: "EIO" }) >= 1);
   assert.ok(m.errors.value({ kind: "EIO" }) >= 1);
-  assert.equal(m.fuseReadBytes.value(), 300_000);
+  // The whole file at least once; the kernel may read a range again when its pages were dropped
+  // under memory pressure (seen: one 256 KiB read twice), never the file three times over.
+  const readBytes = m.fuseReadBytes.value();
+  assert.ok(readBytes >= 300_000 && readBytes < 900_000, `${readBytes} bytes read counted`);
   assert.match(
     m.registry.render(),
     /crfs_fuse_operation_duration_seconds_count\{op="read"\} [1-9]/,
