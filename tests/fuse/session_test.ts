@@ -30,37 +30,35 @@ const enc = new TextEncoder();
 /** A fake `/dev/fuse`: requests pushed in, replies collected (copied) out. */
 class FakeDev implements FuseIo {
   #queue: Uint8Array[] = [];
-  #waiting: ((n: number) => void)[] = [];
-  #bufs: Uint8Array[] = [];
+  #readable = Promise.withResolvers<void>();
   ended = false;
   replies: Uint8Array[] = [];
   #changed = Promise.withResolvers<void>();
 
   push(req: Uint8Array): void {
-    const w = this.#waiting.shift();
-    if (w) {
-      const buf = this.#bufs.shift()!;
-      buf.set(req);
-      w(req.length);
-    } else this.#queue.push(req);
+    this.#queue.push(req);
+    this.#readable.resolve();
   }
 
   end(): void {
     this.ended = true;
-    for (const w of this.#waiting.splice(0)) w(-1);
+    this.#readable.resolve();
   }
 
-  read(buf: Uint8Array<ArrayBuffer>): Promise<number> {
+  readNow(buf: Uint8Array<ArrayBuffer>): number {
     const q = this.#queue.shift();
     if (q) {
       buf.set(q);
-      return Promise.resolve(q.length);
+      return q.length;
     }
-    if (this.ended) return Promise.resolve(-1);
-    return new Promise((r) => {
-      this.#bufs.push(buf);
-      this.#waiting.push(r);
-    });
+    if (this.ended) return -Errno.ENODEV;
+    this.#readable = Promise.withResolvers<void>();
+    return -Errno.EAGAIN;
+  }
+
+  async wait(timeoutMs: number): Promise<void> {
+    if (timeoutMs === 0) return await Promise.resolve();
+    await this.#readable.promise;
   }
 
   #got(b: Uint8Array): number {
