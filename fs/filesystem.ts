@@ -9,6 +9,7 @@
 import { DT_DIR, dtOf } from "../format/file_attr.ts";
 import { decodeName, encodeName } from "../format/names.ts";
 import {
+  type Answer,
   type AttrReply,
   type DirItem,
   type EntryChange,
@@ -148,7 +149,7 @@ export class CrfsFilesystem implements FuseOps {
     return ino;
   }
 
-  lookup(parent: number, name: Uint8Array): MaybePromise<EntryReply> {
+  lookup(parent: number, name: Uint8Array): Answer<EntryReply> {
     return this.#guard("lookup", async () => {
       const dir = this.#node(parent);
       if (!dir.lookup) throw new FuseError(Errno.ENOTDIR);
@@ -164,7 +165,7 @@ export class CrfsFilesystem implements FuseOps {
             attrTtlMs: 0,
           };
         }
-        throw FuseError.of(Errno.ENOENT);
+        return FuseError.of(Errno.ENOENT);
       }
       return this.#entry(parent, dir, child);
     });
@@ -266,12 +267,12 @@ export class CrfsFilesystem implements FuseOps {
     this.#dirHandles.delete(fh);
   }
 
-  getxattr(nodeId: number, name: Uint8Array): MaybePromise<Uint8Array> {
+  getxattr(nodeId: number, name: Uint8Array): Answer<Uint8Array> {
     return this.#guard("getxattr", () => {
       const key = decodeName(name);
       const v = this.#node(nodeId).attr().xattrs.get(key);
       if (v === undefined) {
-        throw FuseError.of(ASKED_OF_EVERY_FILE.has(key) ? Errno.EOPNOTSUPP : Errno.ENODATA);
+        return FuseError.of(ASKED_OF_EVERY_FILE.has(key) ? Errno.EOPNOTSUPP : Errno.ENODATA);
       }
       return v;
     });

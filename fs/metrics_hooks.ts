@@ -12,7 +12,7 @@
  * @module
  */
 import type { CrfsMetrics } from "./metrics.ts";
-import { Errno, errnoOf, type FuseOps } from "./fuse/ops.ts";
+import { Errno, errnoOf, FuseError, type FuseOps } from "./fuse/ops.ts";
 
 /** The kind of a registry request, by its URL and method. */
 export function requestKind(url: URL, method = "GET"): string {
@@ -87,45 +87,57 @@ const ERRNO_NAMES = new Map<number, string>(
 
 /**
  * `ops` with every operation counted and timed in `metrics` (`crfs_fuse_operations_total`,
- * `crfs_fuse_operation_duration_seconds`), failures counted by errno name in
- * `crfs_fuse_errors_total`, EIO also in `crfs_errors_total{kind="EIO"}`, and the bytes of
- * successful reads in `crfs_fuse_read_bytes_total`. Methods keep their `this`.
+ * `crfs_fuse_operation_duration_seconds`), failures (thrown, rejected, or a `FuseError` answered
+ * as the result) counted by errno name in `crfs_fuse_errors_total`, EIO also in
+ * `crfs_errors_total{kind="EIO"}`, and the bytes of successful reads in
+ * `crfs_fuse_read_bytes_total`. Methods keep their `this`; synchronous answers stay synchronous.
  */
 export function instrumentFuseOps<T extends FuseOps>(ops: T, metrics: CrfsMetrics): T {
+  // One wrapper per method (made on first use), with its label set: a request costs no
+  // allocation here beyond the timer.
+  const wrappers = new Map<string, { of: unknown; wrapper: unknown }>();
+  const wrap = (op: string, value: (...args: unknown[]) => unknown, target: T) => {
+    const labels = { op };
+    const countError = (errno: number) => {
+      const name = ERRNO_NAMES.get(errno) ?? String(errno);
+      metrics.fuseErrors.inc({ op, errno: name });
+      if (errno === Errno.EIO) metrics.errors.inc({ kind: "EIO" });
+    };
+    const done = (stop: () => number, v: unknown) => {
+      stop();
+      if (v instanceof FuseError) countError(errnoOf(v));
+      else if (op === "read" && v instanceof Uint8Array) {
+        metrics.fuseReadBytes.inc(undefined, v.length);
+      }
+      return v;
+    };
+    return function (this: unknown, ...args: unknown[]) {
+      const stop = metrics.fuseSeconds.startTimer(labels);
+      const fail = (err: unknown) => {
+        stop();
+        countError(errnoOf(err));
+        throw err;
+      };
+      let result: unknown;
+      metrics.fuseOperations.inc(labels);
+      try {
+        result = value.apply(target, args);
+      } catch (err) {
+        fail(err);
+      }
+      if (result instanceof Promise) return result.then((v) => done(stop, v), fail);
+      return done(stop, result);
+    };
+  };
   return new Proxy(ops, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver);
       if (typeof value !== "function" || typeof prop !== "string") return value;
-      const op = prop;
-      return function (this: unknown, ...args: unknown[]) {
-        const stop = metrics.fuseSeconds.startTimer({ op });
-        const fail = (err: unknown) => {
-          stop();
-          const errno = errnoOf(err);
-          const name = ERRNO_NAMES.get(errno) ?? String(errno);
-          metrics.fuseErrors.inc({ op, errno: name });
-          if (errno === Errno.EIO) metrics.errors.inc({ kind: "EIO" });
-          throw err;
-        };
-        let result: unknown;
-        metrics.fuseOperations.inc({ op });
-        try {
-          result = value.apply(target, args);
-        } catch (err) {
-          fail(err);
-        }
-        if (result instanceof Promise) {
-          return result.then((v) => {
-            stop();
-            if (op === "read" && v instanceof Uint8Array) {
-              metrics.fuseReadBytes.inc(undefined, v.length);
-            }
-            return v;
-          }, fail);
-        }
-        stop();
-        return result;
-      };
+      const had = wrappers.get(prop);
+      if (had?.of === value) return had.wrapper;
+      const wrapper = wrap(prop, value as (...args: unknown[]) => unknown, target);
+      wrappers.set(prop, { of: value, wrapper });
+      return wrapper;
     },
   });
 }

@@ -367,11 +367,17 @@ export class FuseSession {
   /**
    * Calls `reply` with an op's result: at once if the op answered synchronously (exceptions go
    * to the caller), else when its promise settles (a rejection or a throwing `reply` is
-   * answered with the errno).
+   * answered with the errno). A `FuseError` answered as the result is replied as its errno.
    */
-  #then<T>(unique: number, opcode: number, result: MaybePromise<T>, reply: (v: T) => void): void {
+  #then<T>(
+    unique: number,
+    opcode: number,
+    result: MaybePromise<T | FuseError>,
+    reply: (v: T) => void,
+  ): void {
     if (!isThenable(result)) {
-      reply(result);
+      if (result instanceof FuseError) this.#replyErr(unique, errnoOf(result));
+      else reply(result);
       return;
     }
     this.#inFlight++;
@@ -379,6 +385,10 @@ export class FuseSession {
       (v) => {
         this.#inFlight--;
         if (this.#dead) return;
+        if (v instanceof FuseError) {
+          this.#replyErr(unique, errnoOf(v));
+          return;
+        }
         try {
           reply(v);
         } catch (err) {

@@ -13,7 +13,13 @@
  *
  * @module
  */
-import type { AttrReply, EntryReply, FuseOps, MaybePromise } from "./ops.ts";
+import {
+  type AttrReply,
+  type EntryReply,
+  FuseError,
+  type FuseOps,
+  type MaybePromise,
+} from "./ops.ts";
 
 /** One id range: ids `inside` … `inside + count − 1` are host ids `outside` …. */
 export interface IdRange {
@@ -115,8 +121,11 @@ export function userNamespaceView<T extends FuseOps>(ops: T, maps: IdMaps): T {
       }
       : r;
   // Synchronous answers stay synchronous (the FUSE loop replies to them at once).
-  const shifted = <R extends AttrReply | EntryReply>(r: MaybePromise<R>): MaybePromise<R> =>
-    r instanceof Promise ? r.then(shiftAttr) : shiftAttr(r);
+  const shiftOne = <A extends AttrReply | EntryReply | FuseError>(r: A): A =>
+    r instanceof FuseError ? r : shiftAttr(r as AttrReply | EntryReply) as A;
+  const shifted = <A extends AttrReply | EntryReply | FuseError>(
+    r: MaybePromise<A>,
+  ): MaybePromise<A> => r instanceof Promise ? r.then(shiftOne) : shiftOne(r);
   const overrides: Partial<FuseOps> = {
     lookup: (parent, name) => shifted(ops.lookup(parent, name)),
     getattr: (nodeId) => shifted(ops.getattr(nodeId)),

@@ -303,11 +303,11 @@ export class MemFs implements FuseOps {
   }
 
   /** Answered synchronously (like crfs's own lookups of loaded directories). */
-  lookup(parent: number, name: Uint8Array): EntryReply {
+  lookup(parent: number, name: Uint8Array): EntryReply | FuseError {
     this.#count("lookup");
     if (this.failLookup.has(key(name))) throw new Error("lookup exploded (test)");
     const id = this.#dir(parent).children.get(key(name));
-    if (id === undefined) throw FuseError.of(Errno.ENOENT);
+    if (id === undefined) return FuseError.of(Errno.ENOENT);
     return this.#entry(id);
   }
 
@@ -382,10 +382,10 @@ export class MemFs implements FuseOps {
     return Promise.resolve(out);
   }
 
-  getxattr(nodeId: number, name: Uint8Array): Uint8Array {
+  getxattr(nodeId: number, name: Uint8Array): Uint8Array | FuseError {
     this.#count("getxattr");
     const v = this.#node(nodeId).xattrs.get(key(name));
-    if (!v) throw FuseError.of(Errno.ENODATA);
+    if (!v) return FuseError.of(Errno.ENODATA);
     return v;
   }
 
