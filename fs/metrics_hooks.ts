@@ -81,6 +81,7 @@ export function instrumentFetch(inner: typeof fetch, metrics: CrfsMetrics): type
   };
 }
 
+const EIO_LABELS = Object.freeze({ kind: "EIO" });
 const ERRNO_NAMES = new Map<number, string>(
   Object.entries(Errno).map(([name, n]) => [n as number, name]),
 );
@@ -97,36 +98,44 @@ export function instrumentFuseOps<T extends FuseOps>(ops: T, metrics: CrfsMetric
   // allocation here beyond the timer.
   const wrappers = new Map<string, { of: unknown; wrapper: unknown }>();
   const wrap = (op: string, value: (...args: unknown[]) => unknown, target: T) => {
-    const labels = { op };
+    // Frozen label sets: the registry finds their series without building keys.
+    const labels = Object.freeze({ op });
+    const errorLabels = new Map<number, Readonly<{ op: string; errno: string }>>();
     const countError = (errno: number) => {
-      const name = ERRNO_NAMES.get(errno) ?? String(errno);
-      metrics.fuseErrors.inc({ op, errno: name });
-      if (errno === Errno.EIO) metrics.errors.inc({ kind: "EIO" });
+      let l = errorLabels.get(errno);
+      if (!l) {
+        l = Object.freeze({ op, errno: ERRNO_NAMES.get(errno) ?? String(errno) });
+        errorLabels.set(errno, l);
+      }
+      metrics.fuseErrors.inc(l);
+      if (errno === Errno.EIO) metrics.errors.inc(EIO_LABELS);
     };
-    const done = (stop: () => number, v: unknown) => {
-      stop();
+    const done = (t0: number, v: unknown) => {
+      metrics.fuseSeconds.observe(labels, (performance.now() - t0) / 1000);
       if (v instanceof FuseError) countError(errnoOf(v));
       else if (op === "read" && v instanceof Uint8Array) {
         metrics.fuseReadBytes.inc(undefined, v.length);
       }
       return v;
     };
+    const failed = (t0: number, err: unknown): never => {
+      metrics.fuseSeconds.observe(labels, (performance.now() - t0) / 1000);
+      countError(errnoOf(err));
+      throw err;
+    };
     return function (this: unknown, ...args: unknown[]) {
-      const stop = metrics.fuseSeconds.startTimer(labels);
-      const fail = (err: unknown) => {
-        stop();
-        countError(errnoOf(err));
-        throw err;
-      };
+      const t0 = performance.now();
       let result: unknown;
       metrics.fuseOperations.inc(labels);
       try {
         result = value.apply(target, args);
       } catch (err) {
-        fail(err);
+        failed(t0, err);
       }
-      if (result instanceof Promise) return result.then((v) => done(stop, v), fail);
-      return done(stop, result);
+      if (result instanceof Promise) {
+        return result.then((v) => done(t0, v), (err) => failed(t0, err));
+      }
+      return done(t0, result);
     };
   };
   return new Proxy(ops, {
