@@ -39,7 +39,7 @@ export function nameBytes(name: string | Uint8Array): Uint8Array {
 }
 
 function key(name: Uint8Array): string {
-  return String.fromCharCode(...name);
+  return String.fromCharCode.apply(null, name as unknown as number[]);
 }
 
 /** A deterministic pseudo-random byte pattern of any length: byte i is `block[i % period]`. */
