@@ -177,7 +177,7 @@ export interface KernelMount {
   readonly io: FuseIo;
   /**
    * Frees the libfuse session and closes the descriptor (which ends the connection). Call only
-   * when no read on the descriptor is in flight.
+   * when no `wait` on the descriptor is pending (the session has ended).
    */
   destroy(): void;
 }

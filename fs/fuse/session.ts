@@ -186,7 +186,7 @@ export class FuseSession {
   #interrupts = new Map<number, AbortController>();
   #stats: SessionStats = { requests: 0, waits: 0 };
 
-  /** Resolves when the connection has ended and every reader has returned. */
+  /** Resolves when the connection has ended and the pump has stopped reading. */
   readonly closed: Promise<void> = this.#closed.promise;
 
   constructor(io: FuseIo, ops: FuseOps, options: SessionOptions = {}) {
