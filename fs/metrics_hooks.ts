@@ -12,7 +12,7 @@
  * @module
  */
 import type { CrfsMetrics } from "./metrics.ts";
-import { Errno, errnoOf, type FuseOps } from "./fuse/ops.ts";
+import { Errno, errnoOf, FuseError, type FuseOps } from "./fuse/ops.ts";
 
 /** The kind of a registry request, by its URL and method. */
 export function requestKind(url: URL, method = "GET"): string {
@@ -81,51 +81,72 @@ export function instrumentFetch(inner: typeof fetch, metrics: CrfsMetrics): type
   };
 }
 
+const EIO_LABELS = Object.freeze({ kind: "EIO" });
 const ERRNO_NAMES = new Map<number, string>(
   Object.entries(Errno).map(([name, n]) => [n as number, name]),
 );
 
 /**
  * `ops` with every operation counted and timed in `metrics` (`crfs_fuse_operations_total`,
- * `crfs_fuse_operation_duration_seconds`), failures counted by errno name in
- * `crfs_fuse_errors_total`, EIO also in `crfs_errors_total{kind="EIO"}`, and the bytes of
- * successful reads in `crfs_fuse_read_bytes_total`. Methods keep their `this`.
+ * `crfs_fuse_operation_duration_seconds`), failures (thrown, rejected, or a `FuseError` answered
+ * as the result) counted by errno name in `crfs_fuse_errors_total`, EIO also in
+ * `crfs_errors_total{kind="EIO"}`, and the bytes of successful reads in
+ * `crfs_fuse_read_bytes_total`. Methods keep their `this`; synchronous answers stay synchronous.
  */
 export function instrumentFuseOps<T extends FuseOps>(ops: T, metrics: CrfsMetrics): T {
+  // One wrapper per method (made on first use), with its label set: a request costs no
+  // allocation here beyond the timer.
+  const wrappers = new Map<string, { of: unknown; wrapper: unknown }>();
+  const wrap = (op: string, value: (...args: unknown[]) => unknown, target: T) => {
+    // Frozen label sets: the registry finds their series without building keys.
+    const labels = Object.freeze({ op });
+    const errorLabels = new Map<number, Readonly<{ op: string; errno: string }>>();
+    const countError = (errno: number) => {
+      let l = errorLabels.get(errno);
+      if (!l) {
+        l = Object.freeze({ op, errno: ERRNO_NAMES.get(errno) ?? String(errno) });
+        errorLabels.set(errno, l);
+      }
+      metrics.fuseErrors.inc(l);
+      if (errno === Errno.EIO) metrics.errors.inc(EIO_LABELS);
+    };
+    const done = (t0: number, v: unknown) => {
+      metrics.fuseSeconds.observe(labels, (performance.now() - t0) / 1000);
+      if (v instanceof FuseError) countError(errnoOf(v));
+      else if (op === "read" && v instanceof Uint8Array) {
+        metrics.fuseReadBytes.inc(undefined, v.length);
+      }
+      return v;
+    };
+    const failed = (t0: number, err: unknown): never => {
+      metrics.fuseSeconds.observe(labels, (performance.now() - t0) / 1000);
+      countError(errnoOf(err));
+      throw err;
+    };
+    return function (this: unknown, ...args: unknown[]) {
+      const t0 = performance.now();
+      let result: unknown;
+      metrics.fuseOperations.inc(labels);
+      try {
+        result = value.apply(target, args);
+      } catch (err) {
+        failed(t0, err);
+      }
+      if (result instanceof Promise) {
+        return result.then((v) => done(t0, v), (err) => failed(t0, err));
+      }
+      return done(t0, result);
+    };
+  };
   return new Proxy(ops, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver);
       if (typeof value !== "function" || typeof prop !== "string") return value;
-      const op = prop;
-      return function (this: unknown, ...args: unknown[]) {
-        const stop = metrics.fuseSeconds.startTimer({ op });
-        const fail = (err: unknown) => {
-          stop();
-          const errno = errnoOf(err);
-          const name = ERRNO_NAMES.get(errno) ?? String(errno);
-          metrics.fuseErrors.inc({ op, errno: name });
-          if (errno === Errno.EIO) metrics.errors.inc({ kind: "EIO" });
-          throw err;
-        };
-        let result: unknown;
-        metrics.fuseOperations.inc({ op });
-        try {
-          result = value.apply(target, args);
-        } catch (err) {
-          fail(err);
-        }
-        if (result instanceof Promise) {
-          return result.then((v) => {
-            stop();
-            if (op === "read" && v instanceof Uint8Array) {
-              metrics.fuseReadBytes.inc(undefined, v.length);
-            }
-            return v;
-          }, fail);
-        }
-        stop();
-        return result;
-      };
+      const had = wrappers.get(prop);
+      if (had?.of === value) return had.wrapper;
+      const wrapper = wrap(prop, value as (...args: unknown[]) => unknown, target);
+      wrappers.set(prop, { of: value, wrapper });
+      return wrapper;
     },
   });
 }

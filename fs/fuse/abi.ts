@@ -111,6 +111,7 @@ export const Errno = {
   EACCES: 13,
   EBUSY: 16,
   EEXIST: 17,
+  ENODEV: 19,
   ENOTDIR: 20,
   EISDIR: 21,
   EINVAL: 22,
@@ -588,7 +589,6 @@ export function decodeDirentsPlus(body: Uint8Array): DecodedDirentPlus[] {
 
 /** The bytes of a NUL-terminated string starting at `off`, ending at most at `end` (copied). */
 export function cstringAt(buf: Uint8Array, off: number, end: number): Uint8Array {
-  let i = off;
-  while (i < end && buf[i] !== 0) i++;
-  return buf.slice(off, i);
+  const nul = buf.indexOf(0, off);
+  return buf.slice(off, nul < 0 || nul > end ? Math.max(off, end) : nul);
 }

@@ -5,9 +5,11 @@
  * The kernel protocol itself is spoken by `session.ts` over the returned `/dev/fuse` descriptor.
  *
  * Libraries are opened lazily, so importing this module needs no `--allow-ffi`. Nothing here
- * blocks the JS thread on I/O that could wait: `/dev/fuse` reads, mounting and unmounting run
- * as `nonblocking` FFI calls on Deno's blocking pool; replies are plain `write`s, which the kernel
- * completes without waiting.
+ * blocks the JS thread on I/O that could wait: the `/dev/fuse` descriptor is put in O_NONBLOCK
+ * mode, so requests are read with plain synchronous `read`s that return EAGAIN when none is
+ * queued; waiting for one is a `poll` run as a `nonblocking` FFI call on Deno's blocking pool,
+ * like mounting and unmounting. Replies are plain `write`s, which the kernel completes without
+ * waiting.
  *
  * @module
  */
@@ -18,13 +20,27 @@ const LIBFUSE = "libfuse3.so.3";
 
 const MNT_DETACH = 2;
 const UMOUNT_NOFOLLOW = 8;
+const POLLIN = 0x001;
 const POLLERR = 0x008;
 const POLLHUP = 0x010;
 const POLLNVAL = 0x020;
 
+const EAGAIN = 11;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+
 const libcSymbols = {
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  sched_yield: { parameters: [], result: "i32" },
+  poll_wait: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32", nonblocking: true },
@@ -65,10 +81,16 @@ function cstr(s: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+let errnoView: Deno.UnsafePointerView | null | undefined;
+
 /** errno of the JS thread, meaningful right after a synchronous (not `nonblocking`) FFI call. */
 export function lastErrno(): number {
-  const p = c().__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+  if (errnoView === undefined) {
+    // The JS thread never changes, so neither does the address of its errno.
+    const p = c().__errno_location();
+    errnoView = p === null ? null : new Deno.UnsafePointerView(p);
+  }
+  return errnoView === null ? 0 : errnoView.getInt32();
 }
 
 /** A `/dev/fuse` descriptor seen as the session's I/O. */
@@ -78,13 +100,41 @@ class DeviceIo implements FuseIo {
   #iovBytes = new Uint8Array(this.#iov.buffer);
   #pollfd = new Uint8Array(8);
   #pollDv = new DataView(this.#pollfd.buffer);
+  #waitFd = new Uint8Array(8);
 
   constructor(fd: number) {
     this.fd = fd;
+    const libc = c();
+    const fl = libc.fcntl(fd, F_GETFL, 0);
+    if (fl < 0 || libc.fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+      throw new Error(`cannot make /dev/fuse non-blocking (errno ${lastErrno()})`);
+    }
+    const dv = new DataView(this.#waitFd.buffer);
+    dv.setInt32(0, fd, true);
+    dv.setInt16(4, POLLIN, true);
   }
 
-  async read(buf: Uint8Array<ArrayBuffer>): Promise<number> {
-    return Number(await c().read(this.fd, buf, BigInt(buf.length)));
+  #lastLen = 0;
+  #lastLenBig = 0n;
+
+  readNow(buf: Uint8Array<ArrayBuffer>): number {
+    if (buf.length !== this.#lastLen) {
+      this.#lastLen = buf.length;
+      this.#lastLenBig = BigInt(buf.length);
+    }
+    const libc = c();
+    const n = Number(libc.read(this.fd, buf, this.#lastLenBig));
+    if (n >= 0) return n;
+    const errno = lastErrno();
+    // Nothing queued: let whoever shares this CPU run first (often the caller just answered,
+    // about to send its next request).
+    if (errno === EAGAIN) libc.sched_yield();
+    return -errno;
+  }
+
+  async wait(timeoutMs: number): Promise<void> {
+    // Its own pollfd: the kernel writes revents into it from the blocking pool's thread.
+    await c().poll_wait(this.#waitFd, 1n, timeoutMs);
   }
 
   write(buf: Uint8Array<ArrayBuffer>, len: number): number {
@@ -127,7 +177,7 @@ export interface KernelMount {
   readonly io: FuseIo;
   /**
    * Frees the libfuse session and closes the descriptor (which ends the connection). Call only
-   * when no read on the descriptor is in flight.
+   * when no `wait` on the descriptor is pending (the session has ended).
    */
   destroy(): void;
 }

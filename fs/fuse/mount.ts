@@ -13,7 +13,7 @@
 import { basename, dirname, join, resolve } from "node:path";
 import { type KernelMount, kernelMount, umountDetach } from "./libfuse.ts";
 import type { FuseOps } from "./ops.ts";
-import { FuseSession, type InitInfo } from "./session.ts";
+import { FuseSession, type InitInfo, type SessionStats } from "./session.ts";
 import { checkUnprivilegedMount } from "./unprivileged.ts";
 
 /** Options of `mount()`. */
@@ -35,7 +35,7 @@ export interface MountOptions {
   subtype?: string;
   /** Readahead of the mount in KiB, set after INIT; 0 leaves the kernel default. Default 1024. */
   readAheadKb?: number;
-  /** Concurrent `/dev/fuse` reads. Default 8. */
+  /** Ignored (one non-blocking reader serves all requests); kept for callers that pass it. */
   readers?: number;
   /** Largest READ request in bytes. Default 1 MiB. */
   maxRead?: number;
@@ -63,6 +63,8 @@ export interface FuseMount {
   readonly device: string;
   /** What INIT negotiated. */
   readonly init: InitInfo;
+  /** Counters of the request loop (requests read, waits for the descriptor). */
+  readonly stats: Readonly<SessionStats>;
   /** Resolves when the kernel connection has ended and the descriptor is closed. */
   readonly closed: Promise<void>;
   /**
@@ -335,7 +337,7 @@ export async function mount(
     await abort();
     if (!await waitClosed(closed, 10_000)) throw new Error(`FUSE connection ${device} did not end`);
   };
-  return { mountpoint: mp, device, init, closed, unmount, abort };
+  return { mountpoint: mp, device, init, stats: session.stats, closed, unmount, abort };
 }
 
 /** Options of `installSignalUnmount()`. */

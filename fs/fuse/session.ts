@@ -1,8 +1,16 @@
 /**
- * The FUSE request loop: reads kernel requests from a `/dev/fuse` descriptor (several reads in
- * flight, one request per read), decodes them, calls the filesystem's `FuseOps`, and writes
- * exactly one reply per request (none for FORGET, BATCH_FORGET, INTERRUPT). Exceptions become
- * error replies (a `FuseError`'s errno, otherwise EIO), so no caller is ever left waiting.
+ * The FUSE request loop: reads kernel requests from a `/dev/fuse` descriptor, decodes them, calls
+ * the filesystem's `FuseOps`, and writes exactly one reply per request (none for FORGET,
+ * BATCH_FORGET, INTERRUPT). Exceptions become error replies (a `FuseError`'s errno, otherwise
+ * EIO), so no caller is ever left waiting.
+ *
+ * One pump reads the descriptor without blocking (`FuseIo.readNow`) and hands each request to its
+ * handler without waiting for it, so a slow READ never holds up other requests. When nothing is
+ * queued it first lets the handlers' promises settle (their replies go out), then keeps polling
+ * for a short, adaptive while (a caller like `find` or `stat` sends its next request a few µs
+ * after its reply; waking up from the blocking pool costs far more), and only then waits for the
+ * descriptor on Deno's blocking pool (`FuseIo.wait`). A busy pump gives the event loop a turn at
+ * least every `TURN_MS`.
  *
  * Hot-path replies reuse buffers: READ replies go out of a pool of `16 + maxRead` byte buffers
  * that are also offered to `FuseOps.read` to fill; everything else is encoded into one shared
@@ -41,13 +49,21 @@ import {
   WRITE_IN_SIZE,
   WRITE_OPS,
 } from "./abi.ts";
-import type { EntryChange, EntryReply, FuseOps } from "./ops.ts";
+import type { EntryChange, EntryReply, FuseOps, MaybePromise } from "./ops.ts";
 import { errnoOf, FuseError } from "./ops.ts";
 
 /** The descriptor-level I/O a session needs; `libfuse.ts` provides it over `/dev/fuse`. */
 export interface FuseIo {
-  /** Reads one request into `buf`; bytes read, or a negative number on error. */
-  read(buf: Uint8Array<ArrayBuffer>): Promise<number>;
+  /**
+   * Reads one request into `buf` without waiting: bytes read, `-EAGAIN` if no request is queued,
+   * another `-errno` on error.
+   */
+  readNow(buf: Uint8Array<ArrayBuffer>): number;
+  /**
+   * Resolves once a request may be queued or the connection has ended (it may also resolve
+   * early), or after `timeoutMs` (-1: no limit). At most one wait is pending at a time.
+   */
+  wait(timeoutMs: number): Promise<void>;
   /** Writes one reply; bytes written or `-errno`. Must not block. */
   write(buf: Uint8Array<ArrayBuffer>, len: number): number;
   /** Writes one reply made of two pieces (header, payload); bytes written or `-errno`. */
@@ -67,7 +83,10 @@ export interface SessionOptions {
   debug?: (line: string) => void;
   /** Called for exceptions from `FuseOps` that are not `FuseError`s (answered with EIO). */
   onError?: (err: unknown, op: string) => void;
-  /** Number of `/dev/fuse` reads kept in flight. Default 8. */
+  /**
+   * Ignored: one non-blocking reader serves every request (several requests are always worked
+   * on at once). Kept so that callers passing it still compile.
+   */
   readers?: number;
   /** Largest READ in bytes (sets max_pages). Default 1 MiB. */
   maxRead?: number;
@@ -75,6 +94,17 @@ export interface SessionOptions {
   maxWrite?: number;
   /** Kernel limit on concurrent background requests (readahead). Default 64. */
   maxBackground?: number;
+}
+
+/** Counters of the request loop. */
+export interface SessionStats {
+  /** Requests read from the descriptor. */
+  requests: number;
+  /**
+   * Times the loop found nothing to read after polling and waited on the blocking pool (each
+   * costs the next request a thread hop and a wake of the event loop, tens of µs).
+   */
+  waits: number;
 }
 
 /** What INIT settled on. */
@@ -96,6 +126,14 @@ const PAGE = 4096;
 const DIRENT_MIN = direntSize(1);
 const DIRENTPLUS_MIN = direntPlusSize(1);
 const READ_POOL_MAX = 64;
+const EAGAIN = Errno.EAGAIN;
+/** Longest and shortest time the pump polls for the next request before waiting for it. */
+const SPIN_MAX_MS = 0.1;
+const SPIN_MIN_MS = 0.01;
+/** A busy pump lets the event loop run (timers, sockets) at least this often. */
+const TURN_MS = 2;
+/** Microtask turns given to the handlers of the requests just read before polling again. */
+const SETTLE_TICKS = 12;
 
 /** Name-changing requests `FuseOps.changeEntry` may take, with the size of their fixed part. */
 const ENTRY_CHANGES = new Map<number, [EntryChange, number]>([
@@ -108,6 +146,10 @@ const ENTRY_CHANGES = new Map<number, [EntryChange, number]>([
 
 const errnoNames = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));
 const dec = new TextDecoder("utf-8", { fatal: false });
+
+function isThenable<T>(v: MaybePromise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | null)?.then === "function";
+}
 
 function isDot(name: Uint8Array): boolean {
   return name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e));
@@ -122,7 +164,6 @@ export class FuseSession {
   readonly #ops: FuseOps;
   readonly #debug?: (line: string) => void;
   readonly #onError: (err: unknown, op: string) => void;
-  readonly #readers: number;
   readonly #maxRead: number;
   readonly #maxWrite: number;
   readonly #maxBackground: number;
@@ -131,7 +172,6 @@ export class FuseSession {
 
   #started = false;
   #dead = false;
-  #liveReaders = 0;
   #inFlight = 0;
   #init?: InitInfo;
   #useReaddirplus = false;
@@ -144,8 +184,9 @@ export class FuseSession {
   #scratchDv = new DataView(this.#scratch.buffer);
   #readPool: Uint8Array<ArrayBuffer>[] = [];
   #interrupts = new Map<number, AbortController>();
+  #stats: SessionStats = { requests: 0, waits: 0 };
 
-  /** Resolves when the connection has ended and every reader has returned. */
+  /** Resolves when the connection has ended and the pump has stopped reading. */
   readonly closed: Promise<void> = this.#closed.promise;
 
   constructor(io: FuseIo, ops: FuseOps, options: SessionOptions = {}) {
@@ -153,7 +194,6 @@ export class FuseSession {
     this.#ops = ops;
     this.#debug = options.debug;
     this.#onError = options.onError ?? ((err, op) => console.error(`fuse: ${op} failed:`, err));
-    this.#readers = Math.max(1, options.readers ?? 8);
     this.#maxRead = Math.max(PAGE, Math.ceil((options.maxRead ?? 1 << 20) / PAGE) * PAGE);
     this.#maxWrite = Math.max(PAGE, options.maxWrite ?? 128 * 1024);
     this.#maxBackground = Math.min(0xffff, Math.max(1, options.maxBackground ?? 64));
@@ -170,24 +210,24 @@ export class FuseSession {
     return this.#init;
   }
 
+  /** Requests read so far, and how often the pump waited for the descriptor to get one. */
+  get stats(): Readonly<SessionStats> {
+    return this.#stats;
+  }
+
   /** Requests being worked on right now. */
   get inFlight(): number {
     return this.#inFlight;
   }
 
   /**
-   * Starts the readers. Resolves once the kernel's INIT has been answered (the filesystem is
-   * usable then); rejects if the connection ends first.
+   * Starts reading requests. Resolves once the kernel's INIT has been answered (the filesystem
+   * is usable then); rejects if the connection ends first.
    */
   start(): Promise<InitInfo> {
     if (!this.#started) {
       this.#started = true;
-      this.#liveReaders = this.#readers;
-      for (let i = 0; i < this.#readers; i++) {
-        this.#reader().catch((err) => this.#onError(err, "reader")).finally(() => {
-          if (--this.#liveReaders === 0) this.#end();
-        });
-      }
+      this.#pump().catch((err) => this.#onError(err, "reader")).finally(() => this.#end());
     }
     return this.#initWaiter.promise;
   }
@@ -199,20 +239,52 @@ export class FuseSession {
     this.#closed.resolve();
   }
 
-  async #reader(): Promise<void> {
+  async #pump(): Promise<void> {
+    const io = this.#io;
     const buf = new Uint8Array(this.#readBufSize);
     const dv = new DataView(buf.buffer);
     let failures = 0;
+    let unsettled = 0; // requests handed out since the handlers last had microtask turns
+    let spinMs = SPIN_MAX_MS;
+    let turnStart = performance.now();
+    let lastServed = turnStart;
     while (!this.#dead) {
-      const n = await this.#io.read(buf);
-      if (n < IN_HEADER_SIZE) {
-        if (this.#dead || this.#io.gone()) return;
+      const n = io.readNow(buf);
+      if (n >= IN_HEADER_SIZE) {
+        failures = 0;
+        this.#handle(buf, dv, Math.min(n, dv.getUint32(0, true)));
+        this.#stats.requests++;
+        if (++unsettled < 16) continue;
+      } else if (n !== -EAGAIN) {
+        if (this.#dead || io.gone()) return;
         // Interrupted or a request withdrawn by the kernel: try again, slowly if it persists.
         if (++failures % 16 === 0) await new Promise((r) => setTimeout(r, 10));
         continue;
       }
-      failures = 0;
-      this.#handle(buf, dv, Math.min(n, dv.getUint32(0, true)));
+      if (unsettled > 0) {
+        // Let the handlers just started run as far as they can without I/O: their replies go out.
+        unsettled = 0;
+        for (let i = 0; i < SETTLE_TICKS && this.#inFlight > 0; i++) await null;
+        const t = performance.now();
+        lastServed = t;
+        if (t - turnStart >= TURN_MS) {
+          await io.wait(0);
+          turnStart = performance.now();
+        }
+        continue;
+      }
+      const t = performance.now();
+      if (t - lastServed < spinMs && t - turnStart < TURN_MS) {
+        // The next request of a busy caller is usually a few µs away: poll for it a little.
+        await null;
+        continue;
+      }
+      if (t - lastServed >= spinMs) spinMs = Math.max(SPIN_MIN_MS, spinMs / 2);
+      this.#stats.waits++;
+      await io.wait(t - turnStart >= TURN_MS ? 0 : -1);
+      turnStart = performance.now();
+      // A request that came soon after the last one would have been caught by a longer poll.
+      if (turnStart - lastServed < SPIN_MAX_MS) spinMs = SPIN_MAX_MS;
     }
   }
 
@@ -272,7 +344,7 @@ export class FuseSession {
 
   // ---- dispatch ------------------------------------------------------------------------------
 
-  /** Runs one request's handler; whatever happens, the request gets exactly one reply. */
+  /** Runs one request's async handler; whatever happens, the request gets exactly one reply. */
   #track(unique: number, opcode: number, work: Promise<void>): void {
     this.#inFlight++;
     work.then(
@@ -281,8 +353,51 @@ export class FuseSession {
       },
       (err) => {
         this.#inFlight--;
-        this.#report(err, opcode);
-        this.#replyErr(unique, errnoOf(err));
+        this.#fail(unique, opcode, err);
+      },
+    );
+  }
+
+  /** Answers a request whose handler failed with `err`. */
+  #fail(unique: number, opcode: number, err: unknown): void {
+    this.#report(err, opcode);
+    this.#replyErr(unique, errnoOf(err));
+  }
+
+  /**
+   * Calls `reply` with an op's result: at once if the op answered synchronously (exceptions go
+   * to the caller), else when its promise settles (a rejection or a throwing `reply` is
+   * answered with the errno). A `FuseError` answered as the result is replied as its errno.
+   */
+  #then<T>(
+    unique: number,
+    opcode: number,
+    result: MaybePromise<T | FuseError>,
+    reply: (v: T) => void,
+  ): void {
+    if (!isThenable(result)) {
+      if (result instanceof FuseError) this.#replyErr(unique, errnoOf(result));
+      else reply(result);
+      return;
+    }
+    this.#inFlight++;
+    result.then(
+      (v) => {
+        this.#inFlight--;
+        if (this.#dead) return;
+        if (v instanceof FuseError) {
+          this.#replyErr(unique, errnoOf(v));
+          return;
+        }
+        try {
+          reply(v);
+        } catch (err) {
+          this.#fail(unique, opcode, err);
+        }
+      },
+      (err) => {
+        this.#inFlight--;
+        this.#fail(unique, opcode, err);
       },
     );
   }
@@ -295,7 +410,8 @@ export class FuseSession {
     const B = IN_HEADER_SIZE;
     const debug = this.#debug !== undefined;
     let detail = "";
-    let work: (() => Promise<void>) | undefined;
+    // Calls the op and replies, or arranges the reply (a promise: tracked until it settles).
+    let work: (() => void | Promise<void>) | undefined;
     let now: (() => void) | undefined;
     try {
       switch (opcode) {
@@ -415,7 +531,7 @@ export class FuseSession {
           const [change, fixed] = ENTRY_CHANGES.get(opcode)!;
           const name = cstringAt(buf, B + fixed, len);
           if (debug) detail = ` name=${JSON.stringify(dec.decode(name))}`;
-          work = () => this.#changeEntry(unique, change, nodeId, name);
+          work = () => this.#changeEntry(unique, opcode, change, nodeId, name);
           break;
         }
         default: {
@@ -432,8 +548,14 @@ export class FuseSession {
       }
     }
     if (debug) this.#log(`#${unique} -> ${opName(opcode)} node=${nodeId}${detail}`);
-    if (work) this.#track(unique, opcode, work());
-    else now?.();
+    if (work) {
+      try {
+        const pending = work();
+        if (pending) this.#track(unique, opcode, pending);
+      } catch (err) {
+        this.#fail(unique, opcode, err);
+      }
+    } else now?.();
   }
 
   #report(err: unknown, opcode: number): void {
@@ -527,45 +649,42 @@ export class FuseSession {
     }
   }
 
-  async #lookup(unique: number, parent: number, name: Uint8Array) {
-    const e = await this.#ops.lookup(parent, name);
-    if (this.#dead) return;
-    const dv = this.#scratchDv;
-    this.#entry(dv, OUT_HEADER_SIZE, e);
-    this.#replyScratch(unique, ENTRY_OUT_SIZE);
+  #lookup(unique: number, parent: number, name: Uint8Array): void {
+    this.#then(unique, Op.LOOKUP, this.#ops.lookup(parent, name), (e) => {
+      this.#entry(this.#scratchDv, OUT_HEADER_SIZE, e);
+      this.#replyScratch(unique, ENTRY_OUT_SIZE);
+    });
   }
 
-  async #getattr(unique: number, nodeId: number) {
-    const r = await this.#ops.getattr(nodeId);
-    if (this.#dead) return;
-    const dv = this.#scratchDv;
-    encodeAttrOut(dv, OUT_HEADER_SIZE, r.ttlMs, nodeId, r.attr);
-    this.#replyScratch(unique, 104);
+  #getattr(unique: number, nodeId: number): void {
+    this.#then(unique, Op.GETATTR, this.#ops.getattr(nodeId), (r) => {
+      encodeAttrOut(this.#scratchDv, OUT_HEADER_SIZE, r.ttlMs, nodeId, r.attr);
+      this.#replyScratch(unique, 104);
+    });
   }
 
-  async #readlink(unique: number, nodeId: number) {
-    const target = await this.#ops.readlink(nodeId);
-    this.#replyBytes(unique, target);
+  #readlink(unique: number, nodeId: number): void {
+    this.#then(unique, Op.READLINK, this.#ops.readlink(nodeId), (t) => this.#replyBytes(unique, t));
   }
 
-  async #open(unique: number, nodeId: number, flags: number) {
-    const r = await this.#ops.open(nodeId, flags);
-    if (this.#dead) return;
-    const of = (r.keepCache ? FOPEN_KEEP_CACHE : 0) | (r.directIo ? FOPEN_DIRECT_IO : 0);
-    encodeOpenOut(this.#scratchDv, OUT_HEADER_SIZE, r.fh ?? 0, of);
-    this.#replyScratch(unique, 16);
+  #open(unique: number, nodeId: number, flags: number): void {
+    this.#then(unique, Op.OPEN, this.#ops.open(nodeId, flags), (r) => {
+      const of = (r.keepCache ? FOPEN_KEEP_CACHE : 0) | (r.directIo ? FOPEN_DIRECT_IO : 0);
+      encodeOpenOut(this.#scratchDv, OUT_HEADER_SIZE, r.fh ?? 0, of);
+      this.#replyScratch(unique, 16);
+    });
   }
 
-  async #opendir(unique: number, nodeId: number) {
-    const r = this.#ops.opendir ? await this.#ops.opendir(nodeId) : {};
-    if (this.#dead) return;
-    const of = (r.cacheDir ? FOPEN_CACHE_DIR : 0) | (r.keepCache ? FOPEN_KEEP_CACHE : 0);
-    encodeOpenOut(this.#scratchDv, OUT_HEADER_SIZE, r.fh ?? 0, of);
-    this.#replyScratch(unique, 16);
+  #opendir(unique: number, nodeId: number): void {
+    const r = this.#ops.opendir ? this.#ops.opendir(nodeId) : {};
+    this.#then(unique, Op.OPENDIR, r, (r) => {
+      const of = (r.cacheDir ? FOPEN_CACHE_DIR : 0) | (r.keepCache ? FOPEN_KEEP_CACHE : 0);
+      encodeOpenOut(this.#scratchDv, OUT_HEADER_SIZE, r.fh ?? 0, of);
+      this.#replyScratch(unique, 16);
+    });
   }
 
-  // deno-lint-ignore require-await
-  async #release(unique: number, opcode: number, nodeId: number, fh: number) {
+  #release(unique: number, opcode: number, nodeId: number, fh: number): void {
     try {
       if (opcode === Op.RELEASE) this.#ops.release?.(nodeId, fh);
       else this.#ops.releasedir?.(nodeId, fh);
@@ -575,19 +694,20 @@ export class FuseSession {
     this.#replyErr(unique, 0);
   }
 
-  async #readdir(unique: number, nodeId: number, fh: number, offset: number, size: number) {
-    const items = await this.#ops.readdir(nodeId, fh, offset, Math.floor(size / DIRENT_MIN));
-    if (this.#dead) return;
-    const dv = this.#scratchFor(OUT_HEADER_SIZE + size);
-    const buf = this.#scratch;
-    let pos = OUT_HEADER_SIZE;
-    const end = OUT_HEADER_SIZE + size;
-    for (const it of items) {
-      if (pos + direntSize(it.name.length) > end) break;
-      pos = encodeDirent(buf, dv, pos, it.ino, it.next, it.type, it.name);
-    }
-    if (pos === OUT_HEADER_SIZE && items.length > 0) throw new FuseError(Errno.EINVAL);
-    this.#replyScratch(unique, pos - OUT_HEADER_SIZE);
+  #readdir(unique: number, nodeId: number, fh: number, offset: number, size: number): void {
+    const items = this.#ops.readdir(nodeId, fh, offset, Math.floor(size / DIRENT_MIN));
+    this.#then(unique, Op.READDIR, items, (items) => {
+      const dv = this.#scratchFor(OUT_HEADER_SIZE + size);
+      const buf = this.#scratch;
+      let pos = OUT_HEADER_SIZE;
+      const end = OUT_HEADER_SIZE + size;
+      for (const it of items) {
+        if (pos + direntSize(it.name.length) > end) break;
+        pos = encodeDirent(buf, dv, pos, it.ino, it.next, it.type, it.name);
+      }
+      if (pos === OUT_HEADER_SIZE && items.length > 0) throw new FuseError(Errno.EINVAL);
+      this.#replyScratch(unique, pos - OUT_HEADER_SIZE);
+    });
   }
 
   async #readdirplus(unique: number, nodeId: number, fh: number, offset: number, size: number) {
@@ -604,7 +724,14 @@ export class FuseSession {
     const chosen = items.length === count ? items : items.slice(0, count);
     const ops = this.#ops;
     const settled = await Promise.allSettled(
-      chosen.map((it) => isDot(it.name) ? null : ops.readdirplusEntry!(nodeId, it)),
+      chosen.map((it) => {
+        if (isDot(it.name)) return null;
+        try {
+          return ops.readdirplusEntry!(nodeId, it);
+        } catch (err) {
+          return Promise.reject(err);
+        }
+      }),
     );
     // Send the prefix that resolved; undo the lookups of later entries that resolved anyway.
     let emit = settled.findIndex((s) => s.status === "rejected");
@@ -629,22 +756,23 @@ export class FuseSession {
     this.#replyScratch(unique, pos - OUT_HEADER_SIZE);
   }
 
-  async #getxattr(unique: number, nodeId: number, name: Uint8Array, size: number) {
-    const value = await this.#ops.getxattr(nodeId, name);
-    this.#sized(unique, value, size);
+  #getxattr(unique: number, nodeId: number, name: Uint8Array, size: number): void {
+    const value = this.#ops.getxattr(nodeId, name);
+    this.#then(unique, Op.GETXATTR, value, (v) => this.#sized(unique, v, size));
   }
 
-  async #listxattr(unique: number, nodeId: number, size: number) {
-    const names = await this.#ops.listxattr(nodeId);
-    let n = 0;
-    for (const name of names) n += name.length + 1;
-    const list = new Uint8Array(n);
-    let p = 0;
-    for (const name of names) {
-      list.set(name, p);
-      p += name.length + 1;
-    }
-    this.#sized(unique, list, size);
+  #listxattr(unique: number, nodeId: number, size: number): void {
+    this.#then(unique, Op.LISTXATTR, this.#ops.listxattr(nodeId), (names) => {
+      let n = 0;
+      for (const name of names) n += name.length + 1;
+      const list = new Uint8Array(n);
+      let p = 0;
+      for (const name of names) {
+        list.set(name, p);
+        p += name.length + 1;
+      }
+      this.#sized(unique, list, size);
+    });
   }
 
   /** xattr size protocol: size 0 asks for the length, a too-small size is ERANGE. */
@@ -659,22 +787,28 @@ export class FuseSession {
     }
   }
 
-  async #statfs(unique: number, nodeId: number) {
-    const s = await this.#ops.statfs(nodeId);
-    if (this.#dead) return;
-    encodeStatfsOut(this.#scratchDv, OUT_HEADER_SIZE, s);
-    this.#replyScratch(unique, 80);
+  #statfs(unique: number, nodeId: number): void {
+    this.#then(unique, Op.STATFS, this.#ops.statfs(nodeId), (st) => {
+      encodeStatfsOut(this.#scratchDv, OUT_HEADER_SIZE, st);
+      this.#replyScratch(unique, 80);
+    });
   }
 
-  async #changeEntry(unique: number, change: EntryChange, parent: number, name: Uint8Array) {
-    await this.#ops.changeEntry!(change, parent, name);
-    // Success has no body only for removals; creating would need an entry (and open) reply.
-    this.#replyErr(unique, change === "unlink" || change === "rmdir" ? 0 : Errno.EROFS);
+  #changeEntry(
+    unique: number,
+    opcode: number,
+    change: EntryChange,
+    parent: number,
+    name: Uint8Array,
+  ): void {
+    this.#then(unique, opcode, this.#ops.changeEntry!(change, parent, name), () => {
+      // Success has no body only for removals; creating would need an entry (and open) reply.
+      this.#replyErr(unique, change === "unlink" || change === "rmdir" ? 0 : Errno.EROFS);
+    });
   }
 
-  async #access(unique: number, nodeId: number, mask: number) {
+  #access(unique: number, nodeId: number, mask: number): void {
     if (!this.#ops.access) throw new FuseError(Errno.ENOSYS);
-    await this.#ops.access(nodeId, mask);
-    this.#replyErr(unique, 0);
+    this.#then(unique, Op.ACCESS, this.#ops.access(nodeId, mask), () => this.#replyErr(unique, 0));
   }
 }

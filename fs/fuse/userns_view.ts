@@ -13,7 +13,13 @@
  *
  * @module
  */
-import type { AttrReply, EntryReply, FuseOps } from "./ops.ts";
+import {
+  type AttrReply,
+  type EntryReply,
+  FuseError,
+  type FuseOps,
+  type MaybePromise,
+} from "./ops.ts";
 
 /** One id range: ids `inside` … `inside + count − 1` are host ids `outside` …. */
 export interface IdRange {
@@ -107,18 +113,22 @@ const TRUSTED_OVERLAY = "trusted.overlay.";
 /** `ops` with attributes shifted by `maps` and `user.overlay.*` answered as `trusted.overlay.*`. */
 export function userNamespaceView<T extends FuseOps>(ops: T, maps: IdMaps): T {
   const shiftAttr = <R extends AttrReply | EntryReply>(r: R): R =>
-    r.attr
+    // A negative entry (node 0) has no attributes of a node.
+    (r as EntryReply).nodeId === 0 ? r : r.attr
       ? {
         ...r,
         attr: { ...r.attr, uid: toHost(maps.uids, r.attr.uid), gid: toHost(maps.gids, r.attr.gid) },
       }
       : r;
+  // Synchronous answers stay synchronous (the FUSE loop replies to them at once).
+  const shiftOne = <A extends AttrReply | EntryReply | FuseError>(r: A): A =>
+    r instanceof FuseError ? r : shiftAttr(r as AttrReply | EntryReply) as A;
+  const shifted = <A extends AttrReply | EntryReply | FuseError>(
+    r: MaybePromise<A>,
+  ): MaybePromise<A> => r instanceof Promise ? r.then(shiftOne) : shiftOne(r);
   const overrides: Partial<FuseOps> = {
-    lookup: async (parent, name) => {
-      const r = await ops.lookup(parent, name);
-      return r.nodeId === 0 ? r : shiftAttr(r);
-    },
-    getattr: async (nodeId) => shiftAttr(await ops.getattr(nodeId)),
+    lookup: (parent, name) => shifted(ops.lookup(parent, name)),
+    getattr: (nodeId) => shifted(ops.getattr(nodeId)),
     getxattr: (nodeId, name) => {
       const s = dec.decode(name);
       const asked = s.startsWith(USER_OVERLAY)
@@ -137,7 +147,7 @@ export function userNamespaceView<T extends FuseOps>(ops: T, maps: IdMaps): T {
   };
   if (ops.readdirplusEntry) {
     const inner = ops.readdirplusEntry.bind(ops);
-    overrides.readdirplusEntry = async (parent, item) => shiftAttr(await inner(parent, item));
+    overrides.readdirplusEntry = (parent, item) => shifted(inner(parent, item));
   }
   return new Proxy(ops, {
     get(target, prop, receiver) {

@@ -39,7 +39,7 @@ export function nameBytes(name: string | Uint8Array): Uint8Array {
 }
 
 function key(name: Uint8Array): string {
-  return String.fromCharCode(...name);
+  return String.fromCharCode.apply(null, name as unknown as number[]);
 }
 
 /** A deterministic pseudo-random byte pattern of any length: byte i is `block[i % period]`. */
@@ -302,12 +302,13 @@ export class MemFs implements FuseOps {
     return { nodeId: id, attr: this.attr(id), entryTtlMs: this.ttlMs, attrTtlMs: this.ttlMs };
   }
 
-  lookup(parent: number, name: Uint8Array): Promise<EntryReply> {
+  /** Answered synchronously (like crfs's own lookups of loaded directories). */
+  lookup(parent: number, name: Uint8Array): EntryReply | FuseError {
     this.#count("lookup");
     if (this.failLookup.has(key(name))) throw new Error("lookup exploded (test)");
     const id = this.#dir(parent).children.get(key(name));
-    if (id === undefined) return Promise.reject(new FuseError(Errno.ENOENT));
-    return Promise.resolve(this.#entry(id));
+    if (id === undefined) return FuseError.of(Errno.ENOENT);
+    return this.#entry(id);
   }
 
   forget(nodeId: number, nlookup: number): void {
@@ -315,9 +316,9 @@ export class MemFs implements FuseOps {
     this.lookups.set(nodeId, (this.lookups.get(nodeId) ?? 0) - nlookup);
   }
 
-  getattr(nodeId: number): Promise<AttrReply> {
+  getattr(nodeId: number): AttrReply {
     this.#count("getattr");
-    return Promise.resolve({ attr: this.attr(nodeId), ttlMs: this.ttlMs });
+    return { attr: this.attr(nodeId), ttlMs: this.ttlMs };
   }
 
   readlink(nodeId: number): Promise<Uint8Array> {
@@ -381,11 +382,11 @@ export class MemFs implements FuseOps {
     return Promise.resolve(out);
   }
 
-  getxattr(nodeId: number, name: Uint8Array): Promise<Uint8Array> {
+  getxattr(nodeId: number, name: Uint8Array): Uint8Array | FuseError {
     this.#count("getxattr");
     const v = this.#node(nodeId).xattrs.get(key(name));
-    if (!v) return Promise.reject(new FuseError(Errno.ENODATA));
-    return Promise.resolve(v);
+    if (!v) return FuseError.of(Errno.ENODATA);
+    return v;
   }
 
   listxattr(nodeId: number): Promise<Uint8Array[]> {

@@ -30,37 +30,35 @@ const enc = new TextEncoder();
 /** A fake `/dev/fuse`: requests pushed in, replies collected (copied) out. */
 class FakeDev implements FuseIo {
   #queue: Uint8Array[] = [];
-  #waiting: ((n: number) => void)[] = [];
-  #bufs: Uint8Array[] = [];
+  #readable = Promise.withResolvers<void>();
   ended = false;
   replies: Uint8Array[] = [];
   #changed = Promise.withResolvers<void>();
 
   push(req: Uint8Array): void {
-    const w = this.#waiting.shift();
-    if (w) {
-      const buf = this.#bufs.shift()!;
-      buf.set(req);
-      w(req.length);
-    } else this.#queue.push(req);
+    this.#queue.push(req);
+    this.#readable.resolve();
   }
 
   end(): void {
     this.ended = true;
-    for (const w of this.#waiting.splice(0)) w(-1);
+    this.#readable.resolve();
   }
 
-  read(buf: Uint8Array<ArrayBuffer>): Promise<number> {
+  readNow(buf: Uint8Array<ArrayBuffer>): number {
     const q = this.#queue.shift();
     if (q) {
       buf.set(q);
-      return Promise.resolve(q.length);
+      return q.length;
     }
-    if (this.ended) return Promise.resolve(-1);
-    return new Promise((r) => {
-      this.#bufs.push(buf);
-      this.#waiting.push(r);
-    });
+    if (this.ended) return -Errno.ENODEV;
+    this.#readable = Promise.withResolvers<void>();
+    return -Errno.EAGAIN;
+  }
+
+  async wait(timeoutMs: number): Promise<void> {
+    if (timeoutMs === 0) return await Promise.resolve();
+    await this.#readable.promise;
   }
 
   #got(b: Uint8Array): number {
@@ -284,6 +282,14 @@ Deno.test("exactly one reply whatever an op does; none for FORGET and INTERRUPT"
       if (n === "reject") return Promise.reject(new RangeError("async"));
       if (n === "fuseerr") return Promise.reject(new FuseError(Errno.ENAMETOOLONG));
       if (n === "string") return Promise.reject("a string");
+      // Answered, not thrown: synchronously, or as what a promise resolves to.
+      if (n === "sync-errno") return FuseError.of(Errno.ENOENT);
+      if (n === "async-errno") return Promise.resolve(FuseError.of(Errno.ENOTDIR));
+      if (n === "sync-fuseerr") throw FuseError.of(Errno.ELOOP);
+      if (n === "sync-neg") {
+        return { nodeId: 0, attr: sampleFs().attr(1), entryTtlMs: 7000, attrTtlMs: 0 };
+      }
+      if (n === "sync-bad-attr") return { nodeId: 5, attr: null } as never;
       if (n === "bad-attr") {
         return Promise.resolve({ nodeId: 5, attr: null, entryTtlMs: 1, attrTtlMs: 1 } as never);
       }
@@ -327,6 +333,14 @@ Deno.test("exactly one reply whatever an op does; none for FORGET and INTERRUPT"
     assert.equal((await call(Op.LOOKUP, 1, cstr("string"))).errno, Errno.EIO);
     assert.equal((await call(Op.LOOKUP, 1, cstr("bad-attr"))).errno, Errno.EIO);
     assert.equal((await call(Op.LOOKUP, 1, cstr("nope"))).errno, Errno.ENOENT);
+    assert.equal((await call(Op.LOOKUP, 1, cstr("sync-errno"))).errno, Errno.ENOENT);
+    assert.equal((await call(Op.LOOKUP, 1, cstr("async-errno"))).errno, Errno.ENOTDIR);
+    assert.equal((await call(Op.LOOKUP, 1, cstr("sync-fuseerr"))).errno, Errno.ELOOP);
+    assert.equal((await call(Op.LOOKUP, 1, cstr("sync-bad-attr"))).errno, Errno.EIO);
+    const sneg = await call(Op.LOOKUP, 1, cstr("sync-neg"));
+    assert.equal(sneg.errno, 0);
+    assert.equal(getU64(new DataView(sneg.body.buffer, sneg.body.byteOffset), 0), 0);
+    assert.equal(getU64(new DataView(sneg.body.buffer, sneg.body.byteOffset), 16), 7);
     const neg = await call(Op.LOOKUP, 1, cstr("neg"));
     assert.equal(neg.errno, 0);
     assert.equal(getU64(new DataView(neg.body.buffer, neg.body.byteOffset), 0), 0);

@@ -13,6 +13,7 @@ import { BytesSource } from "../../format/range_source.ts";
 import { StargzReader } from "../../format/reader.ts";
 import { encodeHeader, END_OF_ARCHIVE, tarHeader } from "../../format/tar_header.ts";
 import { CrfsFilesystem } from "../../fs/filesystem.ts";
+import { answered } from "../../fs/fuse/ops.ts";
 import { layerRoot } from "../../fs/layer_tree.ts";
 import { unionRoot } from "../../fs/union.ts";
 import { staticDir } from "../../fs/node.ts";
@@ -34,7 +35,7 @@ async function fsOf(blob: Uint8Array) {
 
 async function lookupPath(fs: CrfsFilesystem, path: string): Promise<number> {
   let ino = 1;
-  for (const name of path.split("/")) ino = (await fs.lookup(ino, enc.encode(name))).nodeId;
+  for (const name of path.split("/")) ino = answered(await fs.lookup(ino, enc.encode(name))).nodeId;
   assert.ok(ino > 0, path);
   return ino;
 }
