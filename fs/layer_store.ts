@@ -31,7 +31,7 @@
  *
  * @module
  */
-import type { Descriptor, ImageManifest } from "../drivers/manifest.ts";
+import type { Descriptor, ImageConfigJson, ImageManifest } from "../drivers/manifest.ts";
 import { parseReference, type Reference } from "../drivers/reference.ts";
 import { announcedLayer } from "../format/layer_kind.ts";
 import { UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
@@ -39,6 +39,7 @@ import type { ImageStore } from "./image_store.ts";
 import { LruMap } from "./lru_map.ts";
 import type { OpenLayer } from "./layer_open.ts";
 import { layerRoot } from "./layer_tree.ts";
+import { prefetchStartup } from "./startup_prefetch.ts";
 import { bytesNode, dirAttr, type FsNode, NodeError } from "./node.ts";
 
 /** What containers/storage reads from a layer's `info` file (its `Layer` JSON fields). */
@@ -131,11 +132,25 @@ const MAX_LAYER_DIRS = 256;
 export interface LayerStoreOptions {
   /** Logs one line per layer declined for a reason other than not being eStargz. */
   log?: (line: string) => void;
+  /**
+   * Once a layer's TOC is in, read ahead what a container start reads from it (the config's
+   * program and its libraries, /etc/passwd, …: fs/startup_prefetch.ts). Off by default.
+   */
+  startupPrefetch?: boolean;
 }
 
 /** The root of the layer store: one directory per image reference looked up. */
 export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}): FsNode {
   const log = opts.log ?? store.log;
+  // Readers whose startup files were read ahead (a layer has two names, one reader).
+  const prefetched = new WeakSet<object>();
+  const ahead = opts.startupPrefetch
+    ? (reader: OpenLayer["reader"], config: ImageConfigJson) => {
+      if (prefetched.has(reader)) return;
+      prefetched.add(reader);
+      prefetchStartup(reader, config).catch(() => {});
+    }
+    : undefined;
   // Bounded for long runs, least recently used out: references looked up (listed), their
   // directories, and layer directories by `<ref name>/<manifest digest>/<digest>` (failures
   // are not kept). Dropped ones are built again from the image store when asked for.
@@ -146,7 +161,7 @@ export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}):
   const refDir = (name: string, ref: Reference): FsNode => {
     let dir = refDirs.get(name);
     if (!dir) {
-      dir = referenceDir(store, name, ref, layers, log);
+      dir = referenceDir(store, name, ref, layers, log, ahead);
       refDirs.set(name, dir);
     }
     return dir;
@@ -177,6 +192,7 @@ function referenceDir(
   ref: Reference,
   layers: LruMap<string, Promise<FsNode | undefined>>,
   log: (line: string) => void,
+  ahead?: (reader: OpenLayer["reader"], config: ImageConfigJson) => void,
 ): FsNode {
   const repo = { host: ref.host, repository: ref.repository };
   const where = `${ref.host}/${ref.repository}${ref.digest ? `@${ref.digest}` : `:${ref.tag}`}`;
@@ -209,6 +225,7 @@ function referenceDir(
         where,
         log,
         () => layers.peek(key) === dropped && layers.delete(key),
+        ahead,
       );
       layers.set(key, p);
       p.then((n) => n ?? layers.delete(key), () => layers.delete(key));
@@ -275,6 +292,7 @@ async function openLayerDir(
   where: string,
   log: (line: string) => void,
   onLateFailure: () => void,
+  ahead?: (reader: OpenLayer["reader"], config: ImageConfigJson) => void,
 ): Promise<FsNode | undefined> {
   const desc = m.json.layers[index];
   const kind = announcedLayer(desc.annotations);
@@ -289,13 +307,14 @@ async function openLayerDir(
     failed = true;
     if (answered) onLateFailure();
   });
-  let diffId: string | undefined;
+  let config: ImageConfigJson;
   try {
-    diffId = (await store.config(repo, m)).json.rootfs?.diff_ids?.[index];
+    config = (await store.config(repo, m)).json;
   } catch (e) {
     log(`crfs: layer store: ${where}: config: ${(e as Error).message}`);
     throw new NodeError("EIO", `${where}: config: ${(e as Error).message}`);
   }
+  const diffId = config.rootfs?.diff_ids?.[index];
   if (!diffId || !DIGEST_RE.test(diffId)) {
     log(`crfs: layer store: ${where}: the config has no diff_id for layer ${index}; declined`);
     return undefined;
@@ -303,6 +322,7 @@ async function openLayerDir(
   // A TOC that failed by now (not stargz, a bad footer): pulled the usual way.
   if (failed) return undefined;
   answered = true;
+  if (ahead) opening.then((l) => ahead(l.reader, config), () => {});
   const layer = async (what: string): Promise<OpenLayer> => {
     try {
       return await opening;
