@@ -16,7 +16,9 @@
  * alternate which goes first; best of `BENCH_RUNS` (default 3). The last column is pull + run
  * over the peer's (cold rows over the peer's cold row, second-storage rows over its own): below 1
  * means faster than stargz-store. Run with `deno task bench podman` (root, podman,
- * docker-registry, debootstrap the first time, golang for the peer the first time).
+ * docker-registry, debootstrap the first time, golang for the peer the first time);
+ * `BENCH_STORES_ONLY=1` leaves out the two normal pulls, `BENCH_DROP_CACHES=0` keeps the kernel's
+ * caches between measurements.
  *
  * @module
  */

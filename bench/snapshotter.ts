@@ -16,7 +16,7 @@
  * times are wall clock, bytes and requests come from the registry's access log over pull and
  * run. The last columns are crfs's pull and pull + run over the peer's (below 1: faster). Run
  * with `deno task bench snapshotter` (root, containerd, ctr-remote, docker-registry, skopeo,
- * golang for the peer).
+ * golang for the peer); `BENCH_REMOTE_ONLY=1` leaves out the two normal pulls.
  *
  * @module
  */
