@@ -5,11 +5,20 @@
  * - normal pull of the ordinary gzip image;
  * - normal pull of the eStargz image `crfs convert` made of it (valid tar.gz too);
  * - the eStargz image through `crfs store` (Additional Layer Store), cold cache;
- * - the same again from a second, empty podman storage while the store keeps running.
+ * - the same through the peer, stargz-store (containerd's stargz-snapshotter library built from
+ *   Debian's Go sources by `../shared/peers/stargz-store/build.sh`, once into `bench/out/`),
+ *   cold cache;
+ * - each of the two again from a second, empty podman storage while the store keeps running.
  *
  * Wall time of the pull, of the run and of both, and the bytes and requests the registry
- * served (from its own access log). Every measurement uses a fresh podman storage. Run with
- * `deno task bench podman` (root, podman, docker-registry, debootstrap the first time).
+ * served (from its own access log). Every measurement uses a fresh podman storage; every store
+ * measurement a fresh store process with an empty cache, kernel caches dropped; crfs and the peer
+ * alternate which goes first; best of `BENCH_RUNS` (default 3). The last column is pull + run
+ * over the peer's (cold rows over the peer's cold row, second-storage rows over its own): below 1
+ * means faster than stargz-store. Run with `deno task bench podman` (root, podman,
+ * docker-registry, debootstrap the first time, golang for the peer the first time);
+ * `BENCH_STORES_ONLY=1` leaves out the two normal pulls, `BENCH_DROP_CACHES=0` keeps the kernel's
+ * caches between measurements.
  *
  * @module
  */
@@ -17,8 +26,20 @@ import { createHash } from "node:crypto";
 import { defaultDrivers, pusher } from "../drivers/mod.ts";
 import { MediaType } from "../drivers/manifest.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
-import { Podman, startStore, type StoreProcess } from "../tests/podman/helpers.ts";
-import { DENO, have, MAIN, mb, measurePullRun, type PullRunMeasure, table } from "./common.ts";
+import { Podman, startStore } from "../tests/podman/helpers.ts";
+import {
+  DENO,
+  dropCaches,
+  have,
+  MAIN,
+  mb,
+  measurePullRun,
+  type MountServer,
+  OUT,
+  type PullRunMeasure,
+  startMountServer,
+  table,
+} from "./common.ts";
 import { layerTars } from "./lazy.ts";
 
 const enc = new TextEncoder();
@@ -90,8 +111,41 @@ async function layerBytes(reg: TestRegistry, ref: string): Promise<number> {
 
 type Measure = PullRunMeasure;
 
+const PEER_BUILD = new URL("../../shared/peers/stargz-store/build.sh", import.meta.url).pathname;
+
+/** The peer's binary, built once into bench/out/. */
+async function peerBinary(): Promise<string> {
+  const bin = `${OUT}stargz-store`;
+  try {
+    await Deno.stat(bin);
+  } catch {
+    console.error("bench: building stargz-store from Debian's Go library (about 30 s, once)");
+    await Deno.mkdir(OUT, { recursive: true });
+    await run("bash", [PEER_BUILD, bin]);
+  }
+  return bin;
+}
+
+/** stargz-store serving an Additional Layer Store at `mnt`, its state (cache) in `root`. */
+async function startPeer(bin: string, root: string, mnt: string): Promise<MountServer> {
+  return await startMountServer(bin, ["-root", root, mnt], mnt, {
+    signal: "SIGINT",
+    pollMs: 10,
+    what: "stargz-store",
+    afterStop: async () => {
+      await new Deno.Command("umount", { args: ["-l", mnt], stderr: "null" }).output();
+    },
+  });
+}
+
+/** A layer store (crfs or the peer) serving at `dir` until stopped. */
+interface LayerStore {
+  dir: string;
+  stop(): Promise<void>;
+}
+
 /** Pull + run in a fresh podman storage; registry traffic over both. */
-async function pullAndRun(reg: TestRegistry, ref: string, store?: StoreProcess): Promise<Measure> {
+async function pullAndRun(reg: TestRegistry, ref: string, store?: LayerStore): Promise<Measure> {
   await using pod = await Podman.create({ storeFlag: store?.dir });
   return await measurePullRun(
     reg,
@@ -112,7 +166,7 @@ async function best(n: number, f: () => Promise<Measure>): Promise<Measure> {
 
 if (import.meta.main) {
   const [rootTar] = await layerTars();
-  const runs = Number(Deno.env.get("BENCH_RUNS") ?? 2);
+  const runs = Number(Deno.env.get("BENCH_RUNS") ?? 3);
   const reg = await startRegistry();
   const work = await Deno.makeTempDir({ prefix: "crfs-bench-podman-" });
   try {
@@ -123,59 +177,121 @@ if (import.meta.main) {
     const estargzSize = await layerBytes(reg, estargzRef);
     const uncompressed = (await Deno.stat(rootTar)).size;
 
-    const normalGzip = await best(runs, () => pullAndRun(reg, gzipRef));
-    const normalEstargz = await best(runs, () => pullAndRun(reg, estargzRef));
-    // crfs: a fresh store (empty cache) per measurement; then a second podman storage pulling
-    // from the store that is already running.
-    let startS = Infinity;
-    let warm: Measure | undefined;
-    const cold = await best(runs, async () => {
-      const dir = `${work}/store`;
-      const t = performance.now();
-      const store = await startStore(dir);
-      startS = Math.min(startS, (performance.now() - t) / 1000);
-      try {
-        const m = await pullAndRun(reg, estargzRef, store);
-        const w = await pullAndRun(reg, estargzRef, store);
-        if (!warm || w.pullS + w.runS < warm.pullS + warm.runS) warm = w;
-        return m;
-      } finally {
-        await store.stop();
+    // BENCH_STORES_ONLY=1: only the two layer stores (the normal pulls take most of the time).
+    const storesOnly = Deno.env.get("BENCH_STORES_ONLY") === "1";
+    // BENCH_DROP_CACHES=0: keep the kernel's caches between measurements.
+    const dropKernelCaches = Deno.env.get("BENCH_DROP_CACHES") !== "0";
+    const normalGzip = storesOnly ? undefined : await best(runs, () => pullAndRun(reg, gzipRef));
+    const normalEstargz = storesOnly
+      ? undefined
+      : await best(runs, () => pullAndRun(reg, estargzRef));
+    // crfs and the peer: a fresh store (empty cache) per measurement, kernel caches dropped;
+    // then a second podman storage pulling from the store that is already running. The two
+    // alternate which goes first.
+    const peer = await peerBinary();
+    const stores = [
+      {
+        name: "crfs store",
+        start: (n: number) => startStore(`${work}/crfs-${n}`),
+      },
+      {
+        name: "stargz-store",
+        start: async (n: number): Promise<LayerStore> => {
+          const mnt = `${work}/peer-${n}`;
+          const server = await startPeer(peer, `${work}/peer-state-${n}`, mnt);
+          return { dir: mnt, stop: server.stop };
+        },
+      },
+    ];
+    const results = new Map(
+      stores.map((
+        s,
+      ) => [s.name, { cold: [] as Measure[], warm: [] as Measure[], startS: Infinity }]),
+    );
+    for (let n = 0; n < runs; n++) {
+      for (const s of n % 2 === 0 ? stores : [...stores].reverse()) {
+        const r = results.get(s.name)!;
+        if (dropKernelCaches) await dropCaches();
+        const t = performance.now();
+        const store = await s.start(n);
+        r.startS = Math.min(r.startS, (performance.now() - t) / 1000);
+        try {
+          const m = await pullAndRun(reg, estargzRef, store);
+          const w = await pullAndRun(reg, estargzRef, store);
+          console.error(
+            `bench: run ${n} ${s.name}: cold ${m.pullS.toFixed(3)} + ${m.runS.toFixed(3)} s, ` +
+              `${m.requests} requests; second storage ${w.pullS.toFixed(3)} + ${
+                w.runS.toFixed(3)
+              } s`,
+          );
+          r.cold.push(m);
+          r.warm.push(w);
+        } finally {
+          await store.stop();
+        }
       }
-    });
-    for (const m of [normalEstargz, cold, warm!]) {
-      if (m.output !== normalGzip.output) {
-        throw new Error(`outputs differ: ${JSON.stringify([normalGzip.output, m.output])}`);
+    }
+    const bestOf = (ms: Measure[]) =>
+      ms.reduce((a, m) => m.pullS + m.runS < a.pullS + a.runS ? m : a);
+    const crfs = results.get("crfs store")!;
+    const stargz = results.get("stargz-store")!;
+    const cold = bestOf(crfs.cold);
+    const warm = bestOf(crfs.warm);
+    const peerCold = bestOf(stargz.cold);
+    const peerWarm = bestOf(stargz.warm);
+    const startS = crfs.startS;
+    const want = (normalGzip ?? peerCold).output;
+    for (const m of [normalEstargz ?? cold, cold, warm, peerCold, peerWarm]) {
+      if (m.output !== want) {
+        throw new Error(`outputs differ: ${JSON.stringify([want, m.output])}`);
       }
     }
     const total = (m: Measure) => m.pullS + m.runS;
-    const row = (name: string, m: Measure) => [
+    const row = (name: string, m: Measure, peerM = peerCold) => [
       name,
       m.pullS.toFixed(2),
       m.runS.toFixed(2),
       total(m).toFixed(2),
       mb(m.bytes),
       m.requests,
+      (total(m) / total(peerM)).toFixed(2),
     ];
     table(
       `podman pull + run: Debian minbase, ${mb(uncompressed)} MB uncompressed, one layer ` +
         `(${mb(gzipSize)} MB gzip, ${mb(estargzSize)} MB eStargz), best of ${runs}`,
-      ["method", "pull (s)", "run (s)", "pull + run (s)", "MB from registry", "requests"],
       [
-        row("normal pull, gzip image", normalGzip),
-        row("normal pull, eStargz image", normalEstargz),
+        "method",
+        "pull (s)",
+        "run (s)",
+        "pull + run (s)",
+        "MB from registry",
+        "requests",
+        "pull + run / stargz-store's (below 1 = faster)",
+      ],
+      [
+        ...(normalGzip ? [row("normal pull, gzip image", normalGzip)] : []),
+        ...(normalEstargz ? [row("normal pull, eStargz image", normalEstargz)] : []),
         row("crfs store, cold cache", cold),
-        row("crfs store, second podman storage", warm!),
+        row("stargz-store (peer), cold cache", peerCold),
+        row("crfs store, second podman storage", warm, peerWarm),
+        row("stargz-store, second podman storage", peerWarm, peerWarm),
       ],
     );
-    console.log(
-      `\ncrfs store (cold) vs normal pull: ${
+    const vsNormal = normalGzip && normalEstargz
+      ? `crfs store (cold) vs normal pull: ${
         (total(normalGzip) / total(cold)).toFixed(1)
       }× faster than the gzip image, ${
         (total(normalEstargz) / total(cold)).toFixed(1)
       }× faster than the same eStargz image; ${
         (normalEstargz.bytes / Math.max(1, cold.bytes)).toFixed(0)
-      }× fewer bytes. Starting crfs store took ${startS.toFixed(2)} s (not counted). ` +
+      }× fewer bytes; `
+      : "";
+    console.log(
+      `\n${vsNormal}crfs store (cold) took ${
+        (total(cold) / total(peerCold)).toFixed(2)
+      }× stargz-store's time. ` +
+        `Starting crfs store took ${startS.toFixed(2)} s, stargz-store ` +
+        `${stargz.startS.toFixed(2)} s (not counted). ` +
         `Container output: ${JSON.stringify(cold.output.trim())}`,
     );
   } finally {

@@ -13,6 +13,7 @@ import { rootlessIdMaps, userNamespaceView } from "../fs/fuse/userns_view.ts";
 import { layerStoreRoot } from "../fs/layer_store.ts";
 import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
 import {
+  layerFlags,
   REGISTRY_HELP,
   registryFlags,
   type RegistrySetup,
@@ -26,7 +27,11 @@ const HELP = `Usage: crfs store [options] DIR
 Serves an Additional Layer Store for podman, CRI-O and buildah (containers/storage) at DIR until
 interrupted. Pulling an eStargz or zstd:chunked image then downloads no layer: containers/storage
 takes each layer from DIR, and files are fetched from the registry only when a container reads
-them. Other layers are not in the store: podman pulls those as usual.
+them. Other layers are not in the store: podman pulls those as usual. Once podman has taken a layer,
+what a container start reads from it is fetched ahead: the program the image's config starts, the
+libraries the loader will load for it, /etc/passwd, /etc/group, /etc/nsswitch.conf and
+/etc/ld.so.cache (not with --prefetch off or --no-background-fetch; a layer with prioritized
+files gets those instead).
 
   DIR/<base64 of the image reference>/<layer digest or TOC digest>/{diff/,info,blob}
 
@@ -61,13 +66,19 @@ export function storageOpt(dir: string): string {
   return `--storage-opt overlay.additionallayerstore=${dir}:ref`;
 }
 
-/** Mounts the layer store of `setup`'s image store at `dir` (writable: see fs/layer_store.ts). */
+/**
+ * Mounts the layer store of `setup`'s image store at `dir` (writable: see fs/layer_store.ts);
+ * `startupPrefetch` reads ahead what a container start reads of each layer taken (off unless set).
+ */
 export async function mountLayerStore(
   dir: string,
   setup: RegistrySetup,
-  opts: { allowOther?: boolean; readAheadKb?: number } = {},
+  opts: { allowOther?: boolean; readAheadKb?: number; startupPrefetch?: boolean } = {},
 ): Promise<FuseMount> {
-  const tree = new CrfsFilesystem(layerStoreRoot(setup.store), { tagTtlMs: setup.tagTtlMs });
+  const tree = new CrfsFilesystem(
+    layerStoreRoot(setup.store, { startupPrefetch: opts.startupPrefetch }),
+    { tagTtlMs: setup.tagTtlMs },
+  );
   // A non-root user's store is for that user's rootless podman: owners as its user namespace
   // maps them (/etc/subuid), opaque markers also as user.overlay.opaque.
   const fs = Deno.uid() === 0 ? tree : userNamespaceView(tree, await rootlessIdMaps());
@@ -110,6 +121,8 @@ export const storeCommand: Command = defineCommand({
     const m = await mountLayerStore(positionals[0], setup, {
       allowOther: values["allow-other"] === true,
       readAheadKb,
+      // As with any prefetch: not with --prefetch off nor --no-background-fetch.
+      startupPrefetch: layerFlags(values).prefetch !== "off",
     });
     const metricsServer = await serveMetricsFlag(values, setup, [m]);
     installSignalUnmount(m, { exit: false });

@@ -717,8 +717,9 @@ export class StargzReader {
         throw new StargzFormatError(`short read at ${start}: ${bytes.length} of ${length} bytes`);
       }
       const failed: typeof run = [];
-      // Big fetches (even a single big chunk) decode on other cores; small ones right here.
-      const pooled = this.#decodePool && length >= POOL_MIN
+      // Big fetches (even a single big chunk) decode on other cores; small ones right here, and
+      // big ones too while the workers are still starting (waiting for one costs more).
+      const pooled = this.#decodePool && length >= POOL_MIN && this.#decodePool.ready(length)
         ? await this.#decodePool.decode(
           bytes,
           run.map(({ o: { chunk: c } }) => ({

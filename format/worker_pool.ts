@@ -4,7 +4,9 @@
  * its worker's answer. Used for compressing (writer) and decompressing (reader) gzip members off
  * the main thread. Workers start at the first job (not when the pool is made: starting one costs
  * tens of milliseconds and memory), and with `idleMs` all of them stop once the pool has been idle
- * that long; the next job starts them again.
+ * that long; the next job starts them again. A worker says when it has loaded its module
+ * ({@link WorkerPool.ready}), so that a caller in a hurry can do a job itself rather than wait for
+ * a worker still starting.
  *
  * @module
  */
@@ -18,6 +20,8 @@ interface Envelope {
   id: number;
   result?: unknown;
   error?: string;
+  /** Sent once by a worker whose module has loaded (no job). */
+  ready?: true;
 }
 
 /** Options of a {@link WorkerPool}. */
@@ -37,6 +41,8 @@ export class WorkerPool<J, R> {
   #pending = new Map<number, Pending<R>>();
   #nextId = 1;
   #idleTimer?: number;
+  #ready = new Set<Worker>();
+  #waiters: (() => void)[] = [];
 
   /** A pool of up to `size` workers running the module at `url`, started on demand. */
   constructor(url: URL, size: number, opts: WorkerPoolOptions = {}) {
@@ -50,9 +56,31 @@ export class WorkerPool<J, R> {
     return this.#workers.length;
   }
 
+  /** Workers that have loaded their module and take jobs without delay. */
+  get ready(): number {
+    return this.#ready.size;
+  }
+
+  /**
+   * Starts the workers not running yet (without a job); resolves once one of them is ready.
+   * They stop again after `idleMs` without a job.
+   */
+  warm(): Promise<void> {
+    while (this.#workers.length < this.size) this.#spawn();
+    this.#armIdle();
+    if (this.#ready.size > 0 || this.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
   #spawn(): void {
     const w = new Worker(this.#url.href, { type: "module" });
-    w.onmessage = (e: MessageEvent<Envelope>) => this.#done(w, e.data);
+    w.onmessage = (e: MessageEvent<Envelope>) => {
+      if (e.data.ready) {
+        if (!this.#workers.includes(w)) return;
+        this.#ready.add(w);
+        for (const f of this.#waiters.splice(0)) f();
+      } else this.#done(w, e.data);
+    };
     w.onerror = (e: ErrorEvent) => {
       e.preventDefault();
       for (const p of this.#pending.values()) p.reject(new Error(`worker: ${e.message}`));
@@ -93,7 +121,13 @@ export class WorkerPool<J, R> {
       else p.resolve(msg.result as R);
     }
     this.#pump();
+    this.#armIdle();
+  }
+
+  /** With `idleMs`, and nothing to do: stop every worker after that long. */
+  #armIdle(): void {
     if (this.#idleMs !== undefined && this.#pending.size === 0 && this.#queue.length === 0) {
+      if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
       const timer = setTimeout(() => {
         this.#idleTimer = undefined;
         if (this.#pending.size === 0 && this.#queue.length === 0) this.close();
@@ -110,6 +144,8 @@ export class WorkerPool<J, R> {
     for (const w of this.#workers) w.terminate();
     this.#workers = [];
     this.#idle = [];
+    this.#ready.clear();
+    for (const f of this.#waiters.splice(0)) f();
   }
 }
 
@@ -132,4 +168,5 @@ export function serveJobs<J, R>(
       scope.postMessage({ id, error: err instanceof Error ? err.message : String(err) });
     }
   };
+  scope.postMessage({ id: 0, ready: true });
 }

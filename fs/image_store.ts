@@ -416,8 +416,11 @@ export class ImageStore {
     }, {
       verify: this.#verify,
       chunkCache: this.#chunkCache,
-      // One pool for every layer: big fetches decode on the other cores.
-      decodePool: this.#decodePool ??= new DecodePool(),
+      // One pool for every layer: big fetches decode on the other cores, once reads have decoded
+      // 8 MiB in place (a container start reads a few big files: no worker to start for those).
+      decodePool: this.#decodePool ??= new DecodePool(undefined, undefined, {
+        warmAfterBytes: 8 << 20,
+      }),
       readAhead: this.#readAhead,
       prefetch: this.#prefetch,
       signal: this.#background.signal,

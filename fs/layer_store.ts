@@ -31,7 +31,7 @@
  *
  * @module
  */
-import type { Descriptor, ImageManifest } from "../drivers/manifest.ts";
+import type { Descriptor, ImageConfigJson, ImageManifest } from "../drivers/manifest.ts";
 import { parseReference, type Reference } from "../drivers/reference.ts";
 import { announcedLayer } from "../format/layer_kind.ts";
 import { UNCOMPRESSED_SIZE_ANNOTATION } from "../format/toc.ts";
@@ -39,6 +39,7 @@ import type { ImageStore } from "./image_store.ts";
 import { LruMap } from "./lru_map.ts";
 import type { OpenLayer } from "./layer_open.ts";
 import { layerRoot } from "./layer_tree.ts";
+import { prefetchStartup } from "./startup_prefetch.ts";
 import { bytesNode, dirAttr, type FsNode, NodeError } from "./node.ts";
 
 /** What containers/storage reads from a layer's `info` file (its `Layer` JSON fields). */
@@ -131,11 +132,25 @@ const MAX_LAYER_DIRS = 256;
 export interface LayerStoreOptions {
   /** Logs one line per layer declined for a reason other than not being eStargz. */
   log?: (line: string) => void;
+  /**
+   * Once a layer's TOC is in, read ahead what a container start reads from it (the config's
+   * program and its libraries, /etc/passwd, …: fs/startup_prefetch.ts). Off by default.
+   */
+  startupPrefetch?: boolean;
 }
 
 /** The root of the layer store: one directory per image reference looked up. */
 export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}): FsNode {
   const log = opts.log ?? store.log;
+  // Readers whose startup files were read ahead (a layer has two names, one reader).
+  const prefetched = new WeakSet<object>();
+  const ahead = opts.startupPrefetch
+    ? (reader: OpenLayer["reader"], config: ImageConfigJson) => {
+      if (prefetched.has(reader)) return;
+      prefetched.add(reader);
+      prefetchStartup(reader, config).catch(() => {});
+    }
+    : undefined;
   // Bounded for long runs, least recently used out: references looked up (listed), their
   // directories, and layer directories by `<ref name>/<manifest digest>/<digest>` (failures
   // are not kept). Dropped ones are built again from the image store when asked for.
@@ -146,7 +161,7 @@ export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}):
   const refDir = (name: string, ref: Reference): FsNode => {
     let dir = refDirs.get(name);
     if (!dir) {
-      dir = referenceDir(store, name, ref, layers, log);
+      dir = referenceDir(store, name, ref, layers, log, ahead);
       refDirs.set(name, dir);
     }
     return dir;
@@ -177,6 +192,7 @@ function referenceDir(
   ref: Reference,
   layers: LruMap<string, Promise<FsNode | undefined>>,
   log: (line: string) => void,
+  ahead?: (reader: OpenLayer["reader"], config: ImageConfigJson) => void,
 ): FsNode {
   const repo = { host: ref.host, repository: ref.repository };
   const where = `${ref.host}/${ref.repository}${ref.digest ? `@${ref.digest}` : `:${ref.tag}`}`;
@@ -200,7 +216,17 @@ function referenceDir(
     const key = `${name}/${m.digest}/${dirName}`;
     let p = layers.get(key);
     if (!p) {
-      p = openLayerDir(store, repo, m, index, `${name}/${dirName}`, where, log);
+      const dropped = p = openLayerDir(
+        store,
+        repo,
+        m,
+        index,
+        `${name}/${dirName}`,
+        where,
+        log,
+        () => layers.peek(key) === dropped && layers.delete(key),
+        ahead,
+      );
       layers.set(key, p);
       p.then((n) => n ?? layers.delete(key), () => layers.delete(key));
     }
@@ -247,9 +273,15 @@ function referenceDir(
 
 /**
  * `<base64 ref>/<digest>/` for layer `index` of `m`, or undefined when the layer is not
- * eStargz nor zstd:chunked (no TOC digest annotation nor manifest checksum, or its TOC does not
- * open) or the config has no diff_id
- * for it.
+ * eStargz nor zstd:chunked (no TOC digest annotation nor manifest checksum) or the config has no
+ * diff_id for it.
+ *
+ * What containers/storage reads while pulling (`info`, the attributes of `diff/` and `blob`)
+ * needs the manifest and the config only, so the directory is answered as soon as the config is
+ * in: the TOC is fetched and indexed meanwhile (started at once, beside the config), and only
+ * what is under `diff/` and the bytes of `blob` wait for it. A layer whose TOC has failed to open
+ * by then is declined (containers/storage pulls it the usual way); one failing later answers
+ * EIO under `diff/` (logged), and `onLateFailure` runs so that the next lookup declines it.
  */
 async function openLayerDir(
   store: ImageStore,
@@ -259,37 +291,52 @@ async function openLayerDir(
   id: string,
   where: string,
   log: (line: string) => void,
+  onLateFailure: () => void,
+  ahead?: (reader: OpenLayer["reader"], config: ImageConfigJson) => void,
 ): Promise<FsNode | undefined> {
   const desc = m.json.layers[index];
   const kind = announcedLayer(desc.annotations);
   const tocDigest = kind?.tocKey;
   // Not lazy: decline without a request; containers/storage pulls it the usual way.
   if (!kind || !tocDigest) return undefined;
-  let layer: OpenLayer;
+  // Logged by the image store when it fails.
+  const opening = store.layer(repo, desc);
+  let failed = false;
+  let answered = false;
+  opening.catch(() => {
+    failed = true;
+    if (answered) onLateFailure();
+  });
+  let config: ImageConfigJson;
   try {
-    layer = await store.layer(repo, desc);
-  } catch {
-    // Logged by the image store; a layer that does not open is pulled the usual way.
-    return undefined;
-  }
-  let diffId: string | undefined;
-  try {
-    diffId = (await store.config(repo, m)).json.rootfs?.diff_ids?.[index];
+    config = (await store.config(repo, m)).json;
   } catch (e) {
     log(`crfs: layer store: ${where}: config: ${(e as Error).message}`);
     throw new NodeError("EIO", `${where}: config: ${(e as Error).message}`);
   }
+  const diffId = config.rootfs?.diff_ids?.[index];
   if (!diffId || !DIGEST_RE.test(diffId)) {
     log(`crfs: layer store: ${where}: the config has no diff_id for layer ${index}; declined`);
     return undefined;
   }
+  // A TOC that failed by now (not stargz, a bad footer): pulled the usual way.
+  if (failed) return undefined;
+  answered = true;
+  if (ahead) opening.then((l) => ahead(l.reader, config), () => {});
+  const layer = async (what: string): Promise<OpenLayer> => {
+    try {
+      return await opening;
+    } catch (e) {
+      throw new NodeError("EIO", `${where}@${desc.digest}: ${what}: ${(e as Error).message}`);
+    }
+  };
   const info = new TextEncoder().encode(
     JSON.stringify(layerInfo(desc, diffId, tocDigest, kind.format)),
   );
   const children: [string, FsNode][] = [
-    ["diff", diffRoot(layerRoot(layer.reader, id))],
+    ["diff", diffRoot(id, layer)],
     ["info", bytesNode(`als:info:${id}`, info)],
-    ["blob", blobNode(`als:blob:${id}`, layer, `${where}@${desc.digest}`)],
+    ["blob", blobNode(`als:blob:${id}`, desc.size, layer, `${where}@${desc.digest}`)],
   ];
   const map = new Map(children);
   return {
@@ -309,35 +356,41 @@ async function openLayerDir(
 }
 
 /**
- * `diff/`: the layer root, except that the directory itself shows as containers/storage makes
- * the layer directories it extracts into (mode 0555, owned by root; a layer's own `./` entry is
- * not applied). A container's `/` takes its mode from there, so it is the same as after a normal
- * pull.
+ * What `diff/` itself shows: the directory as containers/storage makes the layer directories it
+ * extracts into (mode 0555, owned by root, no xattrs; a layer's own `./` entry is not applied). A
+ * container's `/` takes its mode from there, so it is the same as after a normal pull. Known
+ * before the TOC is: `nlink` 1 says "subdirectories not counted" (as btrfs does).
  */
-function diffRoot(root: FsNode): FsNode {
+const DIFF_ROOT_ATTR = { ...dirAttr(1), mode: 0o555 };
+
+/** `diff/`: the layer root in overlayfs form, once the layer's TOC is in (see {@link DIFF_ROOT_ATTR}). */
+function diffRoot(id: string, layer: (what: string) => Promise<OpenLayer>): FsNode {
+  let root: FsNode | undefined;
+  const opened = async () => root ??= layerRoot((await layer("diff")).reader, id);
   return {
-    ...root,
-    attr: () => ({
-      ...root.attr(),
-      mode: 0o555,
-      uid: 0,
-      gid: 0,
-      userName: "root",
-      groupName: "root",
-    }),
+    key: `layer:${id}:`,
+    volatility: "immutable",
+    attr: () => DIFF_ROOT_ATTR,
+    lookup: async (name) => await (await opened()).lookup!(name),
+    list: async () => await (await opened()).list!(),
   };
 }
 
 /** `blob`: the compressed layer, each read a range of the blob (through the disk cache). */
-function blobNode(key: string, layer: OpenLayer, where: string): FsNode {
-  const source = layer.reader.source;
+function blobNode(
+  key: string,
+  size: number,
+  layer: (what: string) => Promise<OpenLayer>,
+  where: string,
+): FsNode {
   return {
     key,
     volatility: "immutable",
-    attr: () => ({ ...dirAttr(1), type: "reg", mode: 0o444, size: source.size }),
+    attr: () => ({ ...dirAttr(1), type: "reg", mode: 0o444, size }),
     async read(offset, length, signal) {
-      const n = Math.min(length, source.size - offset);
+      const n = Math.min(length, size - offset);
       if (n <= 0) return new Uint8Array(0);
+      const source = (await layer("blob")).reader.source;
       try {
         return await source.read(offset, n, signal);
       } catch (e) {

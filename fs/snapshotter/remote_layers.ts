@@ -6,9 +6,10 @@
  * `.manifest-digest` / `.layer-digest` / `.image-layers`. A layer qualifies when its manifest
  * (fetched through crfs's drivers and image store) lists it as a gzip layer carrying the eStargz
  * TOC digest annotation, or as a zstd layer carrying the zstd:chunked manifest annotations, and
- * its TOC opens and verifies against that digest (manifest checksum); then its directory
- * in crfs's FUSE tree must answer. Anything else is left to containerd, which downloads and
- * unpacks the layer into an ordinary snapshot.
+ * its manifest's directory in crfs's FUSE tree answers. Anything else is left to containerd,
+ * which downloads and unpacks the layer into an ordinary snapshot. The TOC is opened (and
+ * verified against that digest or manifest checksum) once the snapshot is committed, before a
+ * container looks into it; a TOC that fails then makes the layer directory answer EIO.
  *
  * @module
  */
@@ -84,6 +85,8 @@ export class CrfsRemoteLayers implements RemoteLayers {
   readonly #store: ImageStore;
   readonly #mountpoint: string;
   readonly #log: (line: string) => void;
+  /** Layers resolved and not committed yet: how to open each. */
+  readonly #toOpen = new Map<string, () => Promise<unknown>>();
 
   constructor(store: ImageStore, mountpoint: string, log?: (line: string) => void) {
     this.#store = store;
@@ -91,12 +94,18 @@ export class CrfsRemoteLayers implements RemoteLayers {
     this.#log = log ?? ((l) => console.error(l));
   }
 
-  #qualifies(d: Descriptor): boolean {
-    return unqualified(d) === undefined;
-  }
-
   layerDir(layer: RemoteLayer): string {
     return layerDirectory(this.#mountpoint, layer);
+  }
+
+  /**
+   * The remote snapshot of `layer` is committed: its TOC starts opening once containerd has the
+   * answer (a failure is logged by the store; the layer directory then answers EIO).
+   */
+  committed(layer: RemoteLayer): void {
+    const open = this.#toOpen.get(layer.layer);
+    this.#toOpen.delete(layer.layer);
+    if (open) setTimeout(() => open().catch(() => {}), 0);
   }
 
   restore(layer: RemoteLayer): void {
@@ -121,26 +130,27 @@ export class CrfsRemoteLayers implements RemoteLayers {
     if (!manifest) return why("the manifest does not exist");
     const desc = manifest.json.layers.find((d) => d.digest === named.layer);
     if (!desc) return why(`manifest ${manifest.digest} does not list the layer`);
-    // containerd prepares the layers one after the other: open the image's other lazy layers
-    // (those the labels list) now, so their TOCs arrive in parallel with this one.
-    const listed = new Set(named.layers);
-    for (const d of manifest.json.layers) {
-      if (d === desc || !listed.has(d.digest) || !this.#qualifies(d)) continue;
-      this.#store.layer(repo, d).catch(() => {}); // the layer's own Prepare reports failures
-    }
     const reason = unqualified(desc);
     if (reason) return why(reason);
-    // Opens the layer (footer and TOC, checked against the annotation) in the shared store:
-    // the FUSE tree serves it from the same reader.
-    await this.#store.layer(repo, desc);
     const layer: RemoteLayer = {
       host: ref.host,
       repository: ref.repository,
       manifest: manifest.digest,
       layer: desc.digest,
     };
-    const st = await Deno.stat(this.layerDir(layer));
-    if (!st.isDirectory) return why("its directory in the crfs tree is not a directory");
+    // The path scheme of the tree, down to the manifest's directory (the layer's own directory
+    // answers once its TOC is in).
+    const dir = this.layerDir(layer);
+    const st = await Deno.stat(dir.slice(0, dir.lastIndexOf("/")));
+    if (!st.isDirectory) return why("its manifest's directory in the crfs tree is not a directory");
+    // The layer (footer and TOC, checked against the annotation) opens in the shared store once
+    // the snapshot is committed (see `committed`), and the FUSE tree serves it from the same
+    // reader. Committing needs no TOC: a container's first look into the layer directory waits
+    // for it instead (parsing a big layer's TOC takes long and holds this thread, which
+    // containerd's next call would wait for).
+    this.#toOpen.set(desc.digest, () => this.#store.layer(repo, desc));
+    // Bounded: a resolved layer whose commit failed is opened by its first lookup instead.
+    if (this.#toOpen.size > 1024) this.#toOpen.delete(this.#toOpen.keys().next().value!);
     return layer;
   }
 }

@@ -57,6 +57,8 @@ for (
     await assertSameTree(await StargzReader.open(new BytesSource(blob)), expected, seed);
     const pool = new DecodePool(2);
     try {
+      // Workers ready first: reads decode inline while none is.
+      await pool.warm();
       const r = await StargzReader.open(new BytesSource(blob), { decodePool: pool });
       await r.prefetch("all");
       await assertSameTree(r, expected, seed + 100);

@@ -68,6 +68,8 @@ for (
     // Big fetches decode zstd frames in the decode pool too.
     const pool = new DecodePool(2);
     try {
+      // Workers ready first: reads decode inline while none is.
+      await pool.warm();
       const r = await StargzReader.open(new BytesSource(blob), { decodePool: pool });
       await r.prefetch("all");
       await assertSameTree(r, expected, seed + 50);

@@ -151,6 +151,8 @@ Deno.test(`fuzz: reads at random offsets over ${CASES} mutated blobs of every fo
   const r = rng(SEED);
   const pool = new DecodePool(1);
   try {
+    // Workers ready first: reads decode inline while none is.
+    await pool.warm();
     const rss0 = Deno.memoryUsage().rss;
     let opened = 0;
     let failedReads = 0;
