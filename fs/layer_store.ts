@@ -216,7 +216,7 @@ function referenceDir(
     const key = `${name}/${m.digest}/${dirName}`;
     let p = layers.get(key);
     if (!p) {
-      const dropped = p = openLayerDir(
+      p = openLayerDir(
         store,
         repo,
         m,
@@ -224,7 +224,6 @@ function referenceDir(
         `${name}/${dirName}`,
         where,
         log,
-        () => layers.peek(key) === dropped && layers.delete(key),
         ahead,
       );
       layers.set(key, p);
@@ -276,12 +275,9 @@ function referenceDir(
  * eStargz nor zstd:chunked (no TOC digest annotation nor manifest checksum) or the config has no
  * diff_id for it.
  *
- * What containers/storage reads while pulling (`info`, the attributes of `diff/` and `blob`)
- * needs the manifest and the config only, so the directory is answered as soon as the config is
- * in: the TOC is fetched and indexed meanwhile (started at once, beside the config), and only
- * what is under `diff/` and the bytes of `blob` wait for it. A layer whose TOC has failed to open
- * by then is declined (containers/storage pulls it the usual way); one failing later answers
- * EIO under `diff/` (logged), and `onLateFailure` runs so that the next lookup declines it.
+ * The config is fetched beside the TOC, but the directory is answered only once the TOC has opened
+ * and verified against its digest: a layer whose TOC does not open is declined, and
+ * containers/storage pulls it the usual way (as a lazy layer it would only ever answer EIO).
  */
 async function openLayerDir(
   store: ImageStore,
@@ -291,7 +287,6 @@ async function openLayerDir(
   id: string,
   where: string,
   log: (line: string) => void,
-  onLateFailure: () => void,
   ahead?: (reader: OpenLayer["reader"], config: ImageConfigJson) => void,
 ): Promise<FsNode | undefined> {
   const desc = m.json.layers[index];
@@ -299,14 +294,9 @@ async function openLayerDir(
   const tocDigest = kind?.tocKey;
   // Not lazy: decline without a request; containers/storage pulls it the usual way.
   if (!kind || !tocDigest) return undefined;
-  // Logged by the image store when it fails.
+  // Started at once, beside the config; logged by the image store when it fails.
   const opening = store.layer(repo, desc);
-  let failed = false;
-  let answered = false;
-  opening.catch(() => {
-    failed = true;
-    if (answered) onLateFailure();
-  });
+  opening.catch(() => {});
   let config: ImageConfigJson;
   try {
     config = (await store.config(repo, m)).json;
@@ -319,24 +309,21 @@ async function openLayerDir(
     log(`crfs: layer store: ${where}: the config has no diff_id for layer ${index}; declined`);
     return undefined;
   }
-  // A TOC that failed by now (not stargz, a bad footer): pulled the usual way.
-  if (failed) return undefined;
-  answered = true;
-  if (ahead) opening.then((l) => ahead(l.reader, config), () => {});
-  const layer = async (what: string): Promise<OpenLayer> => {
-    try {
-      return await opening;
-    } catch (e) {
-      throw new NodeError("EIO", `${where}@${desc.digest}: ${what}: ${(e as Error).message}`);
-    }
-  };
+  let layer: OpenLayer;
+  try {
+    layer = await opening;
+  } catch {
+    // A TOC that does not open (not stargz, a bad footer, a digest mismatch): pulled the usual way.
+    return undefined;
+  }
+  ahead?.(layer.reader, config);
   const info = new TextEncoder().encode(
     JSON.stringify(layerInfo(desc, diffId, tocDigest, kind.format)),
   );
   const children: [string, FsNode][] = [
-    ["diff", diffRoot(id, layer)],
+    ["diff", diffRoot(layerRoot(layer.reader, id))],
     ["info", bytesNode(`als:info:${id}`, info)],
-    ["blob", blobNode(`als:blob:${id}`, desc.size, layer, `${where}@${desc.digest}`)],
+    ["blob", blobNode(`als:blob:${id}`, layer, `${where}@${desc.digest}`)],
   ];
   const map = new Map(children);
   return {
@@ -356,33 +343,29 @@ async function openLayerDir(
 }
 
 /**
- * What `diff/` itself shows: the directory as containers/storage makes the layer directories it
- * extracts into (mode 0555, owned by root, no xattrs; a layer's own `./` entry is not applied). A
- * container's `/` takes its mode from there, so it is the same as after a normal pull. Known
- * before the TOC is: `nlink` 1 says "subdirectories not counted" (as btrfs does).
+ * `diff/`: the layer root, except that the directory itself shows as containers/storage makes
+ * the layer directories it extracts into (mode 0555, owned by root; a layer's own `./` entry is
+ * not applied). A container's `/` takes its mode from there, so it is the same as after a normal
+ * pull.
  */
-const DIFF_ROOT_ATTR = { ...dirAttr(1), mode: 0o555 };
-
-/** `diff/`: the layer root in overlayfs form, once the layer's TOC is in (see {@link DIFF_ROOT_ATTR}). */
-function diffRoot(id: string, layer: (what: string) => Promise<OpenLayer>): FsNode {
-  let root: FsNode | undefined;
-  const opened = async () => root ??= layerRoot((await layer("diff")).reader, id);
+function diffRoot(root: FsNode): FsNode {
   return {
-    key: `layer:${id}:`,
-    volatility: "immutable",
-    attr: () => DIFF_ROOT_ATTR,
-    lookup: async (name) => await (await opened()).lookup!(name),
-    list: async () => await (await opened()).list!(),
+    ...root,
+    attr: () => ({
+      ...root.attr(),
+      mode: 0o555,
+      uid: 0,
+      gid: 0,
+      userName: "root",
+      groupName: "root",
+    }),
   };
 }
 
 /** `blob`: the compressed layer, each read a range of the blob (through the disk cache). */
-function blobNode(
-  key: string,
-  size: number,
-  layer: (what: string) => Promise<OpenLayer>,
-  where: string,
-): FsNode {
+function blobNode(key: string, layer: OpenLayer, where: string): FsNode {
+  const source = layer.reader.source;
+  const size = source.size;
   return {
     key,
     volatility: "immutable",
@@ -390,7 +373,6 @@ function blobNode(
     async read(offset, length, signal) {
       const n = Math.min(length, size - offset);
       if (n <= 0) return new Uint8Array(0);
-      const source = (await layer("blob")).reader.source;
       try {
         return await source.read(offset, n, signal);
       } catch (e) {
