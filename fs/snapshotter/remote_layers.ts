@@ -6,10 +6,9 @@
  * `.manifest-digest` / `.layer-digest` / `.image-layers`. A layer qualifies when its manifest
  * (fetched through crfs's drivers and image store) lists it as a gzip layer carrying the eStargz
  * TOC digest annotation, or as a zstd layer carrying the zstd:chunked manifest annotations, and
- * its manifest's directory in crfs's FUSE tree answers. Anything else is left to containerd,
- * which downloads and unpacks the layer into an ordinary snapshot. The TOC is opened (and
- * verified against that digest or manifest checksum) once the snapshot is committed, before a
- * container looks into it; a TOC that fails then makes the layer directory answer EIO.
+ * its manifest's directory in crfs's FUSE tree answers; its TOC is opened (and verified against
+ * that digest or manifest checksum) meanwhile, and must not have failed by then. Anything else is
+ * left to containerd, which downloads and unpacks the layer into an ordinary snapshot.
  *
  * @module
  */
@@ -85,8 +84,6 @@ export class CrfsRemoteLayers implements RemoteLayers {
   readonly #store: ImageStore;
   readonly #mountpoint: string;
   readonly #log: (line: string) => void;
-  /** Layers resolved and not committed yet: how to open each. */
-  readonly #toOpen = new Map<string, () => Promise<unknown>>();
 
   constructor(store: ImageStore, mountpoint: string, log?: (line: string) => void) {
     this.#store = store;
@@ -94,18 +91,12 @@ export class CrfsRemoteLayers implements RemoteLayers {
     this.#log = log ?? ((l) => console.error(l));
   }
 
-  layerDir(layer: RemoteLayer): string {
-    return layerDirectory(this.#mountpoint, layer);
+  #qualifies(d: Descriptor): boolean {
+    return unqualified(d) === undefined;
   }
 
-  /**
-   * The remote snapshot of `layer` is committed: its TOC starts opening once containerd has the
-   * answer (a failure is logged by the store; the layer directory then answers EIO).
-   */
-  committed(layer: RemoteLayer): void {
-    const open = this.#toOpen.get(layer.layer);
-    this.#toOpen.delete(layer.layer);
-    if (open) setTimeout(() => open().catch(() => {}), 0);
+  layerDir(layer: RemoteLayer): string {
+    return layerDirectory(this.#mountpoint, layer);
   }
 
   restore(layer: RemoteLayer): void {
@@ -130,8 +121,22 @@ export class CrfsRemoteLayers implements RemoteLayers {
     if (!manifest) return why("the manifest does not exist");
     const desc = manifest.json.layers.find((d) => d.digest === named.layer);
     if (!desc) return why(`manifest ${manifest.digest} does not list the layer`);
+    // containerd prepares the layers one after the other: open the image's other lazy layers
+    // (those the labels list) now, so their TOCs arrive in parallel with this one.
+    const listed = new Set(named.layers);
+    for (const d of manifest.json.layers) {
+      if (d === desc || !listed.has(d.digest) || !this.#qualifies(d)) continue;
+      this.#store.layer(repo, d).catch(() => {}); // the layer's own Prepare reports failures
+    }
     const reason = unqualified(desc);
     if (reason) return why(reason);
+    // Opens the layer (footer and TOC, checked against the annotation) in the shared store:
+    // the FUSE tree serves it from the same reader. Committing the snapshot needs no TOC, so it
+    // is not waited for: a container's first look into the layer directory is (TOC parsing of a
+    // big layer takes long; containerd goes on meanwhile). A TOC that has failed by the time the
+    // tree answers is unpacked by containerd; one failing later is EIO in the layer (logged).
+    let failed = false;
+    this.#store.layer(repo, desc).catch(() => failed = true);
     const layer: RemoteLayer = {
       host: ref.host,
       repository: ref.repository,
@@ -143,14 +148,7 @@ export class CrfsRemoteLayers implements RemoteLayers {
     const dir = this.layerDir(layer);
     const st = await Deno.stat(dir.slice(0, dir.lastIndexOf("/")));
     if (!st.isDirectory) return why("its manifest's directory in the crfs tree is not a directory");
-    // The layer (footer and TOC, checked against the annotation) opens in the shared store once
-    // the snapshot is committed (see `committed`), and the FUSE tree serves it from the same
-    // reader. Committing needs no TOC: a container's first look into the layer directory waits
-    // for it instead (parsing a big layer's TOC takes long and holds this thread, which
-    // containerd's next call would wait for).
-    this.#toOpen.set(desc.digest, () => this.#store.layer(repo, desc));
-    // Bounded: a resolved layer whose commit failed is opened by its first lookup instead.
-    if (this.#toOpen.size > 1024) this.#toOpen.delete(this.#toOpen.keys().next().value!);
+    if (failed) return why("its TOC does not open");
     return layer;
   }
 }

@@ -64,16 +64,14 @@ export interface SnapshotInfo {
 /** Decides which layers are served lazily, and where their directories are. */
 export interface RemoteLayers {
   /**
-   * The layer the Prepare labels name, when it can be served lazily (its manifest says so, the
-   * tree has its manifest); undefined to take the normal path. May throw (logged, normal path).
+   * The layer the Prepare labels name, when it can be served lazily (checked: readable,
+   * verified); undefined to take the normal path. May throw (logged, normal path).
    */
   resolve(labels: Record<string, string>): Promise<RemoteLayer | undefined>;
   /** The directory serving `layer` (absolute, in the FUSE tree). */
   layerDir(layer: RemoteLayer): string;
   /** Called for every remote snapshot found at start, before it is used again. */
   restore?(layer: RemoteLayer): void;
-  /** Called once the remote snapshot of `layer` (from `resolve`) is committed. */
-  committed?(layer: RemoteLayer): void;
 }
 
 /** Options of {@link Snapshotter.open}. */
@@ -282,7 +280,6 @@ export class Snapshotter {
         inodes: 0,
         remote: layer,
       });
-      this.#remote!.committed?.(layer);
       this.#log(
         `crfs snapshotter: ${target}: remote snapshot of ` +
           `${layer.host}/${layer.repository}@${layer.layer} (checked in ${checkMs.toFixed(0)} ms)`,
