@@ -6,9 +6,9 @@
  * `.manifest-digest` / `.layer-digest` / `.image-layers`. A layer qualifies when its manifest
  * (fetched through crfs's drivers and image store) lists it as a gzip layer carrying the eStargz
  * TOC digest annotation, or as a zstd layer carrying the zstd:chunked manifest annotations, and
- * its manifest's directory in crfs's FUSE tree answers; its TOC is opened (and verified against
- * that digest or manifest checksum) meanwhile, and must not have failed by then. Anything else is
- * left to containerd, which downloads and unpacks the layer into an ordinary snapshot.
+ * its TOC opens and verifies against that digest (manifest checksum); then its directory
+ * in crfs's FUSE tree must answer. Anything else is left to containerd, which downloads and
+ * unpacks the layer into an ordinary snapshot.
  *
  * @module
  */
@@ -131,24 +131,16 @@ export class CrfsRemoteLayers implements RemoteLayers {
     const reason = unqualified(desc);
     if (reason) return why(reason);
     // Opens the layer (footer and TOC, checked against the annotation) in the shared store:
-    // the FUSE tree serves it from the same reader. Committing the snapshot needs no TOC, so it
-    // is not waited for: a container's first look into the layer directory is (TOC parsing of a
-    // big layer takes long; containerd goes on meanwhile). A TOC that has failed by the time the
-    // tree answers is unpacked by containerd; one failing later is EIO in the layer (logged).
-    let failed = false;
-    this.#store.layer(repo, desc).catch(() => failed = true);
+    // the FUSE tree serves it from the same reader.
+    await this.#store.layer(repo, desc);
     const layer: RemoteLayer = {
       host: ref.host,
       repository: ref.repository,
       manifest: manifest.digest,
       layer: desc.digest,
     };
-    // The path scheme of the tree, down to the manifest's directory (the layer's own directory
-    // answers once its TOC is in).
-    const dir = this.layerDir(layer);
-    const st = await Deno.stat(dir.slice(0, dir.lastIndexOf("/")));
-    if (!st.isDirectory) return why("its manifest's directory in the crfs tree is not a directory");
-    if (failed) return why("its TOC does not open");
+    const st = await Deno.stat(this.layerDir(layer));
+    if (!st.isDirectory) return why("its directory in the crfs tree is not a directory");
     return layer;
   }
 }
