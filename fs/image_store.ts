@@ -101,6 +101,8 @@ export class ImageStore {
   readonly #manifests: LruMap<string, Promise<Manifest>>;
   readonly #tags: LruMap<string, Timed<string | undefined>>;
   readonly #catalogs: LruMap<string, Timed<string[] | undefined>>;
+  /** Catalogs that have arrived, for answers that make no request. */
+  readonly #catalogsDone: LruMap<string, { at: number; names: string[] }>;
   readonly #tagLists: LruMap<string, Timed<TagInfo[] | undefined>>;
   readonly #layers: LruMap<string, Promise<OpenLayer>>;
   /** Readers dropped from `#layers` that may still be in use, found again while they live. */
@@ -138,6 +140,7 @@ export class ImageStore {
     this.#configs = new LruMap(limits.manifests);
     this.#tags = new LruMap(limits.tags);
     this.#catalogs = new LruMap(Math.max(1, limits.tags >> 4));
+    this.#catalogsDone = new LruMap(Math.max(1, limits.tags >> 4));
     this.#tagLists = new LruMap(limits.tags);
     this.#learnedRepos = new LruMap(limits.repositories);
     this.#layers = new LruMap(limits.layers, (digest, p) => this.#dropLayer(digest, p));
@@ -152,6 +155,7 @@ export class ImageStore {
       configs: this.#configs.size,
       tags: this.#tags.size,
       catalogs: this.#catalogs.size,
+      catalogsDone: this.#catalogsDone.size,
       tagLists: this.#tagLists.size,
       repositories: this.#learnedRepos.size + this.#hintedRepos.size,
     };
@@ -187,30 +191,39 @@ export class ImageStore {
   }
 
   /**
-   * Whether `repo` is a repository: true or false when known (from hints or the catalog),
-   * undefined when the registry cannot say (no catalog).
+   * Whether `repo` is a repository: true or false when known (from hints, what the registry
+   * showed, or a catalog fetched within the TTL), undefined when unknown. Makes no request:
+   * walking to a file never waits for a catalog (see {@link catalog}).
    */
-  async isRepository(repo: RepositoryName): Promise<boolean | undefined> {
+  isRepository(repo: RepositoryName): boolean | undefined {
     const key = `${repo.host}/${repo.repository}`;
     if (this.#knows(key)) return true;
     for (const k of this.#knownRepos()) if (k.startsWith(key + "/")) return undefined;
-    const all = await this.catalog(repo.host);
+    const all = this.#catalogNow(repo.host);
     return all ? all.includes(repo.repository) : undefined;
   }
 
-  /** Whether a hinted repository lives at or under `prefix` (no requests). */
+  /** Whether a hinted or learned repository lives at or under `prefix` (no requests). */
   hintedUnder(host: string, prefix: string): boolean {
     const key = `${host}/${prefix}`;
     for (const k of this.#knownRepos()) if (k === key || k.startsWith(key + "/")) return true;
     return false;
   }
 
-  /** Whether some repository lives at or under `prefix`: true/false, or undefined if unknown. */
-  async hasRepositoryUnder(host: string, prefix: string): Promise<boolean | undefined> {
-    const key = `${host}/${prefix}`;
-    for (const k of this.#knownRepos()) if (k === key || k.startsWith(key + "/")) return true;
-    const all = await this.catalog(host);
+  /**
+   * Whether some repository lives at or under `prefix`: true/false when known (as for
+   * {@link isRepository}), undefined if unknown. Makes no request.
+   */
+  hasRepositoryUnder(host: string, prefix: string): boolean | undefined {
+    if (this.hintedUnder(host, prefix)) return true;
+    const all = this.#catalogNow(host);
     return all ? all.some((r) => r === prefix || r.startsWith(prefix + "/")) : undefined;
+  }
+
+  /** The catalog of `host` when one fetched within the TTL has arrived (no request). */
+  #catalogNow(host: string): string[] | undefined {
+    const hit = this.#catalogsDone.get(host);
+    return hit && Date.now() - hit.at < this.tagTtlMs ? hit.names : undefined;
   }
 
   /** The driver serving `host`. */
@@ -342,7 +355,10 @@ export class ImageStore {
   catalog(host: string): Promise<string[] | undefined> {
     return this.#fresh(this.#catalogs, host, async () => {
       try {
-        return await lister(this.driver(host), "list repositories").listRepositories(host);
+        const at = Date.now();
+        const names = await lister(this.driver(host), "list repositories").listRepositories(host);
+        this.#catalogsDone.set(host, { at, names });
+        return names;
       } catch (e) {
         if (
           isRegistryError(e, "UNSUPPORTED", "UNAUTHORIZED", "DENIED", "NOT_FOUND", "NAME_UNKNOWN")
