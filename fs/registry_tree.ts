@@ -222,11 +222,14 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
         if (
           known === undefined && view === "images" && isTag(name) && COMPONENT_RE.test(name)
         ) return ambiguousDir(store, repo, name, () => tagLookup(name));
-        if (known !== false && isTag(name)) {
+        const triedTag = known !== false && isTag(name);
+        if (triedTag) {
           const t = await tagLookup(name);
           if (t) return t;
         }
         if (!COMPONENT_RE.test(name)) return undefined;
+        // No such tag: a deeper repository is only a guess then, which the catalog settles.
+        if (triedTag) await store.catalog(host);
         if (store.hasRepositoryUnder(host, sub) === false) return undefined;
         return pathDir(store, view, host, sub);
       } catch (e) {
@@ -279,6 +282,15 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
  * `host/a/b/tag/` asks for `a/b:tag` only, never a catalog or `a:b`. Its key is the path's.
  * (images/ only: in layers/ a tag is a symlink.)
  */
+/** A directory of nothing: where neither a tag nor a repository is. */
+const NOTHING: FsNode = {
+  key: "nothing",
+  volatility: "listing",
+  attr: () => dirAttr(1),
+  lookup: () => Promise.resolve(undefined),
+  list: () => Promise.resolve([]),
+};
+
 function ambiguousDir(
   store: ImageStore,
   parent: RepositoryName,
@@ -315,7 +327,14 @@ function ambiguousDir(
       }
       // A tag of `prefix` that exists but cannot be served fails here, alone (EIO).
       image = await openTag();
-      return image ?? asPath;
+      if (image) return image;
+      // Neither: a deeper repository is only a guess then, which the catalog settles.
+      try {
+        await store.catalog(host);
+      } catch (e) {
+        fail(store, host, e);
+      }
+      return store.hasRepositoryUnder(host, sub) === false ? NOTHING : asPath;
     })();
     decided = p;
     p.catch(() => {

@@ -65,3 +65,16 @@ Deno.test("the walk to a file asks for no catalog and no shorter repository", as
     "deep\n",
   );
 });
+
+Deno.test("names that are neither a tag nor a repository are not there", async () => {
+  await using reg = await startRegistry();
+  const { blob } = await convert(tar({ "etc/hello.txt": "deep\n" }));
+  await pushImage(reg, "team/app", "v1", { layers: [], rawLayers: [blob] });
+  const tree = () => rootNode(new ImageStore(defaultDrivers(), { log: () => {}, prefetch: "off" }));
+  assert.equal(await walk(tree(), `images/${reg.host}/team/app/nope`), undefined);
+  assert.equal(await walk(tree(), `images/${reg.host}/team/nope/x`), undefined);
+  assert.equal(await walk(tree(), `images/${reg.host}/nope/x/y`), undefined);
+  assert.equal(await walk(tree(), `images/${reg.host}/team/app/v1/etc/nope`), undefined);
+  const file = await walk(tree(), `images/${reg.host}/team/app/v1/etc/hello.txt`);
+  assert.equal(await text(file), "deep\n");
+});
