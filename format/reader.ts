@@ -107,7 +107,10 @@ export interface OpenOptions {
    * `verify: "none"`).
    */
   annotations?: Record<string, string>;
-  /** Bytes read from the blob's end in the first request. Default 256 KiB. */
+  /**
+   * Bytes read from the blob's end in the first request (at least the biggest footer, 72
+   * bytes: 0 reads the footer alone, then exactly the TOC it points at). Default 256 KiB.
+   */
   tailGuess?: number;
   /** Largest uncompressed TOC accepted. Default 256 MiB. */
   maxTocBytes?: number;
