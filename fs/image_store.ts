@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { type ChunkCache, MemoryChunkCache } from "../format/reader.ts";
+import type { ChunkCache } from "../format/reader.ts";
 import { type Driver, type DriverRegistry, lister, type TagInfo } from "../drivers/driver.ts";
 import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../drivers/manifest.ts";
 import type { RepositoryName } from "../drivers/reference.ts";
@@ -16,9 +16,9 @@ import type { RangeSource } from "../format/range_source.ts";
 import { isNotFound, isRegistryError } from "../drivers/errors.ts";
 import { IMAGE_MEDIA_TYPES, parseManifest } from "../drivers/manifest.ts";
 import type { DiskCache } from "./disk_cache.ts";
-import { DecodePool } from "../format/decode_pool.ts";
+import type { DecodePool } from "../format/decode_pool.ts";
 import { LOCAL_HOST } from "../drivers/reference.ts";
-import { type OpenLayer, openLayer, type PrefetchMode, type VerifyPolicy } from "./layer_open.ts";
+import type { OpenLayer, PrefetchMode, VerifyPolicy } from "./layer_open.ts";
 import { LruMap } from "./lru_map.ts";
 import type { StargzReader } from "../format/reader.ts";
 
@@ -89,7 +89,7 @@ export class ImageStore {
   readonly tagTtlMs: number;
   readonly platform?: string;
   readonly log: (line: string) => void;
-  readonly #chunkCache: ChunkCache;
+  #chunkCache?: ChunkCache;
   readonly #wrap?: (digest: string, source: RangeSource) => RangeSource;
   readonly #disk?: DiskCache;
   readonly #readAhead?: number;
@@ -127,8 +127,7 @@ export class ImageStore {
     this.tagTtlMs = opts.tagTtlMs ?? 60_000;
     this.platform = opts.platform;
     this.log = opts.log ?? ((l) => console.error(l));
-    // Small: with a disk cache, big chunks are re-read decompressed from disk.
-    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(16 << 20);
+    this.#chunkCache = opts.chunkCache;
     this.#wrap = opts.wrapSource;
     this.#disk = opts.disk;
     this.#readAhead = opts.readAhead;
@@ -254,6 +253,7 @@ export class ImageStore {
     const ref = `${repo.host}/${repo.repository}:${tag}`;
     // A local file's tag changes with the file: not worth recording for the next mount.
     const disk = repo.host === LOCAL_HOST ? undefined : this.#disk;
+    preloadLayerCode();
     return this.#fresh(this.#tags, ref, async () => {
       const recorded = `${ref}@${this.platform ?? "default"}`;
       const known = await disk?.tag(recorded, this.tagTtlMs);
@@ -289,6 +289,7 @@ export class ImageStore {
 
   /** A manifest by digest (cached forever); undefined when it does not exist. */
   async manifest(repo: RepositoryName, digest: string): Promise<Manifest | undefined> {
+    preloadLayerCode();
     let p = this.#manifests.get(digest);
     if (!p) {
       p = this.#fetchManifest(repo, digest);
@@ -414,7 +415,10 @@ export class ImageStore {
     }, () => {});
   }
 
-  #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
+  async #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
+    const { openLayer, MemoryChunkCache, DecodePool } = await layerCode();
+    // Small: with a disk cache, big chunks are re-read decompressed from disk.
+    this.#chunkCache ??= new MemoryChunkCache(16 << 20);
     // Files of the local directory are on disk already: no disk cache copy of their bytes, and
     // no manifest of a registry stands behind them (see `LayerBlob.manifested`).
     const local = repo.host === LOCAL_HOST;
@@ -423,7 +427,7 @@ export class ImageStore {
       desc.size,
     );
     this.#sources.set(desc.digest, source);
-    return openLayer({
+    return await openLayer({
       id: desc.digest,
       source,
       where: `${repo.host}/${repo.repository}@${desc.digest}`,
@@ -472,6 +476,36 @@ export class ImageStore {
   layers(repo: RepositoryName, manifest: ImageManifest): Promise<OpenLayer[]> {
     return Promise.all(manifest.json.layers.map((d) => this.layer(repo, d)));
   }
+}
+
+/** The code that opens and reads layers (the format stack, zlib), loaded on first use. */
+interface LayerCode {
+  openLayer: typeof import("./layer_open.ts").openLayer;
+  MemoryChunkCache: typeof import("../format/reader.ts").MemoryChunkCache;
+  DecodePool: typeof import("../format/decode_pool.ts").DecodePool;
+}
+
+let layerCodeLoad: Promise<LayerCode> | undefined;
+
+/**
+ * Imports the layer code once. A mount starts serving before it is loaded: it loads while the
+ * first manifest is on its way (see {@link preloadLayerCode}), not before the mount is up.
+ */
+function layerCode(): Promise<LayerCode> {
+  return layerCodeLoad ??= Promise.all([
+    import("./layer_open.ts"),
+    import("../format/reader.ts"),
+    import("../format/decode_pool.ts"),
+  ]).then(([open, reader, pool]) => ({
+    openLayer: open.openLayer,
+    MemoryChunkCache: reader.MemoryChunkCache,
+    DecodePool: pool.DecodePool,
+  }));
+}
+
+/** Starts loading the layer code (the first registry request is a good time). */
+function preloadLayerCode(): void {
+  layerCode().catch(() => {}); // a failure shows where the code is used
 }
 
 /**
