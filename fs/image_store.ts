@@ -267,17 +267,22 @@ export class ImageStore {
         // image needs the manifest anyway: one GET.
         const driver = this.driver(repo.host);
         let digest: string;
+        const writes: Promise<void>[] = [];
         const head = opts.headOnly ? await driver.headManifest(repo, tag) : undefined;
         if (opts.headOnly && !head) return undefined;
         if (head && IMAGE_MEDIA_TYPES.includes(head.mediaType)) digest = head.digest;
         else {
           const r = await driver.resolve({ ...repo, tag }, { platform: this.platform });
           this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
-          await disk?.putObject(r.manifest.digest, r.manifest.bytes);
+          if (disk) writes.push(disk.putObject(r.manifest.digest, r.manifest.bytes));
           digest = r.manifest.digest;
         }
-        await disk?.putTag(recorded, digest);
-        await disk?.putRepository(`${repo.host}/${repo.repository}`);
+        // The three records are files of their own: written at once, not one after another.
+        if (disk) {
+          writes.push(disk.putTag(recorded, digest));
+          writes.push(disk.putRepository(`${repo.host}/${repo.repository}`));
+        }
+        await Promise.all(writes);
         this.#learn(`${repo.host}/${repo.repository}`);
         return digest;
       } catch (e) {
