@@ -20,8 +20,8 @@ import {
 } from "./layer_format.ts";
 import type { RangeSource } from "./range_source.ts";
 import { GZIP_STARGZ } from "./stargz_layer.ts";
-import { parseTOC, type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
-import { buildIndex, type Chunk, type TOCIndex, type TOCNode } from "./toc_index.ts";
+import { type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
+import { type Chunk, indexTOC, type TOCIndex, type TOCNode } from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
 import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
 import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
@@ -358,8 +358,7 @@ export class StargzReader {
     if (expected && expected !== tocDigest) {
       throw new IntegrityError(`TOC digest mismatch: expected ${expected}, got ${tocDigest}`);
     }
-    const toc = parseTOC(json);
-    const index = buildIndex(toc, footer.tocOffset);
+    const { toc, index } = indexTOC(json, footer.tocOffset);
     return new StargzReader(source, footer, toc, tocDigest, index, requests, opts, {
       format: loc.format,
       codec: format.codec,

@@ -120,6 +120,18 @@ export function isSha256Digest(d: string): boolean {
  * rejected with a {@link TOCError} naming the entry.
  */
 export function parseTOC(json: Uint8Array): TOC {
+  const toc = parseTOCUnchecked(json);
+  const entries = toc.entries as unknown[];
+  for (let i = 0; i < entries.length; i++) checkTOCEntry(entries[i], i);
+  return toc;
+}
+
+/**
+ * Parses TOC JSON bytes and checks the document (version, entries array, tarSplitDigest) but
+ * not its entries: each must pass {@link checkTOCEntry} before use. For a reader that checks
+ * every entry as it indexes it (one pass over the entries on the way to a first byte).
+ */
+export function parseTOCUnchecked(json: Uint8Array): TOC {
   let doc: unknown;
   try {
     doc = JSON.parse(decodeName(json));
@@ -136,9 +148,7 @@ export function parseTOC(json: Uint8Array): TOC {
   };
   if (version !== 1) throw new TOCError(`unsupported TOC version ${JSON.stringify(version)}`);
   if (!Array.isArray(entries)) throw new TOCError("TOC has no entries array");
-  const out: TOCEntry[] = new Array(entries.length);
-  for (let i = 0; i < entries.length; i++) out[i] = checkEntry(entries[i], i);
-  const toc: TOC = { version: 1, entries: out };
+  const toc: TOC = { version: 1, entries };
   if (tarSplitDigest !== undefined && tarSplitDigest !== "") {
     if (typeof tarSplitDigest !== "string" || !isSha256Digest(tarSplitDigest)) {
       throw new TOCError("TOC: malformed tarSplitDigest");
@@ -170,11 +180,11 @@ function badXattrs(x: unknown): boolean {
 }
 
 /**
- * Checks one entry's shape. Every field is read by name (this runs for every entry of every TOC
+ * Checks the shape of entry `i` (throws a {@link TOCError} naming it). Every field is read by name (this runs for every entry of every TOC
  * on the way to a container's first byte: a loop over field names would make each read a
  * dynamic one); the first failure found is reported by {@link entryProblem}.
  */
-function checkEntry(e: unknown, i: number): TOCEntry {
+export function checkTOCEntry(e: unknown, i: number): TOCEntry {
   if (typeof e !== "object" || e === null || Array.isArray(e)) {
     throw new TOCError(`TOC entry ${i} is not an object`);
   }

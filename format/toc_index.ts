@@ -10,7 +10,9 @@ import { type FileAttr, type FileType, NO_XATTRS } from "./file_attr.ts";
 import { baseOf, cleanPath, encodeName, parentOf } from "./names.ts";
 import {
   cachedModTime,
+  checkTOCEntry,
   NO_PREFETCH_LANDMARK,
+  parseTOCUnchecked,
   PREFETCH_LANDMARK,
   type TOC,
   TOC_TAR_NAME,
@@ -129,6 +131,36 @@ function decodeXattrs(x: Record<string, string>, where: () => string): Map<strin
  * one place (chunks may share a member at distinct, non-overlapping `innerOffset`s).
  */
 export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}): TOCIndex {
+  return indexEntries(toc.entries, false, tocOffset, limits);
+}
+
+/**
+ * Parses TOC JSON bytes and builds their tree in one pass over the entries, each checked as
+ * {@link parseTOC} checks it just before it is indexed: what `parseTOC` then
+ * {@link buildIndex} give, with the same errors (a TOC with several faults may report another
+ * one first).
+ *
+ * @example
+ * ```ts
+ * const { toc, index } = indexTOC(json, footer.tocOffset);
+ * const hosts = index.byPath.get("etc/hosts");
+ * ```
+ */
+export function indexTOC(
+  json: Uint8Array,
+  tocOffset: number,
+  limits: IndexLimits = {},
+): { toc: TOC; index: TOCIndex } {
+  const toc = parseTOCUnchecked(json);
+  return { toc, index: indexEntries(toc.entries, true, tocOffset, limits) };
+}
+
+function indexEntries(
+  entries: readonly TOCEntry[],
+  check: boolean,
+  tocOffset: number,
+  limits: IndexLimits,
+): TOCIndex {
   const maxDepth = limits.maxDepth ?? 1024;
   const root = newDir("", true);
   const byPath = new Map<string, TOCNode>([["", root]]);
@@ -202,8 +234,8 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (node.type === "dir") parent.nlink++;
   };
 
-  for (let i = 0; i < toc.entries.length; i++) {
-    const e = toc.entries[i];
+  for (let i = 0; i < entries.length; i++) {
+    const e = check ? checkTOCEntry(entries[i], i) : entries[i];
     at = i;
     atEntry = e;
     const cleaned = cleanPath(e.name);
