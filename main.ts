@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { type Command, UserError } from "./cmd/cli.ts";
-import { commands } from "./cmd/mod.ts";
+import { UserError } from "./cmd/cli.ts";
+import { type CommandEntry, commands } from "./cmd/mod.ts";
 import { RegistryError } from "./drivers/errors.ts";
 import { InvalidReferenceError } from "./drivers/reference.ts";
 
@@ -14,7 +14,7 @@ const HELP = `crfs — mount container images lazily from OCI/Docker registries 
 Usage: crfs <command> [options] [arguments]
 
 Commands:
-${commands.map((c: Command) => `  ${c.name.padEnd(9)} ${c.summary}`).join("\n")}
+${commands.map((c: CommandEntry) => `  ${c.name.padEnd(9)} ${c.summary}`).join("\n")}
 
 Run 'crfs <command> --help' for the options of one command.
 `;
@@ -29,11 +29,12 @@ async function main(args: string[]): Promise<number> {
     console.log("crfs 0.1.0");
     return 0;
   }
-  const command = commands.find((c: Command) => c.name === name);
-  if (!command) {
+  const entry = commands.find((c: CommandEntry) => c.name === name);
+  if (!entry) {
     console.error(`crfs: unknown command ${JSON.stringify(name)}; see 'crfs --help'`);
     return 2;
   }
+  const command = await entry.load();
   if (rest.includes("--help") || rest.includes("-h")) {
     await Deno.stdout.write(new TextEncoder().encode(command.help));
     return 0;

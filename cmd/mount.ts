@@ -17,7 +17,6 @@ import {
   setupRegistry,
   withConfigFile,
 } from "./registry_options.ts";
-import { mountLayerStore } from "./store.ts";
 
 const HELP = `Usage: crfs mount [options] [MOUNTPOINT]
 
@@ -125,6 +124,8 @@ export const mountCommand: Command = defineCommand({
     const mounts = [m];
     if (values["layer-store"]) {
       try {
+        // Loaded only for --layer-store: the layer store's code is not on a plain mount's path.
+        const { mountLayerStore } = await import("./store.ts");
         mounts.push(
           await mountLayerStore(values["layer-store"] as string, setup, {
             allowOther: values["allow-other"] === true,

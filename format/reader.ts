@@ -20,8 +20,8 @@ import {
 } from "./layer_format.ts";
 import type { RangeSource } from "./range_source.ts";
 import { GZIP_STARGZ } from "./stargz_layer.ts";
-import { parseTOC, type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
-import { buildIndex, type Chunk, type TOCIndex, type TOCNode } from "./toc_index.ts";
+import { type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
+import { type Chunk, indexTOC, type TOCIndex, type TOCNode } from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
 import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
 import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
@@ -107,7 +107,10 @@ export interface OpenOptions {
    * `verify: "none"`).
    */
   annotations?: Record<string, string>;
-  /** Bytes read from the blob's end in the first request. Default 256 KiB. */
+  /**
+   * Bytes read from the blob's end in the first request (at least the biggest footer, 72
+   * bytes: 0 reads the footer alone, then exactly the TOC it points at). Default 256 KiB.
+   */
   tailGuess?: number;
   /** Largest uncompressed TOC accepted. Default 256 MiB. */
   maxTocBytes?: number;
@@ -355,8 +358,7 @@ export class StargzReader {
     if (expected && expected !== tocDigest) {
       throw new IntegrityError(`TOC digest mismatch: expected ${expected}, got ${tocDigest}`);
     }
-    const toc = parseTOC(json);
-    const index = buildIndex(toc, footer.tocOffset);
+    const { toc, index } = indexTOC(json, footer.tocOffset);
     return new StargzReader(source, footer, toc, tocDigest, index, requests, opts, {
       format: loc.format,
       codec: format.codec,

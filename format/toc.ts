@@ -120,6 +120,18 @@ export function isSha256Digest(d: string): boolean {
  * rejected with a {@link TOCError} naming the entry.
  */
 export function parseTOC(json: Uint8Array): TOC {
+  const toc = parseTOCUnchecked(json);
+  const entries = toc.entries as unknown[];
+  for (let i = 0; i < entries.length; i++) checkTOCEntry(entries[i], i);
+  return toc;
+}
+
+/**
+ * Parses TOC JSON bytes and checks the document (version, entries array, tarSplitDigest) but
+ * not its entries: each must pass {@link checkTOCEntry} before use. For a reader that checks
+ * every entry as it indexes it (one pass over the entries on the way to a first byte).
+ */
+export function parseTOCUnchecked(json: Uint8Array): TOC {
   let doc: unknown;
   try {
     doc = JSON.parse(decodeName(json));
@@ -136,9 +148,7 @@ export function parseTOC(json: Uint8Array): TOC {
   };
   if (version !== 1) throw new TOCError(`unsupported TOC version ${JSON.stringify(version)}`);
   if (!Array.isArray(entries)) throw new TOCError("TOC has no entries array");
-  const out: TOCEntry[] = new Array(entries.length);
-  for (let i = 0; i < entries.length; i++) out[i] = checkEntry(entries[i], i);
-  const toc: TOC = { version: 1, entries: out };
+  const toc: TOC = { version: 1, entries };
   if (tarSplitDigest !== undefined && tarSplitDigest !== "") {
     if (typeof tarSplitDigest !== "string" || !isSha256Digest(tarSplitDigest)) {
       throw new TOCError("TOC: malformed tarSplitDigest");
@@ -148,46 +158,79 @@ export function parseTOC(json: Uint8Array): TOC {
   return toc;
 }
 
-function checkEntry(e: unknown, i: number): TOCEntry {
+/** A TOC number: an integer in [0, {@link MAX_TOC_NUMBER}] (undefined when absent). */
+function badNumber(v: unknown): boolean {
+  return v !== undefined &&
+    (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > MAX_TOC_NUMBER);
+}
+
+function badString(v: unknown): boolean {
+  return v !== undefined && typeof v !== "string";
+}
+
+function badDigest(v: unknown): boolean {
+  return v !== undefined && v !== "" && !isSha256Digest(v as string);
+}
+
+function badXattrs(x: unknown): boolean {
+  if (x === undefined || x === null) return false;
+  if (typeof x !== "object" || Array.isArray(x)) return true;
+  for (const v of Object.values(x)) if (typeof v !== "string") return true;
+  return false;
+}
+
+/**
+ * Checks the shape of entry `i` (throws a {@link TOCError} naming it). Every field is read by name (this runs for every entry of every TOC
+ * on the way to a container's first byte: a loop over field names would make each read a
+ * dynamic one); the first failure found is reported by {@link entryProblem}.
+ */
+export function checkTOCEntry(e: unknown, i: number): TOCEntry {
   if (typeof e !== "object" || e === null || Array.isArray(e)) {
     throw new TOCError(`TOC entry ${i} is not an object`);
   }
-  const o = e as Record<string, unknown>;
+  const o = e as TOCEntry;
+  if (
+    typeof o.name !== "string" || typeof o.type !== "string" || !TYPES.has(o.type) ||
+    badNumber(o.size) || badNumber(o.mode) || badNumber(o.uid) || badNumber(o.gid) ||
+    badNumber(o.offset) || badNumber(o.innerOffset) || badNumber(o.devMajor) ||
+    badNumber(o.devMinor) || badNumber(o.chunkOffset) || badNumber(o.chunkSize) ||
+    badNumber(o.endOffset) || badString(o.modtime) || badString(o.linkName) ||
+    badString(o.userName) || badString(o.groupName) || badString(o.digest) ||
+    badString(o.chunkDigest) || badString(o.chunkType) || badDigest(o.digest) ||
+    badDigest(o.chunkDigest) || badXattrs(o.xattrs) ||
+    (o.modtime !== undefined && o.modtime !== "" && cachedModTime(o.modtime) === null)
+  ) entryProblem(o as unknown as Record<string, unknown>, i);
+  return o;
+}
+
+/** Throws the {@link TOCError} of the first problem of entry `i`, if it has one. */
+function entryProblem(o: Record<string, unknown>, i: number): void {
   const where = () => `TOC entry ${i} (${JSON.stringify(String(o.name).slice(0, 200))})`;
   if (typeof o.name !== "string") throw new TOCError(`TOC entry ${i} has no name`);
   if (typeof o.type !== "string" || !TYPES.has(o.type)) {
     throw new TOCError(`${where()}: unknown type ${JSON.stringify(o.type)}`);
   }
   for (const k of NUMBER_FIELDS) {
-    const v = o[k];
-    if (v === undefined) continue;
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > MAX_TOC_NUMBER) {
+    if (badNumber(o[k])) {
       // uid/gid may legitimately be large but never negative or fractional.
-      throw new TOCError(`${where()}: bad ${k} ${JSON.stringify(v)}`);
+      throw new TOCError(`${where()}: bad ${k} ${JSON.stringify(o[k])}`);
     }
   }
   for (const k of STRING_FIELDS) {
-    if (o[k] !== undefined && typeof o[k] !== "string") {
-      throw new TOCError(`${where()}: ${k} is not a string`);
-    }
+    if (badString(o[k])) throw new TOCError(`${where()}: ${k} is not a string`);
   }
   for (const k of ["digest", "chunkDigest"] as const) {
-    if (o[k] !== undefined && o[k] !== "" && !isSha256Digest(o[k] as string)) {
-      throw new TOCError(`${where()}: malformed ${k}`);
-    }
+    if (badDigest(o[k])) throw new TOCError(`${where()}: malformed ${k}`);
   }
-  if (o.xattrs !== undefined && o.xattrs !== null) {
+  if (badXattrs(o.xattrs)) {
     if (typeof o.xattrs !== "object" || Array.isArray(o.xattrs)) {
       throw new TOCError(`${where()}: xattrs is not an object`);
     }
-    for (const v of Object.values(o.xattrs as object)) {
-      if (typeof v !== "string") throw new TOCError(`${where()}: xattr value is not base64`);
-    }
+    throw new TOCError(`${where()}: xattr value is not base64`);
   }
   if (o.modtime !== undefined && o.modtime !== "" && cachedModTime(o.modtime as string) === null) {
     throw new TOCError(`${where()}: bad modtime ${JSON.stringify(o.modtime)}`);
   }
-  return o as unknown as TOCEntry;
 }
 
 const RFC3339 =

@@ -10,7 +10,9 @@ import { type FileAttr, type FileType, NO_XATTRS } from "./file_attr.ts";
 import { baseOf, cleanPath, encodeName, parentOf } from "./names.ts";
 import {
   cachedModTime,
+  checkTOCEntry,
   NO_PREFETCH_LANDMARK,
+  parseTOCUnchecked,
   PREFETCH_LANDMARK,
   type TOC,
   TOC_TAR_NAME,
@@ -129,6 +131,36 @@ function decodeXattrs(x: Record<string, string>, where: () => string): Map<strin
  * one place (chunks may share a member at distinct, non-overlapping `innerOffset`s).
  */
 export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}): TOCIndex {
+  return indexEntries(toc.entries, false, tocOffset, limits);
+}
+
+/**
+ * Parses TOC JSON bytes and builds their tree in one pass over the entries, each checked as
+ * {@link parseTOC} checks it just before it is indexed: what `parseTOC` then
+ * {@link buildIndex} give, with the same errors (a TOC with several faults may report another
+ * one first).
+ *
+ * @example
+ * ```ts
+ * const { toc, index } = indexTOC(json, footer.tocOffset);
+ * const hosts = index.byPath.get("etc/hosts");
+ * ```
+ */
+export function indexTOC(
+  json: Uint8Array,
+  tocOffset: number,
+  limits: IndexLimits = {},
+): { toc: TOC; index: TOCIndex } {
+  const toc = parseTOCUnchecked(json);
+  return { toc, index: indexEntries(toc.entries, true, tocOffset, limits) };
+}
+
+function indexEntries(
+  entries: readonly TOCEntry[],
+  check: boolean,
+  tocOffset: number,
+  limits: IndexLimits,
+): TOCIndex {
   const maxDepth = limits.maxDepth ?? 1024;
   const root = newDir("", true);
   const byPath = new Map<string, TOCNode>([["", root]]);
@@ -144,6 +176,17 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
 
   const where = (i: number, e: TOCEntry) =>
     `TOC entry ${i} (${JSON.stringify(e.name.slice(0, 200))})`;
+  // The entry being indexed, for messages (no closure per entry: this loop runs for every
+  // entry of every TOC on the way to a container's first byte).
+  let at = 0;
+  let atEntry: TOCEntry = { name: "", type: "dir" };
+  const whereNow = () => where(at, atEntry);
+  // The directory the previous entry went into (entries come directory by directory), valid
+  // while no directory has left the tree since (`dirsDropped` unchanged).
+  let lastDirPath = "";
+  let lastDir = root;
+  let lastDirDropped = 0;
+  let dirsDropped = 0;
 
   const ensureDir = (path: string, i: number): TOCNode => {
     const existing = byPath.get(path);
@@ -169,6 +212,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (!old) return;
     parent.children!.delete(name);
     if (old.type === "dir") {
+      dirsDropped++;
       parent.nlink--;
       // Forget the replaced subtree's paths.
       const stack = [old];
@@ -190,8 +234,10 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (node.type === "dir") parent.nlink++;
   };
 
-  for (let i = 0; i < toc.entries.length; i++) {
-    const e = toc.entries[i];
+  for (let i = 0; i < entries.length; i++) {
+    const e = check ? checkTOCEntry(entries[i], i) : entries[i];
+    at = i;
+    atEntry = e;
     const cleaned = cleanPath(e.name);
     if (typeof cleaned !== "string") {
       const why = cleaned.problem === "dotdot" ? "has a '..' component" : "contains a NUL byte";
@@ -207,7 +253,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
       if (!last || path !== lastName) {
         throw new TOCError(`${where(i, e)}: chunk entry does not follow its file`);
       }
-      const c = makeChunk(e, () => where(i, e), tocOffset);
+      const c = makeChunk(e, whereNow, tocOffset);
       last.chunks.push(c);
       allChunks.push(c);
       continue;
@@ -223,13 +269,25 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (path === "") {
       // The root's own entry (tar "./"): take its attributes.
       if (e.type !== "dir") throw new TOCError(`${where(i, e)}: the root is not a directory`);
-      applyAttrs(root, e, () => where(i, e), names);
+      applyAttrs(root, e, whereNow, names);
       root.implicit = false;
       root.entryIndex = i;
       continue;
     }
-    const parent = ensureDir(parentOf(path), i);
-    const name = baseOf(path);
+    const slash = path.lastIndexOf("/");
+    let parent: TOCNode;
+    if (
+      lastDirDropped === dirsDropped && slash === lastDirPath.length &&
+      (slash < 0 ? lastDirPath === "" : path.startsWith(lastDirPath))
+    ) parent = lastDir;
+    else {
+      const parentPath = slash < 0 ? "" : path.slice(0, slash);
+      parent = ensureDir(parentPath, i);
+      lastDirPath = parentPath;
+      lastDir = parent;
+      lastDirDropped = dirsDropped;
+    }
+    const name = slash < 0 ? path : path.slice(slash + 1);
 
     if (e.type === "hardlink") {
       const target = cleanPath(e.linkName ?? "");
@@ -252,13 +310,13 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     if (e.type === "dir") {
       const existing = parent.children!.get(name);
       if (existing && existing.type === "dir") {
-        applyAttrs(existing, e, () => where(i, e), names);
+        applyAttrs(existing, e, whereNow, names);
         existing.implicit = false;
         existing.entryIndex = i;
         continue;
       }
       const dir = newDir(path, false);
-      applyAttrs(dir, e, () => where(i, e), names);
+      applyAttrs(dir, e, whereNow, names);
       dir.entryIndex = i;
       attach(parent, name, dir);
       byPath.set(path, dir);
@@ -268,12 +326,12 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
     const node = newNode(path, e.type as FileType);
     node.entryIndex = i;
     if (e.type === "reg") files.push(node);
-    applyAttrs(node, e, () => where(i, e), names);
+    applyAttrs(node, e, whereNow, names);
     if (e.type === "reg") {
       node.size = e.size ?? 0;
       node.digest = e.digest || undefined;
       if (node.size > 0) {
-        const c = makeChunk(e, () => where(i, e), tocOffset);
+        const c = makeChunk(e, whereNow, tocOffset);
         node.chunks.push(c);
         allChunks.push(c);
         last = node;
@@ -324,9 +382,13 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
   for (const node of live) {
     for (const chunk of node.chunks) chunks.push({ node, chunk });
   }
-  chunks.sort((a, b) =>
-    a.chunk.offset - b.chunk.offset || a.chunk.innerOffset - b.chunk.innerOffset
-  );
+  // Writers put content in TOC order: sort only when it is not.
+  const before = (a: Chunk, b: Chunk) => a.offset - b.offset || a.innerOffset - b.innerOffset;
+  let inOrder = true;
+  for (let k = 1; k < chunks.length && inOrder; k++) {
+    if (before(chunks[k - 1].chunk, chunks[k].chunk) > 0) inOrder = false;
+  }
+  if (!inOrder) chunks.sort((a, b) => before(a.chunk, b.chunk));
   checkSharedMembers(chunks.map((o) => o.chunk));
   return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings, chunks };
 }
@@ -393,20 +455,35 @@ function checkSharedMembers(chunks: Chunk[]): void {
  * `innerOffset`).
  */
 function computeExtents(chunks: Chunk[], boundaries: number[], tocOffset: number): void {
-  const sorted = Float64Array.from(boundaries).sort();
+  const sorted = new Float64Array(boundaries.length);
+  let ascending = true;
+  for (let i = 0; i < boundaries.length; i++) {
+    sorted[i] = boundaries[i];
+    if (i > 0 && boundaries[i] < boundaries[i - 1]) ascending = false;
+  }
+  if (!ascending) sorted.sort();
   let n = 0;
   for (let i = 0; i < sorted.length; i++) {
     if (n === 0 || sorted[i] !== sorted[n - 1]) sorted[n++] = sorted[i];
   }
   const offsets = sorted.subarray(0, n);
+  let lo = 0;
+  let prev = -1;
   for (const c of chunks) {
-    // Binary search for the first offset greater than c.offset.
-    let lo = 0;
-    let hi = offsets.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (offsets[mid] <= c.offset) lo = mid + 1;
-      else hi = mid;
+    // The first offset greater than c.offset: walked forward while chunks come in blob order,
+    // searched for otherwise.
+    if (c.offset < prev) lo = 0;
+    prev = c.offset;
+    if (lo < offsets.length && offsets[lo] <= c.offset) {
+      let hi = offsets.length;
+      if (lo + 1 < hi && offsets[lo + 1] > c.offset) lo++;
+      else {
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1;
+          if (offsets[mid] <= c.offset) lo = mid + 1;
+          else hi = mid;
+        }
+      }
     }
     c.end = lo < offsets.length ? offsets[lo] : tocOffset;
   }

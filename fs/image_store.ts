@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { type ChunkCache, MemoryChunkCache } from "../format/reader.ts";
+import type { ChunkCache } from "../format/reader.ts";
 import { type Driver, type DriverRegistry, lister, type TagInfo } from "../drivers/driver.ts";
 import type { Descriptor, ImageConfig, ImageManifest, Manifest } from "../drivers/manifest.ts";
 import type { RepositoryName } from "../drivers/reference.ts";
@@ -16,9 +16,9 @@ import type { RangeSource } from "../format/range_source.ts";
 import { isNotFound, isRegistryError } from "../drivers/errors.ts";
 import { IMAGE_MEDIA_TYPES, parseManifest } from "../drivers/manifest.ts";
 import type { DiskCache } from "./disk_cache.ts";
-import { DecodePool } from "../format/decode_pool.ts";
+import type { DecodePool } from "../format/decode_pool.ts";
 import { LOCAL_HOST } from "../drivers/reference.ts";
-import { type OpenLayer, openLayer, type PrefetchMode, type VerifyPolicy } from "./layer_open.ts";
+import type { OpenLayer, PrefetchMode, VerifyPolicy } from "./layer_open.ts";
 import { LruMap } from "./lru_map.ts";
 import type { StargzReader } from "../format/reader.ts";
 
@@ -89,7 +89,7 @@ export class ImageStore {
   readonly tagTtlMs: number;
   readonly platform?: string;
   readonly log: (line: string) => void;
-  readonly #chunkCache: ChunkCache;
+  #chunkCache?: ChunkCache;
   readonly #wrap?: (digest: string, source: RangeSource) => RangeSource;
   readonly #disk?: DiskCache;
   readonly #readAhead?: number;
@@ -101,6 +101,8 @@ export class ImageStore {
   readonly #manifests: LruMap<string, Promise<Manifest>>;
   readonly #tags: LruMap<string, Timed<string | undefined>>;
   readonly #catalogs: LruMap<string, Timed<string[] | undefined>>;
+  /** Catalogs that have arrived, for answers that make no request. */
+  readonly #catalogsDone: LruMap<string, { at: number; names: string[] }>;
   readonly #tagLists: LruMap<string, Timed<TagInfo[] | undefined>>;
   readonly #layers: LruMap<string, Promise<OpenLayer>>;
   /** Readers dropped from `#layers` that may still be in use, found again while they live. */
@@ -125,8 +127,7 @@ export class ImageStore {
     this.tagTtlMs = opts.tagTtlMs ?? 60_000;
     this.platform = opts.platform;
     this.log = opts.log ?? ((l) => console.error(l));
-    // Small: with a disk cache, big chunks are re-read decompressed from disk.
-    this.#chunkCache = opts.chunkCache ?? new MemoryChunkCache(16 << 20);
+    this.#chunkCache = opts.chunkCache;
     this.#wrap = opts.wrapSource;
     this.#disk = opts.disk;
     this.#readAhead = opts.readAhead;
@@ -138,6 +139,7 @@ export class ImageStore {
     this.#configs = new LruMap(limits.manifests);
     this.#tags = new LruMap(limits.tags);
     this.#catalogs = new LruMap(Math.max(1, limits.tags >> 4));
+    this.#catalogsDone = new LruMap(Math.max(1, limits.tags >> 4));
     this.#tagLists = new LruMap(limits.tags);
     this.#learnedRepos = new LruMap(limits.repositories);
     this.#layers = new LruMap(limits.layers, (digest, p) => this.#dropLayer(digest, p));
@@ -152,6 +154,7 @@ export class ImageStore {
       configs: this.#configs.size,
       tags: this.#tags.size,
       catalogs: this.#catalogs.size,
+      catalogsDone: this.#catalogsDone.size,
       tagLists: this.#tagLists.size,
       repositories: this.#learnedRepos.size + this.#hintedRepos.size,
     };
@@ -187,30 +190,39 @@ export class ImageStore {
   }
 
   /**
-   * Whether `repo` is a repository: true or false when known (from hints or the catalog),
-   * undefined when the registry cannot say (no catalog).
+   * Whether `repo` is a repository: true or false when known (from hints, what the registry
+   * showed, or a catalog fetched within the TTL), undefined when unknown. Makes no request:
+   * walking to a file never waits for a catalog (see {@link catalog}).
    */
-  async isRepository(repo: RepositoryName): Promise<boolean | undefined> {
+  isRepository(repo: RepositoryName): boolean | undefined {
     const key = `${repo.host}/${repo.repository}`;
     if (this.#knows(key)) return true;
     for (const k of this.#knownRepos()) if (k.startsWith(key + "/")) return undefined;
-    const all = await this.catalog(repo.host);
+    const all = this.#catalogNow(repo.host);
     return all ? all.includes(repo.repository) : undefined;
   }
 
-  /** Whether a hinted repository lives at or under `prefix` (no requests). */
+  /** Whether a hinted or learned repository lives at or under `prefix` (no requests). */
   hintedUnder(host: string, prefix: string): boolean {
     const key = `${host}/${prefix}`;
     for (const k of this.#knownRepos()) if (k === key || k.startsWith(key + "/")) return true;
     return false;
   }
 
-  /** Whether some repository lives at or under `prefix`: true/false, or undefined if unknown. */
-  async hasRepositoryUnder(host: string, prefix: string): Promise<boolean | undefined> {
-    const key = `${host}/${prefix}`;
-    for (const k of this.#knownRepos()) if (k === key || k.startsWith(key + "/")) return true;
-    const all = await this.catalog(host);
+  /**
+   * Whether some repository lives at or under `prefix`: true/false when known (as for
+   * {@link isRepository}), undefined if unknown. Makes no request.
+   */
+  hasRepositoryUnder(host: string, prefix: string): boolean | undefined {
+    if (this.hintedUnder(host, prefix)) return true;
+    const all = this.#catalogNow(host);
     return all ? all.some((r) => r === prefix || r.startsWith(prefix + "/")) : undefined;
+  }
+
+  /** The catalog of `host` when one fetched within the TTL has arrived (no request). */
+  #catalogNow(host: string): string[] | undefined {
+    const hit = this.#catalogsDone.get(host);
+    return hit && Date.now() - hit.at < this.tagTtlMs ? hit.names : undefined;
   }
 
   /** The driver serving `host`. */
@@ -241,6 +253,7 @@ export class ImageStore {
     const ref = `${repo.host}/${repo.repository}:${tag}`;
     // A local file's tag changes with the file: not worth recording for the next mount.
     const disk = repo.host === LOCAL_HOST ? undefined : this.#disk;
+    preloadLayerCode();
     return this.#fresh(this.#tags, ref, async () => {
       const recorded = `${ref}@${this.platform ?? "default"}`;
       const known = await disk?.tag(recorded, this.tagTtlMs);
@@ -254,17 +267,22 @@ export class ImageStore {
         // image needs the manifest anyway: one GET.
         const driver = this.driver(repo.host);
         let digest: string;
+        const writes: Promise<void>[] = [];
         const head = opts.headOnly ? await driver.headManifest(repo, tag) : undefined;
         if (opts.headOnly && !head) return undefined;
         if (head && IMAGE_MEDIA_TYPES.includes(head.mediaType)) digest = head.digest;
         else {
           const r = await driver.resolve({ ...repo, tag }, { platform: this.platform });
           this.#manifests.set(r.manifest.digest, Promise.resolve(r.manifest));
-          await disk?.putObject(r.manifest.digest, r.manifest.bytes);
+          if (disk) writes.push(disk.putObject(r.manifest.digest, r.manifest.bytes));
           digest = r.manifest.digest;
         }
-        await disk?.putTag(recorded, digest);
-        await disk?.putRepository(`${repo.host}/${repo.repository}`);
+        // The three records are files of their own: written at once, not one after another.
+        if (disk) {
+          writes.push(disk.putTag(recorded, digest));
+          writes.push(disk.putRepository(`${repo.host}/${repo.repository}`));
+        }
+        await Promise.all(writes);
         this.#learn(`${repo.host}/${repo.repository}`);
         return digest;
       } catch (e) {
@@ -276,6 +294,7 @@ export class ImageStore {
 
   /** A manifest by digest (cached forever); undefined when it does not exist. */
   async manifest(repo: RepositoryName, digest: string): Promise<Manifest | undefined> {
+    preloadLayerCode();
     let p = this.#manifests.get(digest);
     if (!p) {
       p = this.#fetchManifest(repo, digest);
@@ -342,7 +361,10 @@ export class ImageStore {
   catalog(host: string): Promise<string[] | undefined> {
     return this.#fresh(this.#catalogs, host, async () => {
       try {
-        return await lister(this.driver(host), "list repositories").listRepositories(host);
+        const at = Date.now();
+        const names = await lister(this.driver(host), "list repositories").listRepositories(host);
+        this.#catalogsDone.set(host, { at, names });
+        return names;
       } catch (e) {
         if (
           isRegistryError(e, "UNSUPPORTED", "UNAUTHORIZED", "DENIED", "NOT_FOUND", "NAME_UNKNOWN")
@@ -398,7 +420,10 @@ export class ImageStore {
     }, () => {});
   }
 
-  #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
+  async #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
+    const { openLayer, MemoryChunkCache, DecodePool } = await layerCode();
+    // Small: with a disk cache, big chunks are re-read decompressed from disk.
+    this.#chunkCache ??= new MemoryChunkCache(16 << 20);
     // Files of the local directory are on disk already: no disk cache copy of their bytes, and
     // no manifest of a registry stands behind them (see `LayerBlob.manifested`).
     const local = repo.host === LOCAL_HOST;
@@ -407,7 +432,7 @@ export class ImageStore {
       desc.size,
     );
     this.#sources.set(desc.digest, source);
-    return openLayer({
+    return await openLayer({
       id: desc.digest,
       source,
       where: `${repo.host}/${repo.repository}@${desc.digest}`,
@@ -459,6 +484,36 @@ export class ImageStore {
   layers(repo: RepositoryName, manifest: ImageManifest): Promise<OpenLayer[]> {
     return Promise.all(manifest.json.layers.map((d) => this.layer(repo, d)));
   }
+}
+
+/** The code that opens and reads layers (the format stack, zlib), loaded on first use. */
+interface LayerCode {
+  openLayer: typeof import("./layer_open.ts").openLayer;
+  MemoryChunkCache: typeof import("../format/reader.ts").MemoryChunkCache;
+  DecodePool: typeof import("../format/decode_pool.ts").DecodePool;
+}
+
+let layerCodeLoad: Promise<LayerCode> | undefined;
+
+/**
+ * Imports the layer code once. A mount starts serving before it is loaded: it loads while the
+ * first manifest is on its way (see {@link preloadLayerCode}), not before the mount is up.
+ */
+function layerCode(): Promise<LayerCode> {
+  return layerCodeLoad ??= Promise.all([
+    import("./layer_open.ts"),
+    import("../format/reader.ts"),
+    import("../format/decode_pool.ts"),
+  ]).then(([open, reader, pool]) => ({
+    openLayer: open.openLayer,
+    MemoryChunkCache: reader.MemoryChunkCache,
+    DecodePool: pool.DecodePool,
+  }));
+}
+
+/** Starts loading the layer code (the first registry request is a good time). */
+function preloadLayerCode(): void {
+  layerCode().catch(() => {}); // a failure shows where the code is used
 }
 
 /**

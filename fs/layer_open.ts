@@ -131,6 +131,8 @@ export async function openLayer(
         // The first read of a layer takes little beyond its file (a container start reads a
         // few small files first); reads that walk the blob in order grow the window to 4 MiB.
         fetchWindow: 64 << 10,
+        // The footer alone, then exactly the TOC: no content bytes fetched with it.
+        tailGuess: 0,
         decodePool: options.decodePool,
       });
     let reader: StargzReader;

@@ -175,6 +175,14 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
     return dir;
   };
 
+  /** The tag `name` of this repository, opened (or undefined when there is no such tag). */
+  const tagLookup = async (name: string): Promise<FsNode | undefined> => {
+    if (view === "layers") return await tagNode(name);
+    // The tag's image is opened now: a tag that cannot be served fails here, alone.
+    const dir = tagDir(name);
+    return (await (dir as TagImageDir).resolve()) ? dir : undefined;
+  };
+
   const digestNode = async (name: string): Promise<FsNode | undefined> => {
     const digest = `sha256:${DIGEST_DIR_RE.exec(name)![1]}`;
     try {
@@ -206,19 +214,23 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
         if (COMPONENT_RE.test(name) && store.hintedUnder(host, sub)) {
           return pathDir(store, view, host, sub);
         }
-        // Try a tag only where the path may be a repository (unknown counts as maybe).
-        if (prefix !== "" && isTag(name) && (await store.isRepository(repo)) !== false) {
-          if (view === "images") {
-            // The tag's image is opened now: a tag that cannot be served fails here, alone.
-            const dir = tagDir(name);
-            if (await (dir as TagImageDir).resolve()) return dir;
-          } else {
-            const t = await tagNode(name);
-            if (t) return t;
-          }
+        // Try a tag only where the path may be a repository. Where that is unknown (no
+        // catalog fetched: a walk never waits for one), an image's `name` may be a tag here or
+        // the next component of a deeper repository: the directory finds out on its first
+        // lookup. (In layers/ a tag is a symlink: it is tried now.)
+        const known = prefix === "" ? false : store.isRepository(repo);
+        if (
+          known === undefined && view === "images" && isTag(name) && COMPONENT_RE.test(name)
+        ) return ambiguousDir(store, repo, name, () => tagLookup(name));
+        const triedTag = known !== false && isTag(name);
+        if (triedTag) {
+          const t = await tagLookup(name);
+          if (t) return t;
         }
         if (!COMPONENT_RE.test(name)) return undefined;
-        if ((await store.hasRepositoryUnder(host, sub)) === false) return undefined;
+        // No such tag: a deeper repository is only a guess then, which the catalog settles.
+        if (triedTag) await store.catalog(host);
+        if (store.hasRepositoryUnder(host, sub) === false) return undefined;
         return pathDir(store, view, host, sub);
       } catch (e) {
         fail(store, `${where}/${name}`, e);
@@ -258,6 +270,84 @@ function pathDir(store: ImageStore, view: View, host: string, prefix: string): F
       }
       return out;
     },
+  };
+}
+
+/**
+ * `<prefix>/<name>` where nothing says whether `prefix` is a repository (no catalog known):
+ * either the tag `name` of `prefix`, or the directory of the deeper repository path. It is
+ * decided on the directory's first use, by what the registry answers for it: a tag of
+ * `<prefix>/<name>` found (or a repository known there) makes it the path, else the tag
+ * `name` of `prefix` found makes it that image, else the path. So the walk to a file of
+ * `host/a/b/tag/` asks for `a/b:tag` only, never a catalog or `a:b`. Its key is the path's.
+ * (images/ only: in layers/ a tag is a symlink.)
+ */
+/** A directory of nothing: where neither a tag nor a repository is. */
+const NOTHING: FsNode = {
+  key: "nothing",
+  volatility: "listing",
+  attr: () => dirAttr(1),
+  lookup: () => Promise.resolve(undefined),
+  list: () => Promise.resolve([]),
+};
+
+function ambiguousDir(
+  store: ImageStore,
+  parent: RepositoryName,
+  name: string,
+  openTag: () => Promise<FsNode | undefined>,
+): FsNode {
+  const host = parent.host;
+  const sub = `${parent.repository}/${name}`;
+  const asPath = pathDir(store, "images", host, sub);
+  let decided: Promise<FsNode> | undefined;
+  let image: FsNode | undefined;
+  const decide = (child?: string): Promise<FsNode> => {
+    if (decided) return decided;
+    const p = (async (): Promise<FsNode> => {
+      if (store.hasRepositoryUnder(host, sub)) return asPath;
+      // A listing may ask for the catalog (listing the path needs it anyway).
+      if (child === undefined) {
+        try {
+          await store.catalog(host);
+        } catch (e) {
+          fail(store, host, e);
+        }
+        if (store.hasRepositoryUnder(host, sub)) return asPath;
+        if (store.isRepository(parent) === false) return asPath;
+      }
+      if (child !== undefined && isTag(child)) {
+        try {
+          if (await store.resolveTag({ host, repository: sub }, child)) return asPath;
+        } catch (e) {
+          if (!isRegistryError(e, "UNAUTHORIZED", "DENIED", "NAME_UNKNOWN", "NOT_FOUND")) {
+            fail(store, `${host}/${sub}:${child}`, e);
+          }
+        }
+      }
+      // A tag of `prefix` that exists but cannot be served fails here, alone (EIO).
+      image = await openTag();
+      if (image) return image;
+      // Neither: a deeper repository is only a guess then, which the catalog settles.
+      try {
+        await store.catalog(host);
+      } catch (e) {
+        fail(store, host, e);
+      }
+      return store.hasRepositoryUnder(host, sub) === false ? NOTHING : asPath;
+    })();
+    decided = p;
+    p.catch(() => {
+      if (decided === p) decided = undefined;
+    });
+    return p;
+  };
+  return {
+    key: asPath.key,
+    volatility: "listing",
+    attr: () => image?.attr() ?? dirAttr(1),
+    lookup: async (child) => (await decide(child)).lookup!(child),
+    list: async () => (await decide()).list!(),
   };
 }
 
