@@ -207,8 +207,11 @@ function referenceDir(
       return digest ? await store.imageManifest(repo, digest) : undefined;
     } catch (e) {
       if (e instanceof NodeError) throw e;
-      log(`crfs: layer store: ${where}: ${(e as Error).message}`);
-      throw new NodeError("EIO", `${where}: ${(e as Error).message}`);
+      // Registry errors usually name the reference already: said once.
+      const message = (e as Error).message;
+      const said = message.startsWith(`${where}:`) ? message : `${where}: ${message}`;
+      log(`crfs: layer store: ${said}`);
+      throw new NodeError("EIO", said);
     }
   };
 
