@@ -318,11 +318,20 @@ export class DiskCache {
     this.#background(this.#write(path, parts));
   }
 
-  /** @internal The bytes of a file under this cache's directory, or undefined. */
-  async readFile(path: string): Promise<Uint8Array | undefined> {
+  /**
+   * @internal The bytes of a file under this cache's directory, or undefined. `expected`, the
+   * size the caller wants, reads that many bytes (a file of another size is returned with its
+   * true length, for the caller's check) without asking the file's size first.
+   *
+   * The bytes land in a buffer made here: `Deno.readFile`'s buffers are made outside the
+   * JavaScript heap and V8 does not count them towards collecting, so a re-read of a big file
+   * piled up hundreds of MB of dead 4 MiB buffers (measured: 200 reads of a 4 MiB file held
+   * 800 MB, against 20 MB when read into buffers made here, and 2.5× faster).
+   */
+  async readFile(path: string, expected?: number): Promise<Uint8Array | undefined> {
     let bytes: Uint8Array;
     try {
-      bytes = await Deno.readFile(path);
+      bytes = await readWhole(path, expected);
     } catch {
       this.#forget(path); // evicted, perhaps by another process
       return undefined;
@@ -330,6 +339,16 @@ export class DiskCache {
     if (this.#lru.has(path)) this.#touch(path);
     else this.#account(path, bytes.length); // written by another process
     return bytes;
+  }
+
+  /** @internal Whether the cache holds the file at `path` (as far as this process knows). */
+  hasFile(path: string): boolean {
+    return this.#lru.has(path);
+  }
+
+  /** @internal Counts a read of the file at `path` as a use (least recently used goes first). */
+  touchFile(path: string): void {
+    this.#touch(path);
   }
 
   /** @internal Removes a file whose bytes failed a check. */
@@ -414,6 +433,24 @@ export class DiskCache {
     } catch { /* no records */ }
     return out;
   }
+}
+
+/**
+ * The bytes of the file at `path`, read into a buffer of `expected` bytes (or of its size): one
+ * byte more is asked for, so that a longer file comes back longer than `expected` (by one byte)
+ * and a shorter one short.
+ */
+async function readWhole(path: string, expected?: number): Promise<Uint8Array> {
+  using f = await Deno.open(path);
+  const size = expected ?? (await f.stat()).size;
+  const out = new Uint8Array(size + 1);
+  let got = 0;
+  while (got < out.length) {
+    const n = await f.read(out.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return got > size ? out : out.subarray(0, got);
 }
 
 /**
