@@ -92,17 +92,24 @@ abstract class Metric {
 
 abstract class Series<T> extends Metric {
   protected readonly series = new Map<string, { values: string[]; data: T }>();
+  /** Series keys of frozen label sets (callers on hot paths pass the same frozen object). */
+  readonly #frozenKeys = new WeakMap<Labels, string>();
 
   protected get(labels: Labels | undefined, make: () => T): T | undefined {
-    const values = this.key(labels);
-    const k = JSON.stringify(values);
+    let k = labels && this.#frozenKeys.get(labels);
+    let values: string[] | undefined;
+    if (k === undefined) {
+      values = this.key(labels);
+      k = JSON.stringify(values);
+      if (labels && Object.isFrozen(labels)) this.#frozenKeys.set(labels, k);
+    }
     let s = this.series.get(k);
     if (!s) {
       if (this.series.size >= MAX_SERIES) {
         this.owner.droppedSeries++;
         return undefined;
       }
-      s = { values, data: make() };
+      s = { values: values ?? this.key(labels), data: make() };
       this.series.set(k, s);
     }
     return s.data;
