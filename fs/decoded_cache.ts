@@ -311,11 +311,15 @@ export class DecodedChunkCache implements ChunkCache {
   }
 
   /**
-   * True when the chunk is in a decoded file, so reading it ahead into memory gains nothing
-   * (the kernel reads its file ahead once a range read opens it).
+   * True when the chunk is in a decoded file, so reading it ahead into memory gains nothing:
+   * instead its file is opened for range reads now, which asks the kernel to read it ahead (a
+   * sequential read then finds the next chunk's pages in memory when it gets there).
    */
   holds(key: string, info: ChunkInfo): boolean {
     if (info.size < this.#minSize) return false;
-    return this.#disk.hasFile(this.pathOf(key));
+    const path = this.pathOf(key);
+    if (!this.#disk.hasFile(path)) return false;
+    if (!this.#open.has(path)) this.#openFile(key, info, path).catch(() => {});
+    return true;
   }
 }

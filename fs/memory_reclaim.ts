@@ -7,19 +7,20 @@
  * The budget (`--memory-budget`, {@link DEFAULT_MEMORY_BUDGET}) is the resident memory a serving
  * process aims to stay under. Every `intervalMs`:
  *
- * - while the process works (external memory or the V8 heap moved by 1 MiB since the last
- *   check: chunks streaming, a walk building nodes) and it is over
- *   budget, `malloc_trim(0)` gives the pages of freed buffers back, at most twice a second (a
- *   trim costs no collection; the pages fault in again when reused);
- * - once the process is quiet (neither moved over two checks) it collects when more than
- *   `slackBytes` of buffers piled up since the last collection, or when it is over budget and
- *   resident memory grew by `slackBytes` since then: over budget, the memory caches registered
- *   with {@link reclaimable} are emptied first (the chunk cache: the disk cache serves those
- *   chunks again), then a full collection and a trim run. After that, nothing runs until the
- *   process has been busy again. (A forced collection is V8's most thorough, two or more full
- *   collections: 0.1–0.3 s for a 45 MB heap on this loaded VM; hence only when quiet, and not
- *   again for memory that stays live.)
- *
+ * - while chunks stream (external memory moved by 1 MiB since the last check) and the process
+ *   is over budget, `malloc_trim(0)` gives the pages of freed buffers back, at most twice a
+ *   second (a trim costs no collection; the pages fault in again when reused);
+ * - once chunks stopped streaming (external memory still over two checks) with more than
+ *   `slackBytes` of buffers piled up since the last collection, or once the process is idle
+ *   (its V8 heap still too) over budget and resident memory grew by `slackBytes` since the last
+ *   collection, it collects: over budget, the memory caches registered with {@link reclaimable}
+ *   are emptied first (the chunk cache: the disk cache serves those chunks again), then a full
+ *   collection and a trim run. After that, nothing runs until the process has worked again. (A
+ *   forced collection is V8's most thorough, two or more full collections: 0.1–0.3 s for a 45 MB
+ *   heap on this loaded VM; hence not while chunks stream, and not again for memory that stays
+ *   live, such as the TOC indexes of many layers: a walk of many small files, which moves the
+ *   heap but not external memory, is not interrupted by collections of what it keeps.)
+
  * It also limits glibc to 2 malloc arenas (by default one per thread that allocates, up to 8 per
  * core: chunk buffers made on I/O threads stayed in their arenas, out of reach of a trim). No
  * collection runs while chunks stream: collecting then (or glibc's mmap threshold fixed low so
@@ -130,19 +131,22 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
   let floor = Deno.memoryUsage().external;
   let last = floor;
   let quietChecks = 0;
+  let streamQuiet = 0;
   let busySinceCollect = true;
   let lastTrim = 0;
   let rssAfter = 0;
   let lastHeap = 0;
   const timer = setInterval(() => {
     const { external, rss, heapUsed } = Deno.memoryUsage();
-    const moved = Math.abs(external - last) >= 1 << 20 || Math.abs(heapUsed - lastHeap) >= 1 << 20;
-    quietChecks = moved ? 0 : quietChecks + 1;
+    const streaming = Math.abs(external - last) >= 1 << 20;
+    const working = streaming || Math.abs(heapUsed - lastHeap) >= 1 << 20;
+    streamQuiet = streaming ? 0 : streamQuiet + 1;
+    quietChecks = working ? 0 : quietChecks + 1;
     last = external;
     lastHeap = heapUsed;
-    if (moved) busySinceCollect = true;
+    if (working) busySinceCollect = true;
     const over = rss > budget;
-    if (quietChecks < 2) {
+    if (streamQuiet < 2) {
       const now = Date.now();
       if (over && now - lastTrim >= Math.max(500, intervalMs)) {
         trimmer()?.();
@@ -150,17 +154,20 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
       }
       return;
     }
-    // Over budget again only counts once resident memory grew since the last collection: what
-    // is live above the budget (TOC indexes of many layers) is not collected again and again.
-    const grown = external - floor >= slack || (over && rss >= rssAfter + slack);
-    if (!busySinceCollect || !grown) return;
+    // Dead chunk buffers piled up (chunks stopped streaming), or, with the process idle, over
+    // budget and grown since the last collection: what is live above the budget (TOC indexes of
+    // many layers) is not collected again and again.
+    const piled = external - floor >= slack;
+    const grown = over && quietChecks >= 2 && rss >= rssAfter + slack;
+    if (!busySinceCollect || !(piled || grown)) return;
     if (over) clearCaches();
     collector()?.();
     trimmer()?.();
     const after = Deno.memoryUsage();
     floor = last = after.external;
+    lastHeap = after.heapUsed;
     rssAfter = after.rss;
-    quietChecks = 0;
+    quietChecks = streamQuiet = 0;
     busySinceCollect = false;
   }, intervalMs) as unknown as number;
   Deno.unrefTimer(timer);
