@@ -485,20 +485,19 @@ export class StargzReader {
         startReadAhead();
         let part: Uint8Array | undefined;
         try {
-          part = await abortable(
-            Promise.resolve(this.#cache.readRange(
-              this.#cacheKey + key,
-              { size: c.chunkSize, digest: c.digest },
-              offset - c.chunkOffset,
-              end - offset,
-              into,
-            )),
-            signal,
+          // Not abortable: the cache may be writing into `into`, which the caller takes back
+          // once this settles (a local read: it settles soon).
+          part = await this.#cache.readRange(
+            this.#cacheKey + key,
+            { size: c.chunkSize, digest: c.digest },
+            offset - c.chunkOffset,
+            end - offset,
+            into,
           );
-        } catch (e) {
-          if (signal?.aborted) throw e;
+        } catch {
           part = undefined; // a broken cache entry is a miss
         }
+        if (signal?.aborted) throw signal.reason;
         if (part && part.length === end - offset) {
           this.stats.cacheHits++;
           return part;
