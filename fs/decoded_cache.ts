@@ -144,6 +144,7 @@ export class DecodedChunkCache implements ChunkCache {
 
   async #read(key: string, info: ChunkInfo): Promise<Uint8Array | undefined> {
     const path = this.pathOf(key);
+    await this.#disk.writing(path); // written moments ago: wait rather than decode it again
     const headerSize = decodedHeaderSize(info.size);
     const file = await this.#disk.readFile(path, headerSize + info.size);
     if (!file) return undefined;
@@ -214,8 +215,12 @@ export class DecodedChunkCache implements ChunkCache {
     if (hit instanceof Uint8Array && hit.length === info.size) return hit.subarray(offset, end);
     if (info.size < this.#minSize || offset >= end) return undefined;
     const path = this.pathOf(key);
-    if (!this.#disk.hasFile(path)) return undefined;
-    return this.#readRange(key, info, path, offset, end, into);
+    if (this.#disk.hasFile(path)) return this.#readRange(key, info, path, offset, end, into);
+    // Decoded moments ago and still being written (a re-read right after a fast first read):
+    // wait for the file rather than fetch and decode the chunk again.
+    return this.#disk.writing(path)?.then((ok) =>
+      ok ? this.#readRange(key, info, path, offset, end, into) : undefined
+    );
   }
 
   async #readRange(
@@ -311,13 +316,14 @@ export class DecodedChunkCache implements ChunkCache {
   }
 
   /**
-   * True when the chunk is in a decoded file, so reading it ahead into memory gains nothing:
-   * instead its file is opened for range reads now, which asks the kernel to read it ahead (a
+   * True when the chunk is in a decoded file (or being written to one), so reading it ahead into
+   * memory gains nothing: instead its file is opened for range reads now, which asks the kernel to read it ahead (a
    * sequential read then finds the next chunk's pages in memory when it gets there).
    */
   holds(key: string, info: ChunkInfo): boolean {
     if (info.size < this.#minSize) return false;
     const path = this.pathOf(key);
+    if (this.#disk.writing(path)) return true;
     if (!this.#disk.hasFile(path)) return false;
     if (!this.#open.has(path)) this.#openFile(key, info, path).catch(() => {});
     return true;

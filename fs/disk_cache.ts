@@ -82,6 +82,8 @@ export class DiskCache {
   readonly #madeDirs = new Set<string>();
   readonly #rescanned = new Map<string, number>();
   readonly #pending = new Set<Promise<void>>();
+  /** Files {@link storeFile} is writing, by path. */
+  readonly #writing = new Map<string, Promise<boolean>>();
   readonly #log: (line: string) => void;
   #writeFailed = false;
   #indexed: Promise<void> = Promise.resolve();
@@ -315,7 +317,19 @@ export class DiskCache {
    * background, counted against the budget.
    */
   storeFile(path: string, parts: Uint8Array[]): void {
-    this.#background(this.#write(path, parts));
+    if (this.#writing.has(path)) return; // the same bytes are on their way
+    const p = this.#write(path, parts);
+    this.#writing.set(path, p);
+    p.finally(() => this.#writing.delete(path)).catch(() => {});
+    this.#background(p);
+  }
+
+  /**
+   * @internal The background write of `path` under way ({@link storeFile}): resolves true once
+   * the file is there, false if it could not be written; undefined when none is under way.
+   */
+  writing(path: string): Promise<boolean> | undefined {
+    return this.#writing.get(path);
   }
 
   /**

@@ -9,7 +9,9 @@
  *
  * - while chunks stream (external memory moved by 1 MiB since the last check) and the process
  *   is over budget, `malloc_trim(0)` gives the pages of freed buffers back, at most twice a
- *   second (a trim costs no collection; the pages fault in again when reused);
+ *   second (a trim costs no collection; the pages fault in again when reused), and when
+ *   `3 × slackBytes` of buffers piled up since the last collection (a fast cold read), a
+ *   collection runs, at most once a second (measured: no loss on a 270 MB cold read);
  * - it collects once chunks stopped streaming (external memory still over two checks) with
  *   more than `slackBytes` of buffers piled up since the last collection; or once the process
  *   is idle (its V8 heap still too) and either it is over budget with resident memory grown by
@@ -77,6 +79,9 @@ function trimmer(): (() => void) | null {
 /** The default resident-memory budget of a serving process: 128 MiB. */
 export const DEFAULT_MEMORY_BUDGET = 128 << 20;
 
+/** The least time between two collections while chunks stream, in ms. */
+const BUSY_COLLECT_MS = 1000;
+
 /** A memory cache the reclaimer may empty when the process is over its budget. */
 export interface Reclaimable {
   /** Drops every entry. */
@@ -137,6 +142,7 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
   let streamQuiet = 0;
   let busySinceCollect = true;
   let lastTrim = 0;
+  let lastBusyCollect = 0;
   let rssAfter = 0;
   let lastHeap = 0;
   const timer = setInterval(() => {
@@ -151,7 +157,13 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
     const over = rss > budget;
     if (streamQuiet < 2) {
       const now = Date.now();
-      if (over && now - lastTrim >= Math.max(500, intervalMs)) {
+      if (over && external - floor >= 3 * slack && now - lastBusyCollect >= BUSY_COLLECT_MS) {
+        // Dead chunk buffers pile up faster than V8 collects them: collect now and then.
+        collector()?.();
+        trimmer()?.();
+        floor = last = Deno.memoryUsage().external;
+        lastBusyCollect = lastTrim = now;
+      } else if (over && now - lastTrim >= Math.max(500, intervalMs)) {
         trimmer()?.();
         lastTrim = now;
       }

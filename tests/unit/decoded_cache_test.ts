@@ -260,3 +260,20 @@ Deno.test("a reader serves parts of big chunks from decoded files, byte for byte
     assert.equal(second.cache.stats.corrupt, 0);
   });
 });
+
+Deno.test("a chunk still being written is read from its file once written, not decoded again", async () => {
+  await withDir(async (dir) => {
+    const disk = await openDisk(dir);
+    const cache = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
+    const bytes = randomBytes(100_000);
+    const info = { size: bytes.length };
+    cache.set("w", bytes, info);
+    assert.ok(disk.writing(cache.pathOf("w")), "being written");
+    assert.ok(cache.holds("w", info), "no read-ahead of it into memory");
+    assert.deepEqual(await cache.readRange("w", info, 10, 100), bytes.subarray(10, 110));
+    assert.equal(cache.stats.rangeHits, 1, "from its file");
+    assert.equal(disk.writing(cache.pathOf("w")), undefined, "written");
+    await disk.flush();
+    assert.deepEqual(await cache.get("w", info), bytes);
+  });
+});
