@@ -2,7 +2,10 @@
  * Decompressed chunks on disk: a {@link ChunkCache} in front of the shared in-memory one that
  * keeps every big chunk the reader decoded (and so verified) in the disk cache's `decoded/`
  * directory, so that reading it again — after the kernel dropped its pages, or in a new process
- * — costs a file read and a CRC instead of a decompression on the main thread.
+ * — costs a file read and a CRC instead of a decompression on the main thread. A big chunk goes
+ * to its file only, not to the memory cache (reads are served from the file, warm in the page
+ * cache, see below); the memory cache gets small chunks, big ones read back whole, and every
+ * chunk when the disk cache can no longer write.
  *
  * Only bytes the reader has checked are stored (a chunk is `set` after its decompression passed
  * the gzip CRC and, under the default policy, the chunk digest of the TOC). A file (`cdc2`) is a
@@ -182,8 +185,12 @@ export class DecodedChunkCache implements ChunkCache {
   }
 
   set(key: string, value: Uint8Array, info: ChunkInfo): void {
-    this.#memory.set(key, value, info);
-    if (value.length < this.#minSize || value.length !== info.size) return;
+    if (value.length < this.#minSize || value.length !== info.size || !this.#disk.writable) {
+      this.#memory.set(key, value, info);
+      return;
+    }
+    // A big chunk goes to its file only: reads of it are served from there (the page cache
+    // keeps it warm), so it holds no memory once written.
     const header = new Uint8Array(decodedHeaderSize(value.length));
     const dv = new DataView(header.buffer);
     dv.setUint32(0, MAGIC, true);

@@ -226,6 +226,11 @@ export class DiskCache {
     q.finally(() => this.#pending.delete(q));
   }
 
+  /** Whether files are still written (false once a write failed: caching stopped). */
+  get writable(): boolean {
+    return !this.#writeFailed;
+  }
+
   /** Waits for background writes (before a command exits). */
   async flush(): Promise<void> {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
