@@ -18,9 +18,10 @@ export class DecodePool {
 
   /**
    * Up to `size` workers (default: one per core), started by the first decode and stopped after
-   * `idleMs` without one (default 2 s), so an idle mount holds no worker's memory.
+   * `idleMs` without one (default 0.5 s: a worker holds 10–20 MB), so an idle mount holds no
+   * worker's memory.
    */
-  constructor(size = navigator.hardwareConcurrency ?? 1, idleMs = 2_000) {
+  constructor(size = navigator.hardwareConcurrency ?? 1, idleMs = 500) {
     this.size = Math.max(1, size);
     this.#pool = new WorkerPool(new URL("./decode_worker.ts", import.meta.url), this.size, {
       idleMs,
