@@ -56,6 +56,7 @@ export const registryFlags = {
   "tag-ttl": { type: "string" },
   "cache-dir": { type: "string" },
   "cache-size": { type: "string" },
+  "memory-budget": { type: "string" },
   "no-cache": { type: "boolean" },
   prefetch: { type: "string" },
   "no-background-fetch": { type: "boolean" },
@@ -89,6 +90,9 @@ export const REGISTRY_HELP = `Registry options:
                                 ~/.cache/crfs otherwise)
       --cache-size SIZE         disk cache budget, least recently used entries go (default 10G)
       --no-cache                no disk cache (memory only)
+      --memory-budget SIZE      resident memory a serving process aims to stay under: above it,
+                                freed memory goes back to the system and, once quiet, the memory
+                                chunk cache is emptied first (default 128M)
       --prefetch MODE           after a layer opens, fetch in the background: landmark (the
                                 files its eStargz landmark prioritizes; default), all, off
       --no-background-fetch     no prefetch and no read-ahead: fetch only what is read
@@ -299,7 +303,11 @@ export async function setupRegistry(
     readAhead: layers.readAhead,
   });
   await store.init();
-  startMemoryReclaim();
+  startMemoryReclaim({
+    budgetBytes: values["memory-budget"] !== undefined
+      ? parseSize(values["memory-budget"] as string, "--memory-budget")
+      : undefined,
+  });
   return {
     drivers,
     store,

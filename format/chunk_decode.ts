@@ -23,6 +23,11 @@ export const MEMBER_SLACK = 16 << 20;
  */
 export const MAX_CHUNK_BYTES = 128 << 20;
 
+/** Bytes past a chunk's end its own buffer may hold (see {@link decodeChunk}). */
+const OWN_SLACK = 4096;
+/** Chunks smaller than this are always copied (small buffers may be slices of a shared pool). */
+const OWN_MIN = 64 << 10;
+
 /** Where a chunk is, for decoding. */
 export interface ChunkSpec {
   /** Offset of the chunk's member within the bytes handed over. */
@@ -89,9 +94,13 @@ export async function decodeChunk(
     const got = `sha256:${createHash("sha256").update(chunk).digest("hex")}`;
     if (got !== c.digest) throw new ChunkDecodeError("fails its digest");
   }
-  // Keep only the chunk's bytes alive, in a buffer of its own.
-  const whole = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
-  return whole ? chunk : chunk.slice();
+  // Keep only the chunk's bytes alive, in a buffer of its own: a copy, unless the chunk starts
+  // its member and fills nearly all of a buffer that no other chunk uses (inflating into a
+  // buffer of the expected size leaves it a little room; copying it cost a second 4 MiB buffer
+  // per chunk).
+  const own = chunk.byteOffset === 0 && chunk.byteLength >= OWN_MIN &&
+    chunk.buffer.byteLength - chunk.byteLength <= OWN_SLACK && memo?.get(c.start) !== data;
+  return own ? chunk : chunk.slice();
 }
 
 /** The member at the start of `compressed`, whole (CRC checked) or, when huge, its prefix. */

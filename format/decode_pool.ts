@@ -20,14 +20,14 @@ export class DecodePool {
 
   /**
    * Up to `size` workers (default: one per core), started by the first decode and stopped after
-   * `idleMs` without one (default 2 s), so an idle mount holds no worker's memory. With
-   * `warmAfterBytes`, {@link ready} starts them only once callers have decoded that many bytes
-   * themselves: starting workers costs the calling thread tens of milliseconds, more than a few
-   * big files (a container start) take to decode in place.
+   * `idleMs` without one (default 0.5 s: a worker holds 10–20 MB), so an idle mount holds no
+   * worker's memory. With `warmAfterBytes`, {@link ready} starts them only once callers have
+   * decoded that many bytes themselves: starting workers costs the calling thread tens of
+   * milliseconds, more than a few big files (a container start) take to decode in place.
    */
   constructor(
     size = navigator.hardwareConcurrency ?? 1,
-    idleMs = 2_000,
+    idleMs = 500,
     opts: { warmAfterBytes?: number } = {},
   ) {
     this.size = Math.max(1, size);

@@ -17,8 +17,13 @@ serveJobs(async (job: { bytes: Uint8Array; chunks: ChunkSpec[]; verify: boolean 
       out.push((e as Error).message);
     }
   }
-  const transfer = out.filter((x): x is Uint8Array => typeof x !== "string").map((x) =>
+  const buffers = out.filter((x): x is Uint8Array => typeof x !== "string").map((x) =>
     x.buffer as ArrayBuffer
   );
+  const transfer = [...new Set(buffers)];
+  // Free the fetched bytes now rather than at this worker's next collection: V8 counts buffers
+  // that arrive by transfer late, and a worker decoding a big read held a hundred MB of them.
+  const input = job.bytes.buffer as ArrayBuffer;
+  if (!transfer.includes(input)) input.transfer(0);
   return { result: out, transfer };
 });

@@ -61,9 +61,33 @@ export interface ChunkInfo {
 export interface ChunkCache {
   get(key: string, info: ChunkInfo): Uint8Array | undefined | Promise<Uint8Array | undefined>;
   set(key: string, value: Uint8Array, info: ChunkInfo): void;
+  /**
+   * Optional: bytes `[offset, offset + length)` of the chunk (clipped to its size) without
+   * loading all of it, read into `into` when that suits the cache; undefined when it cannot
+   * (the reader then gets the whole chunk). What it returns must be exactly those bytes.
+   */
+  readRange?(
+    key: string,
+    info: ChunkInfo,
+    offset: number,
+    length: number,
+    into?: Uint8Array<ArrayBuffer>,
+  ): Uint8Array | undefined | Promise<Uint8Array | undefined>;
+  /** Optional: true when the cache holds the chunk somewhere reading it ahead gains nothing. */
+  holds?(key: string, info: ChunkInfo): boolean;
 }
 
-/** A least-recently-used in-memory {@link ChunkCache} bounded by total bytes. */
+/**
+ * Bytes counted for each entry of a {@link MemoryChunkCache} beyond its chunk's: the key, the map
+ * entry and the buffer's own bookkeeping. Without it a cache of tiny chunks (small files) held
+ * hundreds of thousands of entries within its byte bound, ten times the memory it counted.
+ */
+export const CHUNK_ENTRY_OVERHEAD = 256;
+
+/**
+ * A least-recently-used in-memory {@link ChunkCache} bounded by total bytes (each chunk's plus
+ * {@link CHUNK_ENTRY_OVERHEAD}).
+ */
 export class MemoryChunkCache implements ChunkCache {
   #map = new Map<string, Uint8Array>();
   #bytes = 0;
@@ -80,19 +104,29 @@ export class MemoryChunkCache implements ChunkCache {
     return v;
   }
   set(key: string, value: Uint8Array): void {
-    if (value.length > this.maxBytes) return;
+    const size = value.length + CHUNK_ENTRY_OVERHEAD;
+    if (size > this.maxBytes) return;
     const old = this.#map.get(key);
     if (old) {
-      this.#bytes -= old.length;
+      this.#bytes -= old.length + CHUNK_ENTRY_OVERHEAD;
       this.#map.delete(key);
     }
     this.#map.set(key, value);
-    this.#bytes += value.length;
+    this.#bytes += size;
     for (const [k, v] of this.#map) {
       if (this.#bytes <= this.maxBytes) break;
       this.#map.delete(k);
-      this.#bytes -= v.length;
+      this.#bytes -= v.length + CHUNK_ENTRY_OVERHEAD;
     }
+  }
+  /** Drops every chunk (e.g. to give memory back: a disk cache serves them again). */
+  clear(): void {
+    this.#map.clear();
+    this.#bytes = 0;
+  }
+  /** Bytes counted for the chunks held. */
+  get bytes(): number {
+    return this.#bytes;
   }
 }
 
@@ -397,13 +431,16 @@ export class StargzReader {
   /**
    * Reads `length` bytes of a regular file from `offset` (fewer only at the end of the file).
    * Throws {@link IntegrityError} when fetched bytes fail their digest. An aborted `signal`
-   * rejects the read; fetches other readers share go on.
+   * rejects the read; fetches other readers share go on. `into`, a scratch buffer of at least
+   * `length` bytes, may be filled and (a prefix of it) returned, to avoid allocating; the caller
+   * must not reuse it before the promise settles.
    */
   async read(
     node: TOCNode,
     offset: number,
     length: number,
     signal?: AbortSignal,
+    into?: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array> {
     if (node.type !== "reg") throw new StargzFormatError(`${node.path} is not a regular file`);
     if (offset < 0 || length < 0) throw new RangeError("negative offset or length");
@@ -424,17 +461,53 @@ export class StargzReader {
     const needed: Chunk[] = [];
     let i = lo;
     for (; i < chunks.length && chunks[i].chunkOffset < end; i++) needed.push(chunks[i]);
-    const pending = this.#chunks(needed.map((chunk) => ({ node, chunk })), false);
-    // Sequential reading: fetch what follows in the background.
-    if (this.#readAhead > 0 && this.#lastEnd.get(node) === offset && i < chunks.length) {
+    // Sequential reading: fetch what follows in the background (not what the cache holds
+    // where reading it ahead gains nothing).
+    const sequential = this.#lastEnd.get(node) === offset;
+    this.#lastEnd.set(node, end);
+    let readAhead = this.#readAhead > 0 && sequential && i < chunks.length;
+    const startReadAhead = () => {
+      if (!readAhead) return;
+      readAhead = false;
       const ahead: Owned[] = [];
       for (let k = i, bytes = 0; k < chunks.length && bytes < this.#readAhead; k++) {
-        ahead.push({ node, chunk: chunks[k] });
-        bytes += chunks[k].chunkSize;
+        const c = chunks[k];
+        bytes += c.chunkSize;
+        const info = { size: c.chunkSize, digest: c.digest };
+        if (this.#cache.holds?.(this.#cacheKey + chunkKey(c), info)) continue;
+        ahead.push({ node, chunk: c });
       }
-      this.#chunks(ahead, true).catch(() => {});
+      if (ahead.length > 0) this.#chunks(ahead, true).catch(() => {});
+    };
+    // Part of one chunk: the cache may serve just that part (a chunk kept decoded on disk).
+    if (needed.length === 1 && this.#cache.readRange && !this.#needsFileCheck(node)) {
+      const c = needed[0];
+      const key = chunkKey(c);
+      if (!this.#inflight.has(key)) {
+        startReadAhead();
+        let part: Uint8Array | undefined;
+        try {
+          // Not abortable: the cache may be writing into `into`, which the caller takes back
+          // once this settles (a local read: it settles soon).
+          part = await this.#cache.readRange(
+            this.#cacheKey + key,
+            { size: c.chunkSize, digest: c.digest },
+            offset - c.chunkOffset,
+            end - offset,
+            into,
+          );
+        } catch {
+          part = undefined; // a broken cache entry is a miss
+        }
+        if (signal?.aborted) throw signal.reason;
+        if (part && part.length === end - offset) {
+          this.stats.cacheHits++;
+          return part;
+        }
+      }
     }
-    this.#lastEnd.set(node, end);
+    const pending = this.#chunks(needed.map((chunk) => ({ node, chunk })), false);
+    startReadAhead();
     const datas = await abortable(pending, signal);
     if (needed.length === 1) {
       const c = needed[0];

@@ -13,6 +13,7 @@
  * cache-dir = "/var/cache/crfs"
  * cache-size = "20G"                          # or a number of bytes
  * no-cache = false
+ * memory-budget = "128M"                      # resident memory aimed at
  * prefetch = "landmark"                       # landmark, all, off
  * no-background-fetch = false
  * verify = "strict"                           # strict, require, none
@@ -86,6 +87,7 @@ export const CONFIG_KEYS: Readonly<Record<string, ConfigKey>> = {
   "cache-dir": key("string", "disk cache directory"),
   "cache-size": key("size", "disk cache budget (10G, or bytes)"),
   "no-cache": key("boolean", "no disk cache"),
+  "memory-budget": key("size", "resident memory aimed at (128M, or bytes)"),
   prefetch: key("string", "landmark, all or off"),
   "no-background-fetch": key("boolean", "fetch only what is read"),
   verify: key("string", "strict, require or none"),

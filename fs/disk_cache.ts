@@ -84,6 +84,8 @@ export class DiskCache {
   readonly #madeDirs = new Set<string>();
   readonly #rescanned = new Map<string, number>();
   readonly #pending = new Set<Promise<void>>();
+  /** Files {@link storeFile} is writing, by path. */
+  readonly #writing = new Map<string, Promise<boolean>>();
   readonly #log: (line: string) => void;
   #writeFailed = false;
   #indexed: Promise<void> = Promise.resolve();
@@ -226,6 +228,11 @@ export class DiskCache {
     q.finally(() => this.#pending.delete(q));
   }
 
+  /** Whether files are still written (false once a write failed: caching stopped). */
+  get writable(): boolean {
+    return !this.#writeFailed;
+  }
+
   /** Waits for background writes (before a command exits). */
   async flush(): Promise<void> {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
@@ -317,14 +324,35 @@ export class DiskCache {
    * background, counted against the budget.
    */
   storeFile(path: string, parts: Uint8Array[]): void {
-    this.#background(this.#write(path, parts));
+    if (this.#writing.has(path)) return; // the same bytes are on their way
+    const p = this.#write(path, parts);
+    this.#writing.set(path, p);
+    p.finally(() => this.#writing.delete(path)).catch(() => {});
+    this.#background(p);
   }
 
-  /** @internal The bytes of a file under this cache's directory, or undefined. */
-  async readFile(path: string): Promise<Uint8Array | undefined> {
+  /**
+   * @internal The background write of `path` under way ({@link storeFile}): resolves true once
+   * the file is there, false if it could not be written; undefined when none is under way.
+   */
+  writing(path: string): Promise<boolean> | undefined {
+    return this.#writing.get(path);
+  }
+
+  /**
+   * @internal The bytes of a file under this cache's directory, or undefined. `expected`, the
+   * size the caller wants, reads that many bytes (a file of another size is returned with its
+   * true length, for the caller's check) without asking the file's size first.
+   *
+   * The bytes land in a buffer made here: `Deno.readFile`'s buffers are made outside the
+   * JavaScript heap and V8 does not count them towards collecting, so a re-read of a big file
+   * piled up hundreds of MB of dead 4 MiB buffers (measured: 200 reads of a 4 MiB file held
+   * 800 MB, against 20 MB when read into buffers made here, and 2.5× faster).
+   */
+  async readFile(path: string, expected?: number): Promise<Uint8Array | undefined> {
     let bytes: Uint8Array;
     try {
-      bytes = await Deno.readFile(path);
+      bytes = await readWhole(path, expected);
     } catch {
       this.#forget(path); // evicted, perhaps by another process
       return undefined;
@@ -332,6 +360,16 @@ export class DiskCache {
     if (this.#lru.has(path)) this.#touch(path);
     else this.#account(path, bytes.length); // written by another process
     return bytes;
+  }
+
+  /** @internal Whether the cache holds the file at `path` (as far as this process knows). */
+  hasFile(path: string): boolean {
+    return this.#lru.has(path);
+  }
+
+  /** @internal Counts a read of the file at `path` as a use (least recently used goes first). */
+  touchFile(path: string): void {
+    this.#touch(path);
   }
 
   /** @internal Removes a file whose bytes failed a check. */
@@ -416,6 +454,24 @@ export class DiskCache {
     } catch { /* no records */ }
     return out;
   }
+}
+
+/**
+ * The bytes of the file at `path`, read into a buffer of `expected` bytes (or of its size): one
+ * byte more is asked for, so that a longer file comes back longer than `expected` (by one byte)
+ * and a shorter one short.
+ */
+async function readWhole(path: string, expected?: number): Promise<Uint8Array> {
+  using f = await Deno.open(path);
+  const size = expected ?? (await f.stat()).size;
+  const out = new Uint8Array(size + 1);
+  let got = 0;
+  while (got < out.length) {
+    const n = await f.read(out.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return got > size ? out : out.subarray(0, got);
 }
 
 /**

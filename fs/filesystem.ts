@@ -207,6 +207,7 @@ export class CrfsFilesystem implements FuseOps {
     offset: number,
     size: number,
     signal?: AbortSignal,
+    into?: Uint8Array,
   ): MaybePromise<Uint8Array> {
     return this.#guard("read", () => {
       const n = this.#node(nodeId);
@@ -215,7 +216,7 @@ export class CrfsFilesystem implements FuseOps {
         this.#seen.add(n.path);
         this.#onFirstRead(n.path);
       }
-      return n.read(offset, size, signal);
+      return n.read(offset, size, signal, into as Uint8Array<ArrayBuffer> | undefined);
     });
   }
 

@@ -13,6 +13,7 @@ import { TOC_DIGEST_ANNOTATION } from "../format/toc.ts";
 import type { DecodePool } from "../format/decode_pool.ts";
 import type { DiskCache } from "./disk_cache.ts";
 import { DecodedChunkCache } from "./decoded_cache.ts";
+import { type Reclaimable, reclaimable } from "./memory_reclaim.ts";
 import { NodeError } from "./node.ts";
 
 /** How much is checked: see {@link LayerOpenOptions.verify}. */
@@ -115,17 +116,17 @@ export async function openLayer(
         `no ${TOC_DIGEST_ANNOTATION} or zstd-chunked.manifest-checksum annotation (--verify require)`,
       );
     }
+    // The memory cache is the first thing given back when the process is over its memory
+    // budget (see memory_reclaim.ts); with a disk cache, its chunks are read from disk again.
+    const memory = options.chunkCache ??
+      (options.disk ? new MemoryChunkCache(32 << 20) : undefined);
+    if (memory && options.disk && "clear" in memory) reclaimable(memory as Reclaimable);
     const open = (src: RangeSource) =>
       StargzReader.open(src, {
         annotations: blob.annotations,
         tocDigest: verify === "none" ? undefined : blob.tocDigest,
         verify: verify === "none" ? "none" : "strict",
-        cache: options.disk
-          ? new DecodedChunkCache(
-            options.disk,
-            options.chunkCache ?? new MemoryChunkCache(32 << 20),
-          )
-          : options.chunkCache,
+        cache: options.disk && memory ? new DecodedChunkCache(options.disk, memory) : memory,
         cacheKey: `${blob.id}:`,
         readAhead: options.readAhead,
         // The first read of a layer takes little beyond its file (a container start reads a

@@ -47,9 +47,9 @@ export function tocFileNode(key: string, reader: StargzReader, n: TOCNode, where
     path: n.path,
   };
   if (n.type === "reg") {
-    node.read = async (offset, length, signal) => {
+    node.read = async (offset, length, signal, into) => {
       try {
-        return await reader.read(n, offset, length, signal);
+        return await reader.read(n, offset, length, signal, into);
       } catch (e) {
         throw new NodeError("EIO", `${where}/${n.path}: ${(e as Error).message}`);
       }

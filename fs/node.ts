@@ -28,8 +28,17 @@ export interface FsNode {
   lookup?(name: string): Promise<FsNode | undefined>;
   /** Directories: all children, in a stable order. */
   list?(): Promise<[string, FsNode][]>;
-  /** Regular files: bytes `[offset, offset+length)` (fewer only at the end). */
-  read?(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Regular files: bytes `[offset, offset+length)` (fewer only at the end). `into`, a scratch
+   * buffer of `length` bytes, may be filled and returned (a prefix) to avoid allocating; it is
+   * the caller's again once the promise settles.
+   */
+  read?(
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+    into?: Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array>;
   /**
    * Directories on a writable mount: a program creates (`create`, `mknod`, `mkdir`) or removes
    * (`unlink`, `rmdir`) `name` here. Throw a {@link NodeError} to refuse; resolving means a

@@ -3,8 +3,10 @@
  * docker-registry, read round after round through `images/` (by tag) and walked through
  * `layers/`, the status file read, and the kernel's caches dropped between rounds (so the
  * kernel forgets nearly every node: FORGET and BATCH_FORGET storms). Per round it prints the
- * crfs process's resident memory (VmRSS) and the number of nodes its inode table keeps (statfs
- * `f_files`), and asserts:
+ * crfs process's resident memory (VmRSS), the number of nodes its inode table keeps (statfs
+ * `f_files`), the round's wall time and crfs's CPU time in it (to tell a slow machine from a
+ * slow crfs: one profile gave V8's collector a third of crfs's CPU time, the heap capped), and
+ * asserts:
  *
  * - every round reads every byte right;
  * - after the caches are dropped the inode table holds no more than its idle budget (16,384)
@@ -108,6 +110,13 @@ async function rssMiB(pid: number): Promise<number> {
   return Math.round(kb / 102.4) / 10;
 }
 
+/** CPU seconds (user + system) the process has used so far, from /proc/PID/stat. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
+}
+
 async function tableNodes(mnt: string): Promise<number> {
   return Number((await run("stat", ["-f", "-c", "%c", mnt])).out.trim());
 }
@@ -136,6 +145,8 @@ Deno.test({
       const L = `${m.mnt}/layers/${reg.host}/soak`;
       const rss: number[] = [];
       for (let round = 0; round <= ROUNDS; round++) {
+        const t0 = performance.now();
+        const cpu0 = await cpuSeconds(m.pid);
         for (let i = 0; i < IMAGES; i++) {
           const tag = (round + i) % 2 === 0 ? "v1" : "latest";
           const r = await bash(
@@ -148,6 +159,8 @@ Deno.test({
           assert.equal(bytes, expected[i], `round ${round}, image ${i}: bytes read`);
           assert.equal(files, FILES, `round ${round}, image ${i}: files in layers/`);
         }
+        const wallS = (performance.now() - t0) / 1000;
+        const cpuS = await cpuSeconds(m.pid) - cpu0;
         const before = await tableNodes(m.mnt);
         await dropCaches();
         await sleep(500);
@@ -155,7 +168,10 @@ Deno.test({
         rss.push(await rssMiB(m.pid));
         console.log(
           `soak round ${round}${round <= WARM_UP ? " (warm-up)" : ""}: VmRSS ${rss[round]} MiB, ` +
-            `inode table ${before} nodes after the round, ${nodes} after drop_caches`,
+            `inode table ${before} nodes after the round, ${nodes} after drop_caches; ` +
+            `${wallS.toFixed(1)} s, crfs ${cpuS.toFixed(1)} CPU s (${
+              Math.round(cpuS / wallS * 100)
+            } %)`,
         );
         assert.ok(
           nodes <= IDLE_NODES + HELD_MARGIN,

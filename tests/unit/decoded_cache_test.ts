@@ -8,9 +8,10 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { DecodedChunkCache } from "../../fs/decoded_cache.ts";
+import { DecodedChunkCache, decodedHeaderSize } from "../../fs/decoded_cache.ts";
 import { DiskCache } from "../../fs/disk_cache.ts";
 import { BytesSource } from "../../format/range_source.ts";
+import { crc32 } from "../../format/gzip.ts";
 import { MemoryChunkCache, StargzReader } from "../../format/reader.ts";
 import { randomTar } from "./random_tar.ts";
 import { convert, expectedTree } from "./tree_helpers.ts";
@@ -31,6 +32,13 @@ async function openDisk(dir: string, opts = {}): Promise<DiskCache> {
   const disk = await DiskCache.open(dir, opts);
   await disk.whenIndexed();
   return disk;
+}
+
+/** `n` random bytes (getRandomValues gives at most 64 KiB a call). */
+function randomBytes(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let o = 0; o < n; o += 65_536) crypto.getRandomValues(b.subarray(o, o + 65_536));
+  return b;
 }
 
 async function* once(b: Uint8Array) {
@@ -144,7 +152,7 @@ Deno.test("decoded files share the disk cache's budget and are written whole", a
     let total = 0;
     for (const f of await decodedFiles(dir)) {
       const st = await Deno.stat(f);
-      assert.equal(st.size, 8 + 4000, "a whole file");
+      assert.equal(st.size, decodedHeaderSize(4000) + 4000, "a whole file");
       total += st.size;
     }
     assert.ok(total <= 40_000, `decoded files hold ${total} bytes, over the budget`);
@@ -156,5 +164,116 @@ Deno.test("decoded files share the disk cache's budget and are written whole", a
     big.set("small", new Uint8Array(100), { size: 100 });
     await disk.flush();
     await assert.rejects(() => Deno.stat(big.pathOf("small")), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("part of a chunk comes from its decoded file: only the blocks read, each checked", async () => {
+  await withDir(async (dir) => {
+    const disk = await openDisk(dir);
+    const writer = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
+    const bytes = randomBytes(200_000); // blocks of 64 KiB: 3 + part
+    const info = { size: bytes.length };
+    writer.set("k", bytes, info);
+    await disk.flush();
+    // A new process: nothing in memory, the file found by the disk cache's walk.
+    const cache = new DecodedChunkCache(await openDisk(dir), new MemoryChunkCache(0), 1);
+    assert.ok(cache.holds("k", info));
+    assert.equal(cache.holds("other", info), false);
+    assert.equal(await cache.readRange("other", info, 0, 10), undefined, "no file: a miss");
+    assert.deepEqual(
+      await cache.readRange("k", info, 70_000, 1000),
+      bytes.subarray(70_000, 71_000),
+    );
+    // Block-aligned: straight into the caller's buffer.
+    const into = new Uint8Array(65_536);
+    const part = await cache.readRange("k", info, 65_536, 65_536, into);
+    assert.ok(part && part.buffer === into.buffer, "read into the given buffer");
+    assert.deepEqual(part, bytes.subarray(65_536, 131_072));
+    // Past the chunk's end: clipped.
+    assert.deepEqual(await cache.readRange("k", info, 196_608, 10_000), bytes.subarray(196_608));
+    assert.equal(cache.stats.rangeHits, 3);
+    // One flipped bit in the third block: reads of other blocks still pass, that one fails and
+    // the file goes.
+    const file = await Deno.readFile(cache.pathOf("k"));
+    file[decodedHeaderSize(bytes.length) + 2 * 65_536 + 5] ^= 0x10;
+    await Deno.writeFile(cache.pathOf("k"), file);
+    const fresh = new DecodedChunkCache(await openDisk(dir), new MemoryChunkCache(0), 1);
+    assert.deepEqual(await fresh.readRange("k", info, 0, 100), bytes.subarray(0, 100));
+    assert.equal(await fresh.readRange("k", info, 131_072, 100), undefined, "damaged block");
+    assert.equal(fresh.stats.corrupt, 1);
+    await assert.rejects(() => Deno.stat(fresh.pathOf("k")), Deno.errors.NotFound);
+    assert.equal(await fresh.readRange("k", info, 0, 100), undefined, "gone");
+  });
+});
+
+Deno.test("a damaged header fails range reads too, and a cdc1 file is still read whole", async () => {
+  await withDir(async (dir) => {
+    const disk = await openDisk(dir);
+    const cache = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
+    const bytes = randomBytes(100_000);
+    const info = { size: bytes.length };
+    cache.set("h", bytes, info);
+    await disk.flush();
+    const file = await Deno.readFile(cache.pathOf("h"));
+    file[9] ^= 0x01; // a block CRC: the header's own CRC no longer holds
+    await Deno.writeFile(cache.pathOf("h"), file);
+    assert.equal(await cache.readRange("h", info, 0, 10), undefined);
+    assert.equal(await cache.get("h", info), undefined, "the whole read removes it");
+    assert.equal(cache.stats.corrupt, 1);
+    // The earlier layout: magic "cdc1", a CRC-32 of key and bytes, the bytes.
+    const old = new Uint8Array(8 + bytes.length);
+    const dv = new DataView(old.buffer);
+    dv.setUint32(0, 0x31636463, true);
+    dv.setUint32(4, crc32(bytes, crc32(new TextEncoder().encode("v1"))), true);
+    old.set(bytes, 8);
+    await Deno.mkdir(cache.pathOf("v1").replace(/\/[^/]+$/, ""), { recursive: true });
+    await Deno.writeFile(cache.pathOf("v1"), old);
+    const again = new DecodedChunkCache(await openDisk(dir), new MemoryChunkCache(0), 1);
+    assert.equal(await again.readRange("v1", info, 0, 10), undefined, "no range reads of cdc1");
+    assert.deepEqual(await again.get("v1", info), bytes);
+  });
+});
+
+Deno.test("a reader serves parts of big chunks from decoded files, byte for byte", async () => {
+  await withDir(async (dir) => {
+    const disk = await openDisk(dir);
+    const first = await open(disk, new BytesSource(blob));
+    await readAll(first.reader);
+    await disk.flush();
+    const src = new BytesSource(blob);
+    const second = await open(await openDisk(dir), src);
+    const reads = src.reads;
+    for (const [p, n] of expected) {
+      const content = n.content;
+      if (n.type !== "reg" || !content || content.length < 10) continue;
+      const node = second.reader.lookup(p)!;
+      const mid = content.length >> 1;
+      assert.deepEqual(await second.reader.read(node, 3, 5), content.subarray(3, 8), p);
+      assert.deepEqual(
+        await second.reader.read(node, mid, content.length),
+        content.subarray(mid),
+        p,
+      );
+    }
+    assert.equal(src.reads, reads, "nothing fetched after open");
+    assert.ok(second.cache.stats.rangeHits > 0, "parts read from decoded files");
+    assert.equal(second.cache.stats.corrupt, 0);
+  });
+});
+
+Deno.test("a chunk still being written is read from its file once written, not decoded again", async () => {
+  await withDir(async (dir) => {
+    const disk = await openDisk(dir);
+    const cache = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
+    const bytes = randomBytes(100_000);
+    const info = { size: bytes.length };
+    cache.set("w", bytes, info);
+    assert.ok(disk.writing(cache.pathOf("w")), "being written");
+    assert.ok(cache.holds("w", info), "no read-ahead of it into memory");
+    assert.deepEqual(await cache.readRange("w", info, 10, 100), bytes.subarray(10, 110));
+    assert.equal(cache.stats.rangeHits, 1, "from its file");
+    assert.equal(disk.writing(cache.pathOf("w")), undefined, "written");
+    await disk.flush();
+    assert.deepEqual(await cache.get("w", info), bytes);
   });
 });
