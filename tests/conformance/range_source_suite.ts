@@ -28,6 +28,7 @@
  */
 import assert from "node:assert/strict";
 import type { RangeSource } from "../../format/range_source.ts";
+import { randomBytes } from "../helpers/images.ts";
 
 /** A source under test that may hold resources (files). */
 export type ClosableSource = RangeSource & { close?(): void | Promise<void> };
@@ -43,17 +44,7 @@ export interface RangeSourceCase {
 }
 
 /** Deterministic bytes (xorshift), so failures name reproducible offsets. */
-export function patternBytes(n: number, seed = 7): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+export const patternBytes = (n: number, seed = 7): Uint8Array<ArrayBuffer> => randomBytes(n, seed);
 
 async function rejects(p: Promise<unknown>, what: string): Promise<Error> {
   let got: unknown;

@@ -84,7 +84,7 @@ export async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
 }
 
 /** Deterministic pseudo-random bytes (for blobs big enough to range-read). */
-export function randomBytes(n: number, seed = 1): Uint8Array {
+export function randomBytes(n: number, seed = 1): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < n; i++) {

@@ -16,26 +16,13 @@
  */
 import assert from "node:assert/strict";
 import { buildTarImage, crfs } from "../cmd/helpers.ts";
-import { writeOciLayout } from "../helpers/images.ts";
+import { randomBytes, writeOciLayout } from "../helpers/images.ts";
 import { type AccessLogEntry, startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { baseLayer, Podman, startStore } from "../podman/helpers.ts";
 import { addHostsLine, makePki, podmanLogin, removeHostsLine } from "./tls_helpers.ts";
 
 /** Where podman and crfs look for a host's CA first (containers-certs.d(5)). */
 const SYSTEM_CERTS_D = "/etc/containers/certs.d";
-
-/** Deterministic bytes that do not compress. */
-function noise(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed * 2654435761 >>> 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** GETs of layer blobs in the registry's log. */
 function layerGets(log: AccessLogEntry[], digests: string[]): AccessLogEntry[] {
@@ -124,7 +111,7 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
     // A private image in team/: programs, then a layer with a file read and one never read.
     const image = await buildTarImage([await baseLayer(), {
       "etc/motd": "hello from a private registry\n",
-      "data/unread.bin": noise(3 << 20, 7),
+      "data/unread.bin": randomBytes(3 << 20, 7),
     }], dir);
     await writeOciLayout(`${dir}/layout`, [...image.layers, image.config, image.manifest], {
       v1: image.manifest,

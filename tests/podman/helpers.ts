@@ -10,6 +10,7 @@
 import { readMountinfo } from "../../fs/fuse/mount.ts";
 import type { Spec } from "../cmd/helpers.ts";
 import { denoDir } from "../helpers/deno_dir.ts";
+import { randomBytes } from "../helpers/images.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -53,19 +54,6 @@ export async function baseLayer(): Promise<Record<string, Spec>> {
   return layer;
 }
 
-/** Deterministic bytes. */
-function bytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed * 2654435761 >>> 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
 /**
  * The layers of the test image, bottom first: programs, then files (a 6 MiB file spanning
  * chunks, hardlinks, a setuid copy of `id`, a directory and files to delete), then whiteouts of
@@ -85,7 +73,7 @@ export async function testImageLayers(): Promise<Record<string, Spec>[]> {
       "usr/bin/tool": { file: "#!/bin/sh\necho tool says hi\n", mode: 0o755 },
       "usr/bin/tool-hard": { hardlink: "usr/bin/tool" },
       "usr/bin/id-suid": { file: id, mode: 0o4755 },
-      "data/big.bin": bytes((6 << 20) + 77, 3),
+      "data/big.bin": randomBytes((6 << 20) + 77, 3),
       "data/small.txt": "small\n",
       "opaque/old.txt": "old\n",
       "opaque/sub/deep.txt": "deep\n",
