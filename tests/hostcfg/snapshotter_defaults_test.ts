@@ -18,6 +18,7 @@ import {
   withDevFuseMode,
   withUserAllowOther,
 } from "../rootless/helpers.ts";
+import { watchChild } from "../helpers/child.ts";
 
 const envOf = (vars: Record<string, string>) => (name: string) => vars[name];
 
@@ -65,22 +66,18 @@ Deno.test("crfs snapshotter as a non-root user: socket in $XDG_RUNTIME_DIR, stat
         new URL("../../main.ts", import.meta.url).pathname,
         "snapshotter",
       ], { env: { XDG_CACHE_HOME: cache }, stdout: "null" }).spawn();
-      let err = "";
-      const pump = (async () => {
-        for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) err += t;
-      })();
-      let exited = false;
-      const status = child.status.then((s) => {
-        exited = true;
-        return s;
-      });
+      const watched = watchChild(child);
+      const err = watched.stderr;
       try {
         const deadline = Date.now() + 60_000;
-        while (!/snapshotter serving/.test(err)) {
-          assert.ok(!exited && Date.now() < deadline, `crfs snapshotter did not start:\n${err}`);
+        while (!/snapshotter serving/.test(err())) {
+          assert.ok(
+            !watched.exited() && Date.now() < deadline,
+            `crfs snapshotter did not start:\n${err()}`,
+          );
           await new Promise((r) => setTimeout(r, 50));
         }
-        assert.match(err, new RegExp(`serving ${socket} \\(state in ${root};`));
+        assert.match(err(), new RegExp(`serving ${socket} \\(state in ${root};`));
         const st = await Deno.lstat(socket);
         assert.ok(st.isSocket && st.uid === user.uid, "the user's socket");
         assert.ok(await fuseMountedAt(`${root}/fuse`), "its FUSE tree under the state directory");
@@ -92,10 +89,8 @@ Deno.test("crfs snapshotter as a non-root user: socket in $XDG_RUNTIME_DIR, stat
           assert.ok(!there, p);
         }
       } finally {
-        if (!exited) child.kill("SIGTERM");
-        const s = await status;
-        await pump;
-        assert.equal(s.code, 0, err);
+        const s = await watched.terminate();
+        assert.equal(s.code, 0, err());
       }
       assert.ok(!(await fuseMountedAt(`${root}/fuse`)), "unmounted on SIGTERM");
       assert.ok(!(await Deno.lstat(socket).then(() => true, () => false)), "socket removed");

@@ -18,6 +18,7 @@ import { pushEStargzLayers } from "../../convert/push.ts";
 import { writeEStargz } from "../../format/writer.ts";
 import { readMountinfo } from "../../fs/fuse/mount.ts";
 import { denoDir } from "../helpers/deno_dir.ts";
+import { watchChild } from "../helpers/child.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -608,35 +609,12 @@ export async function startMount(
       DENO_DIR: denoDir(),
     },
   }).spawn();
-  let err = "";
-  const pump = (async () => {
-    for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) err += t;
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const watched = watchChild(child);
+  const { status } = watched;
   let stopped: Promise<Deno.CommandStatus> | undefined;
   const stop = () =>
     stopped ??= (async () => {
-      if (!exited) {
-        try {
-          child.kill("SIGTERM");
-        } catch {
-          // gone
-        }
-      }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // gone
-        }
-      }, 20_000);
-      const s = await status;
-      clearTimeout(timer);
-      await pump;
+      const s = await watched.terminate();
       for (let i = 0; i < 4 && await fuseMountsAt(mnt) > 0; i++) {
         await run("umount", ["-l", mnt]);
       }
@@ -644,17 +622,17 @@ export async function startMount(
       return s;
     })();
   const deadline = Date.now() + 60_000;
-  while (!/crfs: mounted at /.test(err)) {
-    if (exited || Date.now() > deadline) {
+  while (!/crfs: mounted at /.test(watched.stderr())) {
+    if (watched.exited() || Date.now() > deadline) {
       await stop();
-      throw new Error(`crfs mount ${mnt} ${args.join(" ")} did not mount:\n${err}`);
+      throw new Error(`crfs mount ${mnt} ${args.join(" ")} did not mount:\n${watched.stderr()}`);
     }
     await sleep(25);
   }
   return {
     mnt,
     pid: child.pid,
-    stderr: () => err,
+    stderr: watched.stderr,
     status,
     kill: (sig) => child.kill(sig),
     stop,

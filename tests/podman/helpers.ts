@@ -11,6 +11,7 @@ import { readMountinfo } from "../../fs/fuse/mount.ts";
 import type { Spec } from "../cmd/helpers.ts";
 import { denoDir } from "../helpers/deno_dir.ts";
 import { randomBytes } from "../helpers/images.ts";
+import { watchChild } from "../helpers/child.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -264,15 +265,7 @@ export async function startCrfs(
       DENO_DIR: denoDir(),
     },
   }).spawn();
-  let err = "";
-  const pump = (async () => {
-    for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) err += t;
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const watched = watchChild(child);
   const mounted = async () => {
     const table = await readMountinfo();
     return mountpoints.filter((p) =>
@@ -280,17 +273,7 @@ export async function startCrfs(
     );
   };
   const stop = async () => {
-    if (!exited) child.kill("SIGTERM");
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }, 20_000);
-    await status;
-    clearTimeout(timer);
-    await pump;
+    await watched.terminate();
     await Deno.remove(home, { recursive: true }).catch(() => {});
     const left = await mounted();
     for (const p of left) await new Deno.Command("umount", { args: ["-l", p] }).output();
@@ -298,13 +281,15 @@ export async function startCrfs(
   };
   const deadline = Date.now() + 30_000;
   while ((await mounted()).length < mountpoints.length) {
-    if (exited || Date.now() > deadline) {
+    if (watched.exited() || Date.now() > deadline) {
       await stop().catch(() => {});
-      throw new Error(`crfs ${args.join(" ")} did not mount ${mountpoints.join(", ")}:\n${err}`);
+      throw new Error(
+        `crfs ${args.join(" ")} did not mount ${mountpoints.join(", ")}:\n${watched.stderr()}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { dir: mountpoints[0], stderr: () => err, stop };
+  return { dir: mountpoints[0], stderr: watched.stderr, stop };
 }
 
 /** What the check script prints about the container's tree (podman's own mounts left out). */

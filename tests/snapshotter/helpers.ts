@@ -9,6 +9,7 @@
  * @module
  */
 import { readMountinfo } from "../../fs/fuse/mount.ts";
+import { watchChild } from "../helpers/child.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -342,52 +343,34 @@ export async function startSnapshotter(
     // The npm packages (gRPC) stay in this user's Deno cache, not fetched again into HOME.
     env: { HOME: home, DOCKER_CONFIG: `${home}/docker`, NO_COLOR: "1", DENO_DIR: denoDir() },
   }).spawn();
-  let err = "";
-  const pump = (async () => {
-    for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) err += t;
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const watched = watchChild(child);
+  const err = watched.stderr;
   const stop = async () => {
-    if (!exited) child.kill("SIGTERM");
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }, 20_000);
-    await status;
-    clearTimeout(timer);
-    await pump;
+    await watched.terminate();
     await Deno.remove(home, { recursive: true }).catch(() => {});
     const left = (await readMountinfo()).filter((m) => m.mountPoint === fuse);
     for (const _ of left) await run("umount", ["-l", fuse]);
-    if (left.length) throw new Error(`crfs snapshotter left its mount at ${fuse}:\n${err}`);
+    if (left.length) throw new Error(`crfs snapshotter left its mount at ${fuse}:\n${err()}`);
     if (await exists(address)) throw new Error(`crfs snapshotter left its socket ${address}`);
   };
   try {
     await waitFor("crfs snapshotter's socket and mount", async () => {
-      if (exited) throw new Error(`crfs snapshotter exited:\n${err}`);
+      if (watched.exited()) throw new Error(`crfs snapshotter exited:\n${err()}`);
       const mounted = (await readMountinfo()).some((m) =>
         m.mountPoint === fuse && m.fsType.startsWith("fuse")
       );
       // The line it prints once mounted and bound (a crashed predecessor's dead mount and
       // socket may still be there until then).
-      return mounted && err.includes("snapshotter serving") && await exists(address);
+      return mounted && err().includes("snapshotter serving") && await exists(address);
     });
   } catch (e) {
     await stop().catch(() => {});
-    throw new Error(`${(e as Error).message}; its stderr:\n${err}`);
+    throw new Error(`${(e as Error).message}; its stderr:\n${err()}`);
   }
   const crash = async () => {
-    if (!exited) child.kill("SIGKILL");
-    await status;
-    await pump;
+    if (!watched.exited()) child.kill("SIGKILL");
+    await watched.terminate();
     await Deno.remove(home, { recursive: true }).catch(() => {});
   };
-  return { root, address, stderr: () => err, stop, crash, [Symbol.asyncDispose]: stop };
+  return { root, address, stderr: err, stop, crash, [Symbol.asyncDispose]: stop };
 }
