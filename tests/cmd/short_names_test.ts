@@ -8,18 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { imageArgCandidates } from "../../cmd/registry_options.ts";
-import type { RegistriesConfig } from "../../drivers/registries_conf.ts";
 import { freePort, startRegistry } from "../helpers/registry.ts";
+import { shortNameConfig } from "../helpers/registries_config.ts";
 import { pushImage, tarTree, toEStargz } from "../mount/helpers.ts";
 import { crfs } from "./helpers.ts";
 
-const conf = (search: string[], aliases: Record<string, string> = {}): RegistriesConfig => ({
-  registries: [],
-  unqualifiedSearchRegistries: search,
-  credentialHelpers: ["containers-auth.json"],
-  aliases,
-  files: [],
-} as unknown as RegistriesConfig);
+const conf = shortNameConfig;
 
 Deno.test("image arguments: short names expand to the search registries, others stay", () => {
   const c = conf(["a.example:5000", "docker.io"]);

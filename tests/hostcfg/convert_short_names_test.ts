@@ -13,14 +13,9 @@ import type { RegistriesConfig } from "../../drivers/registries_conf.ts";
 import { crfs } from "../cmd/helpers.ts";
 import { pushImage } from "../helpers/images.ts";
 import { freePort, startRegistry } from "../helpers/registry.ts";
+import { shortNameConfig } from "../helpers/registries_config.ts";
 
-const conf = (search: string[], aliases: Record<string, string> = {}): RegistriesConfig => ({
-  registries: [],
-  unqualifiedSearchRegistries: search,
-  credentialHelpers: ["containers-auth.json"],
-  aliases,
-  files: [],
-} as unknown as RegistriesConfig);
+const conf = shortNameConfig;
 
 async function candidates(text: string, c: RegistriesConfig): Promise<string[]> {
   return sourceCandidates(await parseEndpoint(text, "src"), c).map((e) => e.text);
