@@ -116,6 +116,8 @@ export class ImageStore {
     },
   );
   readonly #sources = new Map<string, LazyBlobSource>();
+  /** What the memory reclaimer empties (held here: the reclaimer holds it weakly). */
+  readonly #openLayersReclaim = { clear: () => this.releaseOpenLayers() };
   readonly #configs: LruMap<string, Promise<ImageConfig>>;
   /** Repositories the user named: always kept. */
   readonly #hintedRepos = new Set<string>();
@@ -406,6 +408,20 @@ export class ImageStore {
     return p;
   }
 
+  /**
+   * Lets go of every open layer: readers that nodes of the tree still hold (files and
+   * directories the kernel knows) stay in use and are found again; the others are released, and
+   * opened again (TOC from the disk cache) when next looked up. What the memory reclaimer does
+   * when a quiet process is over its budget (fs/memory_reclaim.ts), after the chunk cache.
+   */
+  releaseOpenLayers(): void {
+    for (const digest of [...this.#layers.keys()]) {
+      const p = this.#layers.peek(digest)!;
+      this.#layers.delete(digest);
+      this.#dropLayer(digest, p);
+    }
+  }
+
   /** A layer left the open layers: remember its reader weakly; release it once unused. */
   #dropLayer(digest: string, p: Promise<OpenLayer>): void {
     for (const [d, ref] of this.#heldLayers) {
@@ -421,7 +437,9 @@ export class ImageStore {
   }
 
   async #openLayer(repo: RepositoryName, desc: Descriptor): Promise<OpenLayer> {
-    const { openLayer, MemoryChunkCache, DecodePool } = await layerCode();
+    const { openLayer, MemoryChunkCache, DecodePool, reclaimable } = await layerCode();
+    // Over the memory budget while quiet, the open layers go with the memory caches.
+    reclaimable(this.#openLayersReclaim);
     // Small: with a disk cache, big chunks are re-read decompressed from disk.
     this.#chunkCache ??= new MemoryChunkCache(16 << 20);
     // Files of the local directory are on disk already: no disk cache copy of their bytes, and
@@ -491,6 +509,7 @@ interface LayerCode {
   openLayer: typeof import("./layer_open.ts").openLayer;
   MemoryChunkCache: typeof import("../format/reader.ts").MemoryChunkCache;
   DecodePool: typeof import("../format/decode_pool.ts").DecodePool;
+  reclaimable: typeof import("./memory_reclaim.ts").reclaimable;
 }
 
 let layerCodeLoad: Promise<LayerCode> | undefined;
@@ -504,10 +523,12 @@ function layerCode(): Promise<LayerCode> {
     import("./layer_open.ts"),
     import("../format/reader.ts"),
     import("../format/decode_pool.ts"),
-  ]).then(([open, reader, pool]) => ({
+    import("./memory_reclaim.ts"),
+  ]).then(([open, reader, pool, reclaim]) => ({
     openLayer: open.openLayer,
     MemoryChunkCache: reader.MemoryChunkCache,
     DecodePool: pool.DecodePool,
+    reclaimable: reclaim.reclaimable,
   }));
 }
 

@@ -143,6 +143,36 @@ Deno.test("the image store keeps open layers, manifests and tags within bounds; 
   }
 });
 
+Deno.test("the image store lets go of its open layers on request; a reader still held is found again", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "crfs-bounds-" });
+  try {
+    for (let i = 0; i < 3; i++) await stargzFile(`${dir}/f${i}.stargz`, i);
+    const store = new ImageStore(defaultDrivers({ localDir: dir }), {
+      log: () => {},
+      prefetch: "off",
+    });
+    const open = async (i: number) => {
+      const repo = { host: "local", repository: `f${i}` };
+      const m = (await store.imageManifest(repo, (await store.resolveTag(repo, "latest"))!))!;
+      return (await store.layer(repo, m.json.layers[0])).reader;
+    };
+    const held = await open(0);
+    await open(1);
+    await open(2);
+    assert.equal(store.tableSizes.layers, 3);
+    store.releaseOpenLayers();
+    // Let the dropped promises settle (the readers move to the weakly held ones).
+    await new Promise((r) => setTimeout(r, 0));
+    assert.equal(store.tableSizes.layers, 0, JSON.stringify(store.tableSizes));
+    assert.equal(await open(0), held, "a reader still in use is not opened twice");
+    const x = held.lookup("x")!;
+    assert.equal(new TextDecoder().decode(await held.read(x, 0, 100)), "file 0\n");
+    store.stopBackground();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("the tree remembers a bounded number of looked-up hosts", async () => {
   const store = new ImageStore(defaultDrivers({ localDir: "/nonexistent" }), { log: () => {} });
   const root = rootNode(store, { hosts: ["fixed.example"], maxLookedUpHosts: 3 });
