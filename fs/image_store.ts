@@ -116,6 +116,8 @@ export class ImageStore {
     },
   );
   readonly #sources = new Map<string, LazyBlobSource>();
+  /** Layers being opened (not let go of by {@link releaseOpenLayers}: they would open twice). */
+  readonly #opening = new Set<string>();
   /** What the memory reclaimer empties (held here: the reclaimer holds it weakly). */
   readonly #openLayersReclaim = { clear: () => this.releaseOpenLayers() };
   readonly #configs: LruMap<string, Promise<ImageConfig>>;
@@ -401,9 +403,10 @@ export class ImageStore {
       p = reader ? Promise.resolve({ digest: desc.digest, reader }) : this.#openLayer(repo, desc);
       this.#layers.set(desc.digest, p);
       const opened = p;
+      this.#opening.add(desc.digest);
       p.catch(() => {
         if (this.#layers.peek(desc.digest) === opened) this.#layers.delete(desc.digest);
-      });
+      }).finally(() => this.#opening.delete(desc.digest));
     }
     return p;
   }
@@ -413,9 +416,11 @@ export class ImageStore {
    * directories the kernel knows) stay in use and are found again; the others are released, and
    * opened again (TOC from the disk cache) when next looked up. What the memory reclaimer does
    * when a quiet process is over its budget (fs/memory_reclaim.ts), after the chunk cache.
+   * Layers still being opened stay.
    */
   releaseOpenLayers(): void {
     for (const digest of [...this.#layers.keys()]) {
+      if (this.#opening.has(digest)) continue;
       const p = this.#layers.peek(digest)!;
       this.#layers.delete(digest);
       this.#dropLayer(digest, p);

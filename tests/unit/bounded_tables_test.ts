@@ -160,6 +160,7 @@ Deno.test("the image store lets go of its open layers on request; a reader still
     await open(1);
     await open(2);
     assert.equal(store.tableSizes.layers, 3);
+    await new Promise((r) => setTimeout(r, 0)); // their opening has settled
     store.releaseOpenLayers();
     // Let the dropped promises settle (the readers move to the weakly held ones).
     await new Promise((r) => setTimeout(r, 0));
