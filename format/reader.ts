@@ -21,7 +21,7 @@ import {
 import type { RangeSource } from "./range_source.ts";
 import { GZIP_STARGZ } from "./stargz_layer.ts";
 import { type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
-import { type Chunk, indexTOC, type TOCIndex, type TOCNode } from "./toc_index.ts";
+import { type Chunk, indexTOC, nodeAt, type TOCIndex, type TOCNode } from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
 import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
 import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
@@ -376,7 +376,7 @@ export class StargzReader {
    */
   lookup(path: string): TOCNode | undefined {
     const p = cleanPath(path);
-    return typeof p === "string" ? this.index.byPath.get(p) : undefined;
+    return typeof p === "string" ? nodeAt(this.index.root, p) : undefined;
   }
 
   /** The children of a directory, by name, in TOC order. */

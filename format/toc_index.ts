@@ -7,7 +7,7 @@
  * @module
  */
 import { type FileAttr, type FileType, NO_XATTRS } from "./file_attr.ts";
-import { baseOf, cleanPath, encodeName, parentOf } from "./names.ts";
+import { cleanPath, encodeName } from "./names.ts";
 import {
   cachedModTime,
   checkTOCEntry,
@@ -64,8 +64,12 @@ export interface IndexLimits {
 /** The tree of a TOC plus what the reader needs to locate content. */
 export interface TOCIndex {
   root: TOCNode;
-  /** Every node by its clean path (hardlink names map to their target's node). */
-  byPath: Map<string, TOCNode>;
+  /**
+   * Every node by its clean path (hardlink names map to their target's node). Built from the
+   * tree on first use (opening a layer needs none of it); {@link nodeAt} finds one path without
+   * it.
+   */
+  readonly byPath: Map<string, TOCNode>;
   /** Offset of the `.prefetch.landmark` member, or undefined. */
   prefetchLandmark?: number;
   /** True when the blob carries `.no.prefetch.landmark`. */
@@ -143,7 +147,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
  * @example
  * ```ts
  * const { toc, index } = indexTOC(json, footer.tocOffset);
- * const hosts = index.byPath.get("etc/hosts");
+ * const hosts = nodeAt(index.root, "etc/hosts");
  * ```
  */
 export function indexTOC(
@@ -163,7 +167,6 @@ function indexEntries(
 ): TOCIndex {
   const maxDepth = limits.maxDepth ?? 1024;
   const root = newDir("", true);
-  const byPath = new Map<string, TOCNode>([["", root]]);
   const warnings: string[] = [];
   let prefetchLandmark: number | undefined;
   let noPrefetchLandmark = false;
@@ -188,22 +191,29 @@ function indexEntries(
   let lastDirDropped = 0;
   let dirsDropped = 0;
 
+  // The directory at a clean path, made (implicit) where missing: walked from the root, one
+  // name at a time (a directory change, not every entry: see `lastDir`).
   const ensureDir = (path: string, i: number): TOCNode => {
-    const existing = byPath.get(path);
-    if (existing) {
-      if (existing.type !== "dir") {
+    let dir = root;
+    let start = 0;
+    while (start < path.length) {
+      let end = path.indexOf("/", start);
+      if (end < 0) end = path.length;
+      const name = path.slice(start, end);
+      let next = dir.children!.get(name);
+      if (next === undefined) {
+        next = newDir(path.slice(0, end), true);
+        attach(dir, name, next);
+      } else if (next.type !== "dir") {
         throw new TOCError(
           `TOC entry ${i}: ${
-            JSON.stringify(path)
-          } is used as a directory but is a ${existing.type}`,
+            JSON.stringify(path.slice(0, end))
+          } is used as a directory but is a ${next.type}`,
         );
       }
-      return existing;
+      dir = next;
+      start = end + 1;
     }
-    const parent = ensureDir(parentOf(path), i);
-    const dir = newDir(path, true);
-    attach(parent, baseOf(path), dir);
-    byPath.set(path, dir);
     return dir;
   };
 
@@ -214,13 +224,11 @@ function indexEntries(
     if (old.type === "dir") {
       dirsDropped++;
       parent.nlink--;
-      // Forget the replaced subtree's paths.
+      // The files of the replaced subtree lose a name each.
       const stack = [old];
       while (stack.length) {
         const d = stack.pop()!;
-        for (const [n, c] of d.children!) {
-          const cp = d.path === "" ? n : `${d.path}/${n}`;
-          if (byPath.get(cp) === c) byPath.delete(cp);
+        for (const c of d.children!.values()) {
           if (c.type === "dir") stack.push(c);
           else c.nlink--;
         }
@@ -291,7 +299,7 @@ function indexEntries(
 
     if (e.type === "hardlink") {
       const target = cleanPath(e.linkName ?? "");
-      const t = typeof target === "string" ? byPath.get(target) : undefined;
+      const t = typeof target === "string" ? nodeAt(root, target) : undefined;
       if (!t || typeof target !== "string") {
         warnings.push(`${where(i, e)}: hardlink to missing ${JSON.stringify(e.linkName)} omitted`);
         continue;
@@ -303,7 +311,6 @@ function indexEntries(
       if (t === parent.children!.get(name)) continue; // a link to itself changes nothing
       attach(parent, name, t);
       t.nlink++;
-      byPath.set(path, t);
       continue;
     }
 
@@ -319,7 +326,6 @@ function indexEntries(
       applyAttrs(dir, e, whereNow, names);
       dir.entryIndex = i;
       attach(parent, name, dir);
-      byPath.set(path, dir);
       continue;
     }
 
@@ -342,7 +348,6 @@ function indexEntries(
       node.size = encodeName(node.linkName).length;
     }
     attach(parent, name, node);
-    byPath.set(path, node);
   }
 
   // Chunks must tile each file exactly, in order. A missing chunkSize means "up to the next
@@ -390,7 +395,49 @@ function indexEntries(
   }
   if (!inOrder) chunks.sort((a, b) => before(a.chunk, b.chunk));
   checkSharedMembers(chunks.map((o) => o.chunk));
-  return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings, chunks };
+  let byPath: Map<string, TOCNode> | undefined;
+  return {
+    root,
+    get byPath() {
+      return byPath ??= pathsOf(root);
+    },
+    prefetchLandmark,
+    noPrefetchLandmark,
+    warnings,
+    chunks,
+  };
+}
+
+/**
+ * The node at clean path `path` under `root` (`""` is the root itself), or undefined: walked
+ * one name at a time through the directories' children.
+ */
+export function nodeAt(root: TOCNode, path: string): TOCNode | undefined {
+  let node: TOCNode | undefined = root;
+  let start = 0;
+  while (start < path.length) {
+    if (node.children === undefined) return undefined;
+    let end = path.indexOf("/", start);
+    if (end < 0) end = path.length;
+    node = node.children.get(path.slice(start, end));
+    if (node === undefined) return undefined;
+    start = end + 1;
+  }
+  return node;
+}
+
+/** Every name of the tree under `root` with its node, directories before their children. */
+function pathsOf(root: TOCNode): Map<string, TOCNode> {
+  const out = new Map<string, TOCNode>([["", root]]);
+  const stack = [root];
+  while (stack.length) {
+    const d = stack.pop()!;
+    for (const [name, c] of d.children!) {
+      out.set(d.path === "" ? name : `${d.path}/${name}`, c);
+      if (c.type === "dir") stack.push(c);
+    }
+  }
+  return out;
 }
 
 function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
