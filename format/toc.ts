@@ -181,27 +181,57 @@ function badXattrs(x: unknown): boolean {
 }
 
 /**
- * Checks the shape of entry `i` (throws a {@link TOCError} naming it). Every field is read by name (this runs for every entry of every TOC
- * on the way to a container's first byte: a loop over field names would make each read a
- * dynamic one); the first failure found is reported by {@link entryProblem}.
+ * Checks the shape of entry `i` (throws a {@link TOCError} naming it). Only the fields the entry
+ * has are looked at (a loop over its own keys: an entry holds a third of the known fields, and
+ * this runs for every entry of every TOC on the way to a container's first byte, mostly before
+ * the JIT has compiled it); the first failure found is reported by {@link entryProblem}.
  */
 export function checkTOCEntry(e: unknown, i: number): TOCEntry {
   if (typeof e !== "object" || e === null || Array.isArray(e)) {
     throw new TOCError(`TOC entry ${i} is not an object`);
   }
-  const o = e as TOCEntry;
-  if (
-    typeof o.name !== "string" || typeof o.type !== "string" || !TYPES.has(o.type) ||
-    badNumber(o.size) || badNumber(o.mode) || badNumber(o.uid) || badNumber(o.gid) ||
-    badNumber(o.offset) || badNumber(o.innerOffset) || badNumber(o.devMajor) ||
-    badNumber(o.devMinor) || badNumber(o.chunkOffset) || badNumber(o.chunkSize) ||
-    badNumber(o.endOffset) || badString(o.modtime) || badString(o.linkName) ||
-    badString(o.userName) || badString(o.groupName) || badString(o.digest) ||
-    badString(o.chunkDigest) || badString(o.chunkType) || badDigest(o.digest) ||
-    badDigest(o.chunkDigest) || badXattrs(o.xattrs) ||
-    (o.modtime !== undefined && o.modtime !== "" && cachedModTime(o.modtime) === null)
-  ) entryProblem(o as unknown as Record<string, unknown>, i);
-  return o;
+  const o = e as Record<string, unknown>;
+  let ok = typeof o.name === "string" && typeof o.type === "string" && TYPES.has(o.type);
+  if (ok) {
+    for (const k in o) {
+      const v = o[k];
+      if (v === undefined) continue;
+      switch (k) {
+        case "size":
+        case "mode":
+        case "uid":
+        case "gid":
+        case "offset":
+        case "innerOffset":
+        case "devMajor":
+        case "devMinor":
+        case "chunkOffset":
+        case "chunkSize":
+        case "endOffset":
+          ok = typeof v === "number" && v >= 0 && v <= MAX_TOC_NUMBER && Number.isInteger(v);
+          break;
+        case "modtime":
+          ok = typeof v === "string" && (v === "" || cachedModTime(v) !== null);
+          break;
+        case "digest":
+        case "chunkDigest":
+          ok = typeof v === "string" && (v === "" || isSha256Digest(v));
+          break;
+        case "linkName":
+        case "userName":
+        case "groupName":
+        case "chunkType":
+          ok = typeof v === "string";
+          break;
+        case "xattrs":
+          ok = !badXattrs(v);
+          break;
+      }
+      if (!ok) break;
+    }
+  }
+  if (!ok) entryProblem(o, i);
+  return e as TOCEntry;
 }
 
 /** Throws the {@link TOCError} of the first problem of entry `i`, if it has one. */

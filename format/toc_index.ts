@@ -80,9 +80,13 @@ export interface TOCIndex {
   chunks: { node: TOCNode; chunk: Chunk }[];
 }
 
+/** The chunk list of nodes without content (shared, never modified). */
+const NO_CHUNKS: Chunk[] = Object.freeze([]) as unknown as Chunk[];
+
 function newNode(path: string, type: FileType): TOCNode {
   return {
     path,
+    digest: undefined,
     type,
     mode: 0,
     uid: 0,
@@ -96,7 +100,7 @@ function newNode(path: string, type: FileType): TOCNode {
     devMajor: 0,
     devMinor: 0,
     xattrs: NO_XATTRS,
-    chunks: [],
+    chunks: NO_CHUNKS,
     nlink: 1,
     children: undefined,
     implicit: false,
@@ -338,7 +342,7 @@ function indexEntries(
       node.digest = e.digest || undefined;
       if (node.size > 0) {
         const c = makeChunk(e, whereNow, tocOffset);
-        node.chunks.push(c);
+        node.chunks = [c];
         allChunks.push(c);
         last = node;
         lastName = path;
@@ -354,9 +358,14 @@ function indexEntries(
   // chunk, or the end of the file" (google/crfs omits it on the last chunk).
   // A file replaced by a later entry of the same name, with no hardlink keeping it, has no name
   // left (nlink 0) and is no longer part of the tree.
-  const live = files.filter((n) => n.nlink > 0);
-  for (const node of live) {
-    if (node.size === 0) continue;
+  // The same pass lists every chunk of the live files with its file (in TOC order, which
+  // writers make blob order: sorted below only when it is not).
+  const chunks: { node: TOCNode; chunk: Chunk }[] = [];
+  let inOrder = true;
+  let prev: Chunk | undefined;
+  for (let f = 0; f < files.length; f++) {
+    const node = files[f];
+    if (node.nlink <= 0 || node.size === 0) continue;
     let expect = 0;
     const cs = node.chunks;
     for (let k = 0; k < cs.length; k++) {
@@ -381,20 +390,16 @@ function indexEntries(
     // A file of one chunk without a chunk digest (zstd:chunked from containers/storage, legacy
     // stargz): the file's digest is that chunk's, so every read of it is verified.
     if (cs.length === 1 && !cs[0].digest && node.digest) cs[0].digest = node.digest;
+    for (let k = 0; k < cs.length; k++) {
+      const chunk = cs[k];
+      if (inOrder && prev !== undefined && before(prev, chunk) > 0) inOrder = false;
+      prev = chunk;
+      chunks.push({ node, chunk });
+    }
   }
   computeExtents(allChunks, boundaries, tocOffset);
-  const chunks: { node: TOCNode; chunk: Chunk }[] = [];
-  for (const node of live) {
-    for (const chunk of node.chunks) chunks.push({ node, chunk });
-  }
-  // Writers put content in TOC order: sort only when it is not.
-  const before = (a: Chunk, b: Chunk) => a.offset - b.offset || a.innerOffset - b.innerOffset;
-  let inOrder = true;
-  for (let k = 1; k < chunks.length && inOrder; k++) {
-    if (before(chunks[k - 1].chunk, chunks[k].chunk) > 0) inOrder = false;
-  }
   if (!inOrder) chunks.sort((a, b) => before(a.chunk, b.chunk));
-  checkSharedMembers(chunks.map((o) => o.chunk));
+  checkSharedMembers(chunks);
   let byPath: Map<string, TOCNode> | undefined;
   return {
     root,
@@ -440,6 +445,11 @@ function pathsOf(root: TOCNode): Map<string, TOCNode> {
   return out;
 }
 
+/** Blob order of two chunks (negative when `a` comes first). */
+function before(a: Chunk, b: Chunk): number {
+  return a.offset - b.offset || a.innerOffset - b.innerOffset;
+}
+
 function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
   const offset = e.offset ?? 0;
   if (offset <= 0 || offset >= tocOffset) {
@@ -481,10 +491,10 @@ function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: Name
  * Chunks (in blob order) that share a member must sit at distinct places inside it: the same
  * `offset` and `innerOffset` twice (a TOC entry copied), or overlapping bytes, are rejected.
  */
-function checkSharedMembers(chunks: Chunk[]): void {
+function checkSharedMembers(chunks: readonly { chunk: Chunk }[]): void {
   for (let i = 1; i < chunks.length; i++) {
-    const a = chunks[i - 1];
-    const b = chunks[i];
+    const a = chunks[i - 1].chunk;
+    const b = chunks[i].chunk;
     if (a.offset !== b.offset) continue;
     if (a.innerOffset === b.innerOffset) {
       const inner = a.innerOffset ? ` (inner offset ${a.innerOffset})` : "";
