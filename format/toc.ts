@@ -268,23 +268,74 @@ const RFC3339 =
   /^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)$/;
 
 const modTimes = new Map<string, { sec: number; nsec: number } | null>();
+let lastModText = "";
+let lastModTime: { sec: number; nsec: number } | null = null;
 
 /**
  * {@link parseModTime} remembering recent answers: most entries of a layer share a handful of
- * times, and this runs for every entry of every TOC.
+ * times, entries of one directory often one, and this runs for every entry of every TOC (twice:
+ * checked, then indexed).
  */
 export function cachedModTime(text: string): { sec: number; nsec: number } | null {
+  if (text === lastModText) return lastModTime;
   let t = modTimes.get(text);
   if (t === undefined) {
     if (modTimes.size > 4096) modTimes.clear();
     t = parseModTime(text);
     modTimes.set(text, t);
   }
+  lastModText = text;
+  lastModTime = t;
   return t;
+}
+
+/** The value of the two decimal digits at `i` of `s`, or NaN. */
+function twoDigits(s: string, i: number): number {
+  const a = s.charCodeAt(i) - 48;
+  const b = s.charCodeAt(i + 1) - 48;
+  return a >= 0 && a <= 9 && b >= 0 && b <= 9 ? a * 10 + b : NaN;
+}
+
+/**
+ * Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ` (what writers put in TOCs), with
+ * `Date.UTC`'s arithmetic (fields past their range carry over), or NaN for any other text.
+ * Integer arithmetic on the characters: no match array, no substrings, no `Date` call.
+ */
+function plainUtcSeconds(s: string): number {
+  const c = s.charCodeAt(19);
+  if (
+    s.length !== 20 || (c !== 90 && c !== 122) || s.charCodeAt(4) !== 45 ||
+    s.charCodeAt(7) !== 45 || s.charCodeAt(13) !== 58 || s.charCodeAt(16) !== 58
+  ) return NaN;
+  const t = s.charCodeAt(10);
+  if (t !== 84 && t !== 116) return NaN;
+  let y = twoDigits(s, 0) * 100 + twoDigits(s, 2);
+  // Date.UTC reads years 0–99 as 1900–1999: leave those to the general parser.
+  if (!(y >= 100)) return NaN;
+  const mo = twoDigits(s, 5);
+  const d = twoDigits(s, 8);
+  const h = twoDigits(s, 11);
+  const mi = twoDigits(s, 14);
+  const sec = twoDigits(s, 17);
+  if (Number.isNaN(mo + d + h + mi + sec)) return NaN;
+  // Month 0 or past 12 carries into the year, as Date.UTC does.
+  let m = mo - 1;
+  y += Math.floor(m / 12);
+  m -= Math.floor(m / 12) * 12;
+  // Days from 1970-01-01 to the first of month m+1 of year y (proleptic Gregorian).
+  const yy = m < 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (m < 2 ? m + 10 : m - 2) + 2) / 5);
+  const days = era * 146097 + yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy -
+    719468 + d - 1;
+  return days * 86400 + h * 3600 + mi * 60 + sec;
 }
 
 /** Parses an RFC 3339 time into seconds and nanoseconds, or null when malformed. */
 export function parseModTime(text: string): { sec: number; nsec: number } | null {
+  const plain = plainUtcSeconds(text);
+  if (!Number.isNaN(plain)) return { sec: plain, nsec: 0 };
   const m = RFC3339.exec(text);
   if (!m) return null;
   const [, y, mo, d, h, mi, s, frac, zone] = m;

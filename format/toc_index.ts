@@ -179,7 +179,14 @@ function indexEntries(
   const allChunks: Chunk[] = [];
   const boundaries: number[] = []; // every member offset the TOC names
   const files: TOCNode[] = []; // regular files, in TOC order (some may be replaced later)
-  const names: NameMemory = { users: new Map(), groups: new Map() };
+  const names: NameMemory = {
+    users: new Map(),
+    groups: new Map(),
+    lastUser: "",
+    lastUid: -1,
+    lastGroup: "",
+    lastGid: -1,
+  };
 
   const where = (i: number, e: TOCEntry) =>
     `TOC entry ${i} (${JSON.stringify(e.name.slice(0, 200))})`;
@@ -469,16 +476,36 @@ function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
 interface NameMemory {
   users: Map<number, string>;
   groups: Map<number, string>;
+  /** The last name put in each map, and its id. */
+  lastUser: string;
+  lastUid: number;
+  lastGroup: string;
+  lastGid: number;
 }
 
 function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: NameMemory): void {
   node.mode = (e.mode ?? (e.type === "dir" ? 0o755 : 0)) & 0o7777;
   node.uid = e.uid ?? 0;
   node.gid = e.gid ?? 0;
-  if (e.userName) names.users.set(node.uid, e.userName);
-  if (e.groupName) names.groups.set(node.gid, e.groupName);
-  node.userName = e.userName || (names.users.get(node.uid) ?? "");
-  node.groupName = e.groupName || (names.groups.get(node.gid) ?? "");
+  const user = e.userName;
+  if (user) {
+    // Remembered for the entries that leave it out (the map only when it changes).
+    if (user !== names.lastUser || node.uid !== names.lastUid) {
+      names.users.set(node.uid, user);
+      names.lastUser = user;
+      names.lastUid = node.uid;
+    }
+    node.userName = user;
+  } else node.userName = names.users.get(node.uid) ?? "";
+  const group = e.groupName;
+  if (group) {
+    if (group !== names.lastGroup || node.gid !== names.lastGid) {
+      names.groups.set(node.gid, group);
+      names.lastGroup = group;
+      names.lastGid = node.gid;
+    }
+    node.groupName = group;
+  } else node.groupName = names.groups.get(node.gid) ?? "";
   const t = e.modtime ? cachedModTime(e.modtime) : null;
   node.mtimeSec = t?.sec ?? 0;
   node.mtimeNsec = t?.nsec ?? 0;
