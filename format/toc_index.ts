@@ -539,36 +539,31 @@ function checkSharedMembers(chunks: readonly { chunk: Chunk }[]): void {
  * `innerOffset`).
  */
 function computeExtents(chunks: Chunk[], boundaries: number[], tocOffset: number): void {
-  const sorted = new Float64Array(boundaries.length);
+  // Searched for the first offset greater than a chunk's: duplicates do no harm, and the list is
+  // ascending as it comes when writers put content in TOC order (sorted otherwise).
   let ascending = true;
-  for (let i = 0; i < boundaries.length; i++) {
-    sorted[i] = boundaries[i];
-    if (i > 0 && boundaries[i] < boundaries[i - 1]) ascending = false;
+  for (let i = 1; i < boundaries.length && ascending; i++) {
+    if (boundaries[i] < boundaries[i - 1]) ascending = false;
   }
-  if (!ascending) sorted.sort();
-  let n = 0;
-  for (let i = 0; i < sorted.length; i++) {
-    if (n === 0 || sorted[i] !== sorted[n - 1]) sorted[n++] = sorted[i];
-  }
-  const offsets = sorted.subarray(0, n);
-  let lo = 0;
+  const offsets: ArrayLike<number> = ascending ? boundaries : Float64Array.from(boundaries).sort();
+  const n = offsets.length;
+  let lo = 0; // every offset before `lo` is ≤ the current chunk's
   let prev = -1;
-  for (const c of chunks) {
-    // The first offset greater than c.offset: walked forward while chunks come in blob order,
-    // searched for otherwise.
-    if (c.offset < prev) lo = 0;
-    prev = c.offset;
-    if (lo < offsets.length && offsets[lo] <= c.offset) {
-      let hi = offsets.length;
-      if (lo + 1 < hi && offsets[lo + 1] > c.offset) lo++;
-      else {
-        while (lo < hi) {
-          const mid = (lo + hi) >>> 1;
-          if (offsets[mid] <= c.offset) lo = mid + 1;
-          else hi = mid;
-        }
+  for (let k = 0; k < chunks.length; k++) {
+    const c = chunks[k];
+    const at = c.offset;
+    if (at < prev) lo = 0;
+    prev = at;
+    // Walked forward a few steps while chunks come in blob order, searched for otherwise.
+    for (let steps = 0; lo < n && offsets[lo] <= at && steps < 8; steps++) lo++;
+    if (lo < n && offsets[lo] <= at) {
+      let hi = n;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (offsets[mid] <= at) lo = mid + 1;
+        else hi = mid;
       }
     }
-    c.end = lo < offsets.length ? offsets[lo] : tocOffset;
+    c.end = lo < n ? offsets[lo] : tocOffset;
   }
 }
