@@ -8,7 +8,8 @@
  * (`MNT/<base64 of REF>/<layer digest>/diff/`). Each run starts from an empty cache directory
  * with kernel caches dropped; the two alternate which goes first; best of `--runs` (default 2).
  *
- * Rows: process start → first byte of a small file (with registry requests and bytes before it),
+ * Rows: process start → first byte of a small file (with the server's CPU time, registry requests
+ * and bytes before it),
  * `find` cold and warm, `ls -lR`, `lstat` of every entry, one FUSE round trip (`getxattr`),
  * `dd` of the big file cold from the
  * registry, again after dropping kernel caches (same process), resident memory of the serving
@@ -130,6 +131,8 @@ interface System {
 /** The rows, in table order. */
 interface Result {
   firstByteS: number;
+  /** CPU time (user + system) of the serving process up to that byte, in seconds. */
+  firstByteCpuS: number;
   requests: number;
   bytes: number;
   findColdS: number;
@@ -141,6 +144,13 @@ interface Result {
   ddDiskMBps: number;
   rssMB: number;
   ddRestartMBps: number;
+}
+
+/** User + system CPU seconds a process has used so far (`/proc/PID/stat`, 10 ms ticks). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const s = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 async function rssMB(pid: number): Promise<number> {
@@ -201,6 +211,7 @@ async function measure(
   try {
     await firstByte(`${root}/${SMALL}`);
     const firstByteS = (performance.now() - t0) / 1000;
+    const firstByteCpuS = await cpuSeconds(server.pid);
     const log = await reg.accessLog();
     const before = log.filter((e) => !e.path.includes("marker"));
     const list = `${work}/list-${sys.name}-${run}`;
@@ -221,6 +232,7 @@ async function measure(
     const ddRestartMBps = await dd(`${root}/${BIG}`);
     return {
       firstByteS,
+      firstByteCpuS,
       requests: before.length,
       bytes: before.reduce((a, e) => a + e.bytes, 0),
       findColdS,
@@ -244,6 +256,7 @@ function bestOf(rs: Result[]): Result {
   const fb = rs.reduce((a, r) => r.firstByteS < a.firstByteS ? r : a);
   return {
     firstByteS: fb.firstByteS,
+    firstByteCpuS: min("firstByteCpuS"),
     requests: fb.requests,
     bytes: fb.bytes,
     findColdS: min("findColdS"),
@@ -306,6 +319,12 @@ if (import.meta.main) {
           s(c.firstByteS),
           s(p.firstByteS),
           ratio(c.firstByteS, p.firstByteS),
+        ],
+        [
+          "CPU (user + system) of the server up to that byte",
+          s(c.firstByteCpuS),
+          s(p.firstByteCpuS),
+          ratio(c.firstByteCpuS, p.firstByteCpuS),
         ],
         [
           "registry requests / KB before that byte",

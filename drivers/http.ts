@@ -517,17 +517,20 @@ export class HttpClient {
           redirect: "manual",
         });
       } catch (e) {
-        this.log(`${method} ${redactUrl(url)} -> error: ${errorText(e)}`);
+        if (this.#debug) this.log(`${method} ${redactUrl(url)} -> error: ${errorText(e)}`);
         throw e;
       }
-      const auth = headers.get("authorization")?.split(" ")[0]?.toLowerCase();
-      this.log(
-        `${method} ${redactUrl(url)} -> ${res.status} ${
-          res.headers.get("content-length") ?? "-"
-        } bytes ` +
-          `${Math.round(performance.now() - t0)} ms${auth ? ` (auth: ${auth})` : ""}` +
-          (headers.has("range") ? ` range=${headers.get("range")}` : ""),
-      );
+      // Every request's line, built only when someone reads it (redacting parses the URL).
+      if (this.#debug) {
+        const auth = headers.get("authorization")?.split(" ")[0]?.toLowerCase();
+        this.log(
+          `${method} ${redactUrl(url)} -> ${res.status} ${
+            res.headers.get("content-length") ?? "-"
+          } bytes ` +
+            `${Math.round(performance.now() - t0)} ms${auth ? ` (auth: ${auth})` : ""}` +
+            (headers.has("range") ? ` range=${headers.get("range")}` : ""),
+        );
+      }
       const location = res.headers.get("location");
       if (!REDIRECT_STATUSES.has(res.status) || location === null) return res;
       await res.body?.cancel();

@@ -23,8 +23,20 @@
  *
  * @module
  */
-import https from "node:https";
-import { Readable } from "node:stream";
+import type { Agent } from "node:https";
+
+/**
+ * `node:https` and `node:stream`, loaded on the first request to a host without verification:
+ * loading them costs several milliseconds of a process's start, which every other mount pays
+ * for nothing.
+ */
+type NodeHttps = typeof import("node:https");
+type NodeReadable = typeof import("node:stream").Readable;
+let nodeHttps: Promise<[NodeHttps, NodeReadable]> | undefined;
+function loadNodeHttps(): Promise<[NodeHttps, NodeReadable]> {
+  return nodeHttps ??= Promise.all([import("node:https"), import("node:stream")])
+    .then(([https, stream]) => [https.default ?? https, stream.Readable]);
+}
 
 /** The TLS settings for one registry host. */
 export interface HostTlsConfig {
@@ -252,7 +264,7 @@ export class TlsClients {
   readonly #opts: TlsOptions;
   readonly #configs = new Map<string, Promise<HostTlsConfig>>();
   readonly #clients = new Map<string, Deno.HttpClient>();
-  readonly #agents = new Map<string, https.Agent>();
+  readonly #agents = new Map<string, Agent>();
 
   constructor(options: TlsOptions = {}) {
     this.#opts = options;
@@ -307,7 +319,7 @@ export class TlsClients {
     return c;
   }
 
-  #agent(cfg: HostTlsConfig): https.Agent {
+  #agent(https: NodeHttps, cfg: HostTlsConfig): Agent {
     let a = this.#agents.get(cfg.host);
     if (!a) {
       a = new https.Agent({
@@ -343,9 +355,10 @@ export class TlsClients {
         headers["content-type"] = "application/x-www-form-urlencoded;charset=UTF-8";
       }
     }
+    const [https, Readable] = await loadNodeHttps();
     signal?.throwIfAborted();
     return await new Promise<Response>((resolve, reject) => {
-      const r = https.request(url, { method, headers, agent: this.#agent(cfg) }, (res) => {
+      const r = https.request(url, { method, headers, agent: this.#agent(https, cfg) }, (res) => {
         const h = new Headers();
         for (const [k, v] of Object.entries(res.headers)) {
           if (v === undefined) continue;

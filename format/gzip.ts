@@ -126,8 +126,16 @@ export function inflateMembers(buf: Uint8Array, maxOutput = 1 << 30): Uint8Array
   const out: Uint8Array[] = [];
   let off = 0;
   let total = 0;
+  // The last member's trailer says its size (mod 2^32): when `buf` is one member (a TOC), that
+  // is the output's, inflated into one buffer instead of pieces joined. Only a size hint: the
+  // CRC and length are checked as ever.
+  const lastSize = buf.length >= 18
+    ? new DataView(buf.buffer, buf.byteOffset + buf.length - 4, 4).getUint32(0, true)
+    : 0;
   while (off < buf.length) {
-    const { data, end } = inflateMember(buf, off, Math.max(1, maxOutput - total));
+    const room = Math.max(1, maxOutput - total);
+    const hint = off === 0 && lastSize > 0 && lastSize <= room ? lastSize : undefined;
+    const { data, end } = inflateMember(buf, off, room, hint);
     out.push(data);
     total += data.length;
     off = end;

@@ -20,8 +20,8 @@ import {
 } from "./layer_format.ts";
 import type { RangeSource } from "./range_source.ts";
 import { GZIP_STARGZ } from "./stargz_layer.ts";
-import { type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
-import { type Chunk, indexTOC, type TOCIndex, type TOCNode } from "./toc_index.ts";
+import { parseTOC, type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
+import { type Chunk, indexTOC, nodeAt, type TOCIndex, type TOCNode } from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
 import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
 import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
@@ -223,8 +223,20 @@ export class StargzReader {
   readonly source: RangeSource;
   /** What the footer said. */
   readonly footer: Footer;
-  /** The parsed TOC. */
-  readonly toc: TOC;
+  /**
+   * The parsed TOC, as in the blob. Parsed again from the compressed TOC bytes on first use:
+   * opening needs only the tree, and a layer's entries (several MB of objects for a TOC of
+   * 10,000 entries) would otherwise be kept for the reader's whole life.
+   */
+  get toc(): TOC {
+    if (this.#toc === undefined) {
+      this.#toc = this.#tocAgain!();
+      this.#tocAgain = undefined;
+    }
+    return this.#toc;
+  }
+  #toc: TOC | undefined;
+  #tocAgain: (() => TOC) | undefined;
   /** `sha256:…` of the TOC JSON bytes. */
   readonly tocDigest: string;
   /** The tree. */
@@ -261,7 +273,7 @@ export class StargzReader {
   private constructor(
     source: RangeSource,
     footer: Footer,
-    toc: TOC,
+    toc: () => TOC,
     tocDigest: string,
     index: TOCIndex,
     openRequests: number,
@@ -272,7 +284,7 @@ export class StargzReader {
     this.format = kind.format;
     this.#codec = kind.codec;
     this.footer = footer;
-    this.toc = toc;
+    this.#tocAgain = toc;
     this.tocDigest = tocDigest;
     this.index = index;
     this.openRequests = openRequests;
@@ -392,7 +404,13 @@ export class StargzReader {
     if (expected && expected !== tocDigest) {
       throw new IntegrityError(`TOC digest mismatch: expected ${expected}, got ${tocDigest}`);
     }
-    const { toc, index } = indexTOC(json, footer.tocOffset);
+    const { index } = indexTOC(json, footer.tocOffset);
+    // The TOC was checked whole above: parsing the same bytes again gives the same TOC.
+    const kept = compressed.byteLength === compressed.buffer.byteLength
+      ? compressed
+      : compressed.slice();
+    const decoder = format;
+    const toc = () => parseTOC(decoder.decodeTOC(kept, loc, maxToc));
     return new StargzReader(source, footer, toc, tocDigest, index, requests, opts, {
       format: loc.format,
       codec: format.codec,
@@ -410,7 +428,7 @@ export class StargzReader {
    */
   lookup(path: string): TOCNode | undefined {
     const p = cleanPath(path);
-    return typeof p === "string" ? this.index.byPath.get(p) : undefined;
+    return typeof p === "string" ? nodeAt(this.index.root, p) : undefined;
   }
 
   /** The children of a directory, by name, in TOC order. */

@@ -7,7 +7,7 @@
  * @module
  */
 import { type FileAttr, type FileType, NO_XATTRS } from "./file_attr.ts";
-import { baseOf, cleanPath, encodeName, parentOf } from "./names.ts";
+import { cleanPath, encodeName } from "./names.ts";
 import {
   cachedModTime,
   checkTOCEntry,
@@ -64,8 +64,12 @@ export interface IndexLimits {
 /** The tree of a TOC plus what the reader needs to locate content. */
 export interface TOCIndex {
   root: TOCNode;
-  /** Every node by its clean path (hardlink names map to their target's node). */
-  byPath: Map<string, TOCNode>;
+  /**
+   * Every node by its clean path (hardlink names map to their target's node). Built from the
+   * tree on first use (opening a layer needs none of it); {@link nodeAt} finds one path without
+   * it.
+   */
+  readonly byPath: Map<string, TOCNode>;
   /** Offset of the `.prefetch.landmark` member, or undefined. */
   prefetchLandmark?: number;
   /** True when the blob carries `.no.prefetch.landmark`. */
@@ -76,9 +80,13 @@ export interface TOCIndex {
   chunks: { node: TOCNode; chunk: Chunk }[];
 }
 
+/** The chunk list of nodes without content (shared, never modified). */
+const NO_CHUNKS: Chunk[] = Object.freeze([]) as unknown as Chunk[];
+
 function newNode(path: string, type: FileType): TOCNode {
   return {
     path,
+    digest: undefined,
     type,
     mode: 0,
     uid: 0,
@@ -92,7 +100,7 @@ function newNode(path: string, type: FileType): TOCNode {
     devMajor: 0,
     devMinor: 0,
     xattrs: NO_XATTRS,
-    chunks: [],
+    chunks: NO_CHUNKS,
     nlink: 1,
     children: undefined,
     implicit: false,
@@ -143,7 +151,7 @@ export function buildIndex(toc: TOC, tocOffset: number, limits: IndexLimits = {}
  * @example
  * ```ts
  * const { toc, index } = indexTOC(json, footer.tocOffset);
- * const hosts = index.byPath.get("etc/hosts");
+ * const hosts = nodeAt(index.root, "etc/hosts");
  * ```
  */
 export function indexTOC(
@@ -163,7 +171,6 @@ function indexEntries(
 ): TOCIndex {
   const maxDepth = limits.maxDepth ?? 1024;
   const root = newDir("", true);
-  const byPath = new Map<string, TOCNode>([["", root]]);
   const warnings: string[] = [];
   let prefetchLandmark: number | undefined;
   let noPrefetchLandmark = false;
@@ -172,7 +179,14 @@ function indexEntries(
   const allChunks: Chunk[] = [];
   const boundaries: number[] = []; // every member offset the TOC names
   const files: TOCNode[] = []; // regular files, in TOC order (some may be replaced later)
-  const names: NameMemory = { users: new Map(), groups: new Map() };
+  const names: NameMemory = {
+    users: new Map(),
+    groups: new Map(),
+    lastUser: "",
+    lastUid: -1,
+    lastGroup: "",
+    lastGid: -1,
+  };
 
   const where = (i: number, e: TOCEntry) =>
     `TOC entry ${i} (${JSON.stringify(e.name.slice(0, 200))})`;
@@ -188,22 +202,29 @@ function indexEntries(
   let lastDirDropped = 0;
   let dirsDropped = 0;
 
+  // The directory at a clean path, made (implicit) where missing: walked from the root, one
+  // name at a time (a directory change, not every entry: see `lastDir`).
   const ensureDir = (path: string, i: number): TOCNode => {
-    const existing = byPath.get(path);
-    if (existing) {
-      if (existing.type !== "dir") {
+    let dir = root;
+    let start = 0;
+    while (start < path.length) {
+      let end = path.indexOf("/", start);
+      if (end < 0) end = path.length;
+      const name = path.slice(start, end);
+      let next = dir.children!.get(name);
+      if (next === undefined) {
+        next = newDir(path.slice(0, end), true);
+        attach(dir, name, next);
+      } else if (next.type !== "dir") {
         throw new TOCError(
           `TOC entry ${i}: ${
-            JSON.stringify(path)
-          } is used as a directory but is a ${existing.type}`,
+            JSON.stringify(path.slice(0, end))
+          } is used as a directory but is a ${next.type}`,
         );
       }
-      return existing;
+      dir = next;
+      start = end + 1;
     }
-    const parent = ensureDir(parentOf(path), i);
-    const dir = newDir(path, true);
-    attach(parent, baseOf(path), dir);
-    byPath.set(path, dir);
     return dir;
   };
 
@@ -214,13 +235,11 @@ function indexEntries(
     if (old.type === "dir") {
       dirsDropped++;
       parent.nlink--;
-      // Forget the replaced subtree's paths.
+      // The files of the replaced subtree lose a name each.
       const stack = [old];
       while (stack.length) {
         const d = stack.pop()!;
-        for (const [n, c] of d.children!) {
-          const cp = d.path === "" ? n : `${d.path}/${n}`;
-          if (byPath.get(cp) === c) byPath.delete(cp);
+        for (const c of d.children!.values()) {
           if (c.type === "dir") stack.push(c);
           else c.nlink--;
         }
@@ -291,7 +310,7 @@ function indexEntries(
 
     if (e.type === "hardlink") {
       const target = cleanPath(e.linkName ?? "");
-      const t = typeof target === "string" ? byPath.get(target) : undefined;
+      const t = typeof target === "string" ? nodeAt(root, target) : undefined;
       if (!t || typeof target !== "string") {
         warnings.push(`${where(i, e)}: hardlink to missing ${JSON.stringify(e.linkName)} omitted`);
         continue;
@@ -303,7 +322,6 @@ function indexEntries(
       if (t === parent.children!.get(name)) continue; // a link to itself changes nothing
       attach(parent, name, t);
       t.nlink++;
-      byPath.set(path, t);
       continue;
     }
 
@@ -319,7 +337,6 @@ function indexEntries(
       applyAttrs(dir, e, whereNow, names);
       dir.entryIndex = i;
       attach(parent, name, dir);
-      byPath.set(path, dir);
       continue;
     }
 
@@ -332,7 +349,7 @@ function indexEntries(
       node.digest = e.digest || undefined;
       if (node.size > 0) {
         const c = makeChunk(e, whereNow, tocOffset);
-        node.chunks.push(c);
+        node.chunks = [c];
         allChunks.push(c);
         last = node;
         lastName = path;
@@ -342,16 +359,20 @@ function indexEntries(
       node.size = encodeName(node.linkName).length;
     }
     attach(parent, name, node);
-    byPath.set(path, node);
   }
 
   // Chunks must tile each file exactly, in order. A missing chunkSize means "up to the next
   // chunk, or the end of the file" (google/crfs omits it on the last chunk).
   // A file replaced by a later entry of the same name, with no hardlink keeping it, has no name
   // left (nlink 0) and is no longer part of the tree.
-  const live = files.filter((n) => n.nlink > 0);
-  for (const node of live) {
-    if (node.size === 0) continue;
+  // The same pass lists every chunk of the live files with its file (in TOC order, which
+  // writers make blob order: sorted below only when it is not).
+  const chunks: { node: TOCNode; chunk: Chunk }[] = [];
+  let inOrder = true;
+  let prev: Chunk | undefined;
+  for (let f = 0; f < files.length; f++) {
+    const node = files[f];
+    if (node.nlink <= 0 || node.size === 0) continue;
     let expect = 0;
     const cs = node.chunks;
     for (let k = 0; k < cs.length; k++) {
@@ -376,21 +397,64 @@ function indexEntries(
     // A file of one chunk without a chunk digest (zstd:chunked from containers/storage, legacy
     // stargz): the file's digest is that chunk's, so every read of it is verified.
     if (cs.length === 1 && !cs[0].digest && node.digest) cs[0].digest = node.digest;
+    for (let k = 0; k < cs.length; k++) {
+      const chunk = cs[k];
+      if (inOrder && prev !== undefined && before(prev, chunk) > 0) inOrder = false;
+      prev = chunk;
+      chunks.push({ node, chunk });
+    }
   }
   computeExtents(allChunks, boundaries, tocOffset);
-  const chunks: { node: TOCNode; chunk: Chunk }[] = [];
-  for (const node of live) {
-    for (const chunk of node.chunks) chunks.push({ node, chunk });
-  }
-  // Writers put content in TOC order: sort only when it is not.
-  const before = (a: Chunk, b: Chunk) => a.offset - b.offset || a.innerOffset - b.innerOffset;
-  let inOrder = true;
-  for (let k = 1; k < chunks.length && inOrder; k++) {
-    if (before(chunks[k - 1].chunk, chunks[k].chunk) > 0) inOrder = false;
-  }
   if (!inOrder) chunks.sort((a, b) => before(a.chunk, b.chunk));
-  checkSharedMembers(chunks.map((o) => o.chunk));
-  return { root, byPath, prefetchLandmark, noPrefetchLandmark, warnings, chunks };
+  checkSharedMembers(chunks);
+  let byPath: Map<string, TOCNode> | undefined;
+  return {
+    root,
+    get byPath() {
+      return byPath ??= pathsOf(root);
+    },
+    prefetchLandmark,
+    noPrefetchLandmark,
+    warnings,
+    chunks,
+  };
+}
+
+/**
+ * The node at clean path `path` under `root` (`""` is the root itself), or undefined: walked
+ * one name at a time through the directories' children.
+ */
+export function nodeAt(root: TOCNode, path: string): TOCNode | undefined {
+  let node: TOCNode | undefined = root;
+  let start = 0;
+  while (start < path.length) {
+    if (node.children === undefined) return undefined;
+    let end = path.indexOf("/", start);
+    if (end < 0) end = path.length;
+    node = node.children.get(path.slice(start, end));
+    if (node === undefined) return undefined;
+    start = end + 1;
+  }
+  return node;
+}
+
+/** Every name of the tree under `root` with its node, directories before their children. */
+function pathsOf(root: TOCNode): Map<string, TOCNode> {
+  const out = new Map<string, TOCNode>([["", root]]);
+  const stack = [root];
+  while (stack.length) {
+    const d = stack.pop()!;
+    for (const [name, c] of d.children!) {
+      out.set(d.path === "" ? name : `${d.path}/${name}`, c);
+      if (c.type === "dir") stack.push(c);
+    }
+  }
+  return out;
+}
+
+/** Blob order of two chunks (negative when `a` comes first). */
+function before(a: Chunk, b: Chunk): number {
+  return a.offset - b.offset || a.innerOffset - b.innerOffset;
 }
 
 function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
@@ -412,16 +476,36 @@ function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
 interface NameMemory {
   users: Map<number, string>;
   groups: Map<number, string>;
+  /** The last name put in each map, and its id. */
+  lastUser: string;
+  lastUid: number;
+  lastGroup: string;
+  lastGid: number;
 }
 
 function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: NameMemory): void {
   node.mode = (e.mode ?? (e.type === "dir" ? 0o755 : 0)) & 0o7777;
   node.uid = e.uid ?? 0;
   node.gid = e.gid ?? 0;
-  if (e.userName) names.users.set(node.uid, e.userName);
-  if (e.groupName) names.groups.set(node.gid, e.groupName);
-  node.userName = e.userName || (names.users.get(node.uid) ?? "");
-  node.groupName = e.groupName || (names.groups.get(node.gid) ?? "");
+  const user = e.userName;
+  if (user) {
+    // Remembered for the entries that leave it out (the map only when it changes).
+    if (user !== names.lastUser || node.uid !== names.lastUid) {
+      names.users.set(node.uid, user);
+      names.lastUser = user;
+      names.lastUid = node.uid;
+    }
+    node.userName = user;
+  } else node.userName = names.users.get(node.uid) ?? "";
+  const group = e.groupName;
+  if (group) {
+    if (group !== names.lastGroup || node.gid !== names.lastGid) {
+      names.groups.set(node.gid, group);
+      names.lastGroup = group;
+      names.lastGid = node.gid;
+    }
+    node.groupName = group;
+  } else node.groupName = names.groups.get(node.gid) ?? "";
   const t = e.modtime ? cachedModTime(e.modtime) : null;
   node.mtimeSec = t?.sec ?? 0;
   node.mtimeNsec = t?.nsec ?? 0;
@@ -434,10 +518,10 @@ function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: Name
  * Chunks (in blob order) that share a member must sit at distinct places inside it: the same
  * `offset` and `innerOffset` twice (a TOC entry copied), or overlapping bytes, are rejected.
  */
-function checkSharedMembers(chunks: Chunk[]): void {
+function checkSharedMembers(chunks: readonly { chunk: Chunk }[]): void {
   for (let i = 1; i < chunks.length; i++) {
-    const a = chunks[i - 1];
-    const b = chunks[i];
+    const a = chunks[i - 1].chunk;
+    const b = chunks[i].chunk;
     if (a.offset !== b.offset) continue;
     if (a.innerOffset === b.innerOffset) {
       const inner = a.innerOffset ? ` (inner offset ${a.innerOffset})` : "";
@@ -455,36 +539,31 @@ function checkSharedMembers(chunks: Chunk[]): void {
  * `innerOffset`).
  */
 function computeExtents(chunks: Chunk[], boundaries: number[], tocOffset: number): void {
-  const sorted = new Float64Array(boundaries.length);
+  // Searched for the first offset greater than a chunk's: duplicates do no harm, and the list is
+  // ascending as it comes when writers put content in TOC order (sorted otherwise).
   let ascending = true;
-  for (let i = 0; i < boundaries.length; i++) {
-    sorted[i] = boundaries[i];
-    if (i > 0 && boundaries[i] < boundaries[i - 1]) ascending = false;
+  for (let i = 1; i < boundaries.length && ascending; i++) {
+    if (boundaries[i] < boundaries[i - 1]) ascending = false;
   }
-  if (!ascending) sorted.sort();
-  let n = 0;
-  for (let i = 0; i < sorted.length; i++) {
-    if (n === 0 || sorted[i] !== sorted[n - 1]) sorted[n++] = sorted[i];
-  }
-  const offsets = sorted.subarray(0, n);
-  let lo = 0;
+  const offsets: ArrayLike<number> = ascending ? boundaries : Float64Array.from(boundaries).sort();
+  const n = offsets.length;
+  let lo = 0; // every offset before `lo` is ≤ the current chunk's
   let prev = -1;
-  for (const c of chunks) {
-    // The first offset greater than c.offset: walked forward while chunks come in blob order,
-    // searched for otherwise.
-    if (c.offset < prev) lo = 0;
-    prev = c.offset;
-    if (lo < offsets.length && offsets[lo] <= c.offset) {
-      let hi = offsets.length;
-      if (lo + 1 < hi && offsets[lo + 1] > c.offset) lo++;
-      else {
-        while (lo < hi) {
-          const mid = (lo + hi) >>> 1;
-          if (offsets[mid] <= c.offset) lo = mid + 1;
-          else hi = mid;
-        }
+  for (let k = 0; k < chunks.length; k++) {
+    const c = chunks[k];
+    const at = c.offset;
+    if (at < prev) lo = 0;
+    prev = at;
+    // Walked forward a few steps while chunks come in blob order, searched for otherwise.
+    for (let steps = 0; lo < n && offsets[lo] <= at && steps < 8; steps++) lo++;
+    if (lo < n && offsets[lo] <= at) {
+      let hi = n;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (offsets[mid] <= at) lo = mid + 1;
+        else hi = mid;
       }
     }
-    c.end = lo < offsets.length ? offsets[lo] : tocOffset;
+    c.end = lo < n ? offsets[lo] : tocOffset;
   }
 }
