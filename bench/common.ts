@@ -183,3 +183,22 @@ export async function measurePullRun(
 
 /** Bytes as MB (10^6), one decimal. */
 export const mb = (n: number): string => (n / 1e6).toFixed(1);
+
+/** The peers `../shared/peers/` builds from Debian's stargz-snapshotter library. */
+export type Peer = "stargz-store" | "stargz-grpc";
+
+/**
+ * The peer's binary in bench/out/, built once by `../shared/peers/NAME/build.sh` (15–30 s).
+ */
+export async function peerBinary(name: Peer): Promise<string> {
+  const bin = `${OUT}${name}`;
+  try {
+    await Deno.stat(bin);
+    return bin;
+  } catch { /* build it */ }
+  await Deno.mkdir(OUT, { recursive: true });
+  console.error(`bench: building ${name} from Debian's Go library (once)`);
+  const build = new URL(`../../shared/peers/${name}/build.sh`, import.meta.url).pathname;
+  await timeCommand("bash", [build, bin]);
+  return bin;
+}

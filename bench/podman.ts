@@ -35,7 +35,7 @@ import {
   mb,
   measurePullRun,
   type MountServer,
-  OUT,
+  peerBinary,
   type PullRunMeasure,
   startMountServer,
   table,
@@ -111,21 +111,6 @@ async function layerBytes(reg: TestRegistry, ref: string): Promise<number> {
 
 type Measure = PullRunMeasure;
 
-const PEER_BUILD = new URL("../../shared/peers/stargz-store/build.sh", import.meta.url).pathname;
-
-/** The peer's binary, built once into bench/out/. */
-async function peerBinary(): Promise<string> {
-  const bin = `${OUT}stargz-store`;
-  try {
-    await Deno.stat(bin);
-  } catch {
-    console.error("bench: building stargz-store from Debian's Go library (about 30 s, once)");
-    await Deno.mkdir(OUT, { recursive: true });
-    await run("bash", [PEER_BUILD, bin]);
-  }
-  return bin;
-}
-
 /** stargz-store serving an Additional Layer Store at `mnt`, its state (cache) in `root`. */
 async function startPeer(bin: string, root: string, mnt: string): Promise<MountServer> {
   return await startMountServer(bin, ["-root", root, mnt], mnt, {
@@ -188,7 +173,7 @@ if (import.meta.main) {
     // crfs and the peer: a fresh store (empty cache) per measurement, kernel caches dropped;
     // then a second podman storage pulling from the store that is already running. The two
     // alternate which goes first.
-    const peer = await peerBinary();
+    const peer = await peerBinary("stargz-store");
     const stores = [
       {
         name: "crfs store",

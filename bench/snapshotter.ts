@@ -25,7 +25,15 @@ import { buildTarImage, type Spec } from "../tests/cmd/helpers.ts";
 import { skopeoCopy, writeOciLayout } from "../tests/helpers/images.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { Containerd, type Ran, run, startSnapshotter } from "../tests/snapshotter/helpers.ts";
-import { DENO, MAIN, mb, measurePullRun, OUT, type PullRunMeasure, table } from "./common.ts";
+import {
+  DENO,
+  MAIN,
+  mb,
+  measurePullRun,
+  peerBinary,
+  type PullRunMeasure,
+  table,
+} from "./common.ts";
 
 const GO_TREE = "/usr/share/go-1.19";
 const CMD = [
@@ -33,7 +41,6 @@ const CMD = [
   "-c",
   `find ${GO_TREE}/src/net | sort | sha256sum; sha256sum ${GO_TREE}/src/go/build/doc.go`,
 ];
-const PEER_BUILD = new URL("../../shared/peers/stargz-grpc/build.sh", import.meta.url).pathname;
 
 /** The Go tree as a layer spec (files, directories, symlinks). */
 async function treeSpec(dir: string, at: string): Promise<Record<string, Spec>> {
@@ -58,19 +65,6 @@ async function ok(cmd: string, args: string[]): Promise<Ran> {
   const r = await run(cmd, args, { timeoutMs: 600_000 });
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.out}${r.err}`);
   return r;
-}
-
-/** Builds the peer once (bench/out/stargz-grpc). */
-async function peerBinary(): Promise<string> {
-  const bin = `${OUT}stargz-grpc`;
-  try {
-    await Deno.stat(bin);
-  } catch {
-    console.error("bench: building containerd-stargz-grpc from Debian's Go library (once)");
-    await Deno.mkdir(OUT, { recursive: true });
-    await ok("bash", [PEER_BUILD, bin]);
-  }
-  return bin;
 }
 
 /** The peer serving `sock`, state in `root`; resolves once its socket exists. */
@@ -163,7 +157,7 @@ if (import.meta.main) {
   const reg = await startRegistry();
   const work = await Deno.makeTempDir({ prefix: "crfs-bench-snap-" });
   try {
-    const peer = await peerBinary();
+    const peer = await peerBinary("stargz-grpc");
     console.error("bench: building the image");
     const image = await buildTarImage([
       await baseLayer(),

@@ -31,14 +31,13 @@ import {
   MAIN,
   type MountServer,
   OUT,
+  peerBinary,
   startMountServer,
   table,
   timeBash,
   timeCommand,
 } from "./common.ts";
 
-const PEER_SRC = new URL("../../shared/peers/stargz-store/build.sh", import.meta.url).pathname;
-const PEER_BIN = `${OUT}stargz-store`;
 const BIG_SIZE = 270_000_000;
 const MIN_ENTRIES = 6_000;
 const REPO = "bench/vs";
@@ -50,18 +49,6 @@ function arg(name: string, def: number): number {
   return i >= 0 ? Number(Deno.args[i + 1]) : def;
 }
 const RUNS = arg("--runs", 2);
-
-/** The peer's binary, built once into bench/out/. */
-async function peerBinary(): Promise<string> {
-  try {
-    await Deno.stat(PEER_BIN);
-    return PEER_BIN;
-  } catch { /* build it */ }
-  await Deno.mkdir(OUT, { recursive: true });
-  console.error("bench: building stargz-store (about 30 s, once)");
-  await timeCommand("bash", [PEER_SRC, PEER_BIN]);
-  return PEER_BIN;
-}
 
 /** The converted layer (blob + what the writer said), made once into bench/out/. */
 async function convertedLayer(): Promise<ConvertedLayer> {
@@ -272,7 +259,7 @@ function bestOf(rs: Result[]): Result {
 }
 
 if (import.meta.main) {
-  const peer = await peerBinary();
+  const peer = await peerBinary("stargz-store");
   const layer = await convertedLayer();
   const reg = await startRegistry();
   const work = await Deno.makeTempDir({ prefix: "crfs-bench-vs-" });
