@@ -257,11 +257,22 @@ export class CrfsFilesystem implements FuseOps {
     });
   }
 
-  readdirplusEntry(parent: number, item: DirItem): MaybePromise<EntryReply> {
-    return this.#guard(
-      "readdirplus",
-      () => this.#entry(parent, this.#node(parent), this.#node(item.ino)),
-    );
+  /**
+   * The entry of an item `readdir` just listed (and so numbered): only the lookup is counted
+   * here, without a closure or a second key lookup per entry (a cold walk asks this of every
+   * entry).
+   */
+  readdirplusEntry(parent: number, item: DirItem): EntryReply {
+    try {
+      const dir = this.#node(parent);
+      const child = this.#node(item.ino);
+      const attr = child.attr();
+      const ttl = this.#ttl(child);
+      this.inodes.lookedUp(item.ino);
+      return { nodeId: item.ino, attr, entryTtlMs: Math.min(ttl, this.#ttl(dir)), attrTtlMs: ttl };
+    } catch (e) {
+      throw this.#fuseError("readdirplus", e);
+    }
   }
 
   releasedir(_nodeId: number, fh: number): void {

@@ -723,24 +723,43 @@ export class FuseSession {
     if (count === 0 && items.length > 0) throw new FuseError(Errno.EINVAL);
     const chosen = items.length === count ? items : items.slice(0, count);
     const ops = this.#ops;
-    const settled = await Promise.allSettled(
-      chosen.map((it) => {
-        if (isDot(it.name)) return null;
-        try {
-          return ops.readdirplusEntry!(nodeId, it);
-        } catch (err) {
-          return Promise.reject(err);
-        }
-      }),
-    );
-    // Send the prefix that resolved; undo the lookups of later entries that resolved anyway.
-    let emit = settled.findIndex((s) => s.status === "rejected");
-    if (emit === -1) emit = count;
-    for (let i = emit + 1; i < count; i++) {
-      const s = settled[i];
-      if (s.status === "fulfilled" && s.value && s.value.nodeId) this.#forget(s.value.nodeId, 1);
+    // Entries answered at once are taken as they come (no promise per entry); those answered
+    // later are awaited together. The first failure ends the reply there.
+    const values = new Array<EntryReply | null>(count).fill(null);
+    let emit = count;
+    let failure: unknown;
+    let pending: Promise<void>[] | undefined;
+    const failAt = (i: number, err: unknown) => {
+      if (i < emit) {
+        emit = i;
+        failure = err;
+      }
+    };
+    for (let i = 0; i < count; i++) {
+      const it = chosen[i];
+      if (isDot(it.name)) continue;
+      let r: MaybePromise<EntryReply>;
+      try {
+        r = ops.readdirplusEntry!(nodeId, it);
+      } catch (err) {
+        failAt(i, err);
+        continue;
+      }
+      if (isThenable(r)) {
+        (pending ??= []).push(r.then((e) => {
+          values[i] = e;
+        }, (err) => failAt(i, err)));
+      } else {
+        values[i] = r;
+      }
     }
-    if (emit === 0 && count > 0) throw (settled[0] as PromiseRejectedResult).reason;
+    if (pending) await Promise.all(pending);
+    // Send the prefix that resolved; undo the lookups of later entries that resolved anyway.
+    for (let i = emit + 1; i < count; i++) {
+      const e = values[i];
+      if (e && e.nodeId) this.#forget(e.nodeId, 1);
+    }
+    if (emit === 0 && count > 0) throw failure;
     if (this.#dead) return;
     this.#scratchFor(OUT_HEADER_SIZE + size);
     const buf = this.#scratch;
@@ -748,7 +767,7 @@ export class FuseSession {
     let pos = OUT_HEADER_SIZE;
     for (let i = 0; i < emit; i++) {
       const it = chosen[i];
-      const e = (settled[i] as PromiseFulfilledResult<EntryReply | null>).value;
+      const e = values[i];
       if (e) this.#entry(dv, pos, e);
       else buf.fill(0, pos, pos + ENTRY_OUT_SIZE);
       pos = encodeDirent(buf, dv, pos + ENTRY_OUT_SIZE, it.ino, it.next, it.type, it.name);
