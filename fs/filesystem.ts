@@ -231,30 +231,42 @@ export class CrfsFilesystem implements FuseOps {
   }
 
   readdir(nodeId: number, fh: number, offset: number, limit = Infinity): MaybePromise<DirItem[]> {
-    return this.#guard("readdir", async () => {
+    try {
       const n = this.#node(nodeId);
       // One listing per open directory handle, so offsets stay stable while it is read.
-      let items = this.#dirHandles.get(fh);
-      if (!items || offset === 0) {
-        items = await n.list!();
+      const items = offset === 0 ? undefined : this.#dirHandles.get(fh);
+      if (items) return this.#dirItems(nodeId, items, offset, limit);
+      if (n.listNow) {
+        const now = n.listNow();
+        this.#dirHandles.set(fh, now);
+        return this.#dirItems(nodeId, now, offset, limit);
+      }
+      return n.list!().then((items) => {
         this.#dirHandles.set(fh, items);
-      }
-      // Offsets: 0 is ".", 1 is "..", 2 + i the i-th child; an item's `next` is its offset + 1.
-      const out: DirItem[] = [];
-      if (offset === 0 && limit > 0) out.push({ name: DOT, type: DT_DIR, ino: nodeId, next: 1 });
-      if (offset <= 1 && out.length < limit) {
-        const up = this.#parents.get(nodeId) ?? nodeId;
-        out.push({ name: DOTDOT, type: DT_DIR, ino: up, next: 2 });
-      }
-      const start = Math.max(offset, 2) - 2;
-      const end = Math.min(items.length, start + limit - out.length);
-      for (let i = start; i < end; i++) {
-        const [name, child] = items[i];
-        const ino = this.#assign(nodeId, child);
-        out.push({ name: encodeName(name), type: dtOf(child.attr().type), ino, next: i + 3 });
-      }
-      return out;
-    });
+        return this.#dirItems(nodeId, items, offset, limit);
+      }).catch((e) => Promise.reject(this.#fuseError("readdir", e)));
+    } catch (e) {
+      throw this.#fuseError("readdir", e);
+    }
+  }
+
+  /** The items of a listing from directory offset `offset`, at most `limit`. */
+  #dirItems(nodeId: number, items: [string, FsNode][], offset: number, limit: number): DirItem[] {
+    // Offsets: 0 is ".", 1 is "..", 2 + i the i-th child; an item's `next` is its offset + 1.
+    const out: DirItem[] = [];
+    if (offset === 0 && limit > 0) out.push({ name: DOT, type: DT_DIR, ino: nodeId, next: 1 });
+    if (offset <= 1 && out.length < limit) {
+      const up = this.#parents.get(nodeId) ?? nodeId;
+      out.push({ name: DOTDOT, type: DT_DIR, ino: up, next: 2 });
+    }
+    const start = Math.max(offset, 2) - 2;
+    const end = Math.min(items.length, start + limit - out.length);
+    for (let i = start; i < end; i++) {
+      const [name, child] = items[i];
+      const ino = this.#assign(nodeId, child);
+      out.push({ name: encodeName(name), type: dtOf(child.attr().type), ino, next: i + 3 });
+    }
+    return out;
   }
 
   /**

@@ -136,5 +136,6 @@ function layerDir(reader: StargzReader, id: string, dir: TOCNode): FsNode {
     attr: () => attr,
     lookup: (name) => Promise.resolve(children().get(name)),
     list: () => Promise.resolve([...children()]),
+    listNow: () => [...children()],
   };
 }

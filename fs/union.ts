@@ -133,5 +133,6 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
     attr: () => attr ??= { ...top.dir, nlink: links() },
     lookup: (name) => Promise.resolve(isWhiteout(name) ? undefined : children().get(name)),
     list: () => Promise.resolve([...children()]),
+    listNow: () => [...children()],
   };
 }

@@ -49,7 +49,7 @@ import {
   WRITE_IN_SIZE,
   WRITE_OPS,
 } from "./abi.ts";
-import type { EntryChange, EntryReply, FuseOps, MaybePromise } from "./ops.ts";
+import type { DirItem, EntryChange, EntryReply, FuseOps, MaybePromise } from "./ops.ts";
 import { errnoOf, FuseError } from "./ops.ts";
 
 /** The descriptor-level I/O a session needs; `libfuse.ts` provides it over `/dev/fuse`. */
@@ -710,8 +710,30 @@ export class FuseSession {
     });
   }
 
-  async #readdirplus(unique: number, nodeId: number, fh: number, offset: number, size: number) {
-    const items = await this.#ops.readdir(nodeId, fh, offset, Math.floor(size / DIRENTPLUS_MIN));
+  /**
+   * READDIRPLUS: answered in the same turn when the listing and its entries are (a directory
+   * in memory), else once they settle.
+   */
+  #readdirplus(
+    unique: number,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    size: number,
+  ): void | Promise<void> {
+    const items = this.#ops.readdir(nodeId, fh, offset, Math.floor(size / DIRENTPLUS_MIN));
+    if (isThenable(items)) {
+      return items.then((items) => this.#readdirplusItems(unique, nodeId, items, size));
+    }
+    return this.#readdirplusItems(unique, nodeId, items, size);
+  }
+
+  #readdirplusItems(
+    unique: number,
+    nodeId: number,
+    items: DirItem[],
+    size: number,
+  ): void | Promise<void> {
     let total = 0;
     let count = 0;
     for (const it of items) {
@@ -753,13 +775,26 @@ export class FuseSession {
         values[i] = r;
       }
     }
-    if (pending) await Promise.all(pending);
-    // Send the prefix that resolved; undo the lookups of later entries that resolved anyway.
-    for (let i = emit + 1; i < count; i++) {
-      const e = values[i];
-      if (e && e.nodeId) this.#forget(e.nodeId, 1);
-    }
-    if (emit === 0 && count > 0) throw failure;
+    const send = () => {
+      // Send the prefix that resolved; undo the lookups of later entries that resolved anyway.
+      for (let i = emit + 1; i < count; i++) {
+        const e = values[i];
+        if (e && e.nodeId) this.#forget(e.nodeId, 1);
+      }
+      if (emit === 0 && count > 0) throw failure;
+      this.#readdirplusSend(unique, chosen, values, emit, size);
+    };
+    if (pending) return Promise.all(pending).then(send);
+    send();
+  }
+
+  #readdirplusSend(
+    unique: number,
+    chosen: DirItem[],
+    values: (EntryReply | null)[],
+    emit: number,
+    size: number,
+  ): void {
     if (this.#dead) return;
     this.#scratchFor(OUT_HEADER_SIZE + size);
     const buf = this.#scratch;
