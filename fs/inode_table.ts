@@ -71,7 +71,7 @@ export class InodeTable {
       if (e.lookups === 0) this.#idle.set(ino, true);
       return ino;
     }
-    ino = this.#retired.peek(node.key);
+    ino = this.#retired.size === 0 ? undefined : this.#retired.peek(node.key);
     if (ino !== undefined) this.#retired.delete(node.key);
     else ino = this.#next++;
     this.#live.set(ino, { key: node.key, node, lookups: 0 });

@@ -38,24 +38,43 @@ export function whiteoutHides(hidden: string): boolean {
   return hidden !== "" && hidden !== "." && hidden !== "..";
 }
 
+/**
+ * A TOC-backed non-directory: its attributes are the TOC node itself. One small object with its
+ * operations on the prototype (no closures per file), as a cold walk builds one per entry.
+ */
+class TocFileNode implements FsNode {
+  readonly volatility = "immutable";
+  constructor(readonly key: string, readonly toc: TOCNode) {}
+  attr(): FileAttr {
+    return this.toc;
+  }
+  get path(): string {
+    return this.toc.path;
+  }
+}
+
+/** A TOC-backed regular file: {@link TocFileNode} that reads its bytes from the layer. */
+class TocRegularFileNode extends TocFileNode {
+  constructor(key: string, toc: TOCNode, readonly reader: StargzReader, readonly where: string) {
+    super(key, toc);
+  }
+  async read(
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+    into?: Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array> {
+    try {
+      return await this.reader.read(this.toc, offset, length, signal, into);
+    } catch (e) {
+      throw new NodeError("EIO", `${this.where}/${this.toc.path}: ${(e as Error).message}`);
+    }
+  }
+}
+
 /** Node operations shared by the layer and merged views for TOC-backed files. */
 export function tocFileNode(key: string, reader: StargzReader, n: TOCNode, where: string): FsNode {
-  const node: FsNode = {
-    key,
-    volatility: "immutable",
-    attr: () => n,
-    path: n.path,
-  };
-  if (n.type === "reg") {
-    node.read = async (offset, length, signal, into) => {
-      try {
-        return await reader.read(n, offset, length, signal, into);
-      } catch (e) {
-        throw new NodeError("EIO", `${where}/${n.path}: ${(e as Error).message}`);
-      }
-    };
-  }
-  return node;
+  return n.type === "reg" ? new TocRegularFileNode(key, n, reader, where) : new TocFileNode(key, n);
 }
 
 /** The root of one layer in overlayfs form. `id` names the layer (its digest) in keys. */
@@ -117,5 +136,6 @@ function layerDir(reader: StargzReader, id: string, dir: TOCNode): FsNode {
     attr: () => attr,
     lookup: (name) => Promise.resolve(children().get(name)),
     list: () => Promise.resolve([...children()]),
+    listNow: () => [...children()],
   };
 }

@@ -29,6 +29,11 @@ export interface FsNode {
   /** Directories: all children, in a stable order. */
   list?(): Promise<[string, FsNode][]>;
   /**
+   * Directories held in memory: what {@link list} gives, answered at once (a cold walk then
+   * needs no promise per directory).
+   */
+  listNow?(): [string, FsNode][];
+  /**
    * Regular files: bytes `[offset, offset+length)` (fewer only at the end). `into`, a scratch
    * buffer of `length` bytes, may be filled and returned (a prefix) to avoid allocating; it is
    * the caller's again once the promise settles.
@@ -125,5 +130,6 @@ export function staticDir(key: string, children: [string, FsNode][]): FsNode {
     attr: () => dirAttr(2 + subdirs),
     lookup: (name) => Promise.resolve(map.get(name)),
     list: () => Promise.resolve(children),
+    listNow: () => children,
   };
 }

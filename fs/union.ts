@@ -70,6 +70,25 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
 
   const children = (): Map<string, FsNode> => {
     if (merged) return merged;
+    if (sources.length === 1) {
+      // One layer's directory: each entry is that layer's own (what resolve gives, without
+      // looking the name up again in every source).
+      const { layer, dir } = sources[0];
+      const out = new Map<string, FsNode>();
+      for (const [name, child] of dir.children!) {
+        if (isWhiteout(name)) continue;
+        if (child.type === "dir") {
+          out.set(
+            name,
+            unionDir([{ layer, dir: child }], id, path === "" ? name : `${path}/${name}`),
+          );
+          subdirs++;
+        } else {
+          out.set(name, tocFileNode(tocFileKey(layer.id, child), layer.reader, child, layer.id));
+        }
+      }
+      return (merged = out);
+    }
     const names: string[] = [];
     const seen = new Set<string>();
     for (const s of sources) {
@@ -114,5 +133,6 @@ function unionDir(sources: Source[], id: string, path: string): FsNode {
     attr: () => attr ??= { ...top.dir, nlink: links() },
     lookup: (name) => Promise.resolve(isWhiteout(name) ? undefined : children().get(name)),
     list: () => Promise.resolve([...children()]),
+    listNow: () => [...children()],
   };
 }

@@ -49,7 +49,7 @@ import {
   WRITE_IN_SIZE,
   WRITE_OPS,
 } from "./abi.ts";
-import type { EntryChange, EntryReply, FuseOps, MaybePromise } from "./ops.ts";
+import type { DirItem, EntryChange, EntryReply, FuseOps, MaybePromise } from "./ops.ts";
 import { errnoOf, FuseError } from "./ops.ts";
 
 /** The descriptor-level I/O a session needs; `libfuse.ts` provides it over `/dev/fuse`. */
@@ -710,8 +710,30 @@ export class FuseSession {
     });
   }
 
-  async #readdirplus(unique: number, nodeId: number, fh: number, offset: number, size: number) {
-    const items = await this.#ops.readdir(nodeId, fh, offset, Math.floor(size / DIRENTPLUS_MIN));
+  /**
+   * READDIRPLUS: answered in the same turn when the listing and its entries are (a directory
+   * in memory), else once they settle.
+   */
+  #readdirplus(
+    unique: number,
+    nodeId: number,
+    fh: number,
+    offset: number,
+    size: number,
+  ): void | Promise<void> {
+    const items = this.#ops.readdir(nodeId, fh, offset, Math.floor(size / DIRENTPLUS_MIN));
+    if (isThenable(items)) {
+      return items.then((items) => this.#readdirplusItems(unique, nodeId, items, size));
+    }
+    return this.#readdirplusItems(unique, nodeId, items, size);
+  }
+
+  #readdirplusItems(
+    unique: number,
+    nodeId: number,
+    items: DirItem[],
+    size: number,
+  ): void | Promise<void> {
     let total = 0;
     let count = 0;
     for (const it of items) {
@@ -723,24 +745,56 @@ export class FuseSession {
     if (count === 0 && items.length > 0) throw new FuseError(Errno.EINVAL);
     const chosen = items.length === count ? items : items.slice(0, count);
     const ops = this.#ops;
-    const settled = await Promise.allSettled(
-      chosen.map((it) => {
-        if (isDot(it.name)) return null;
-        try {
-          return ops.readdirplusEntry!(nodeId, it);
-        } catch (err) {
-          return Promise.reject(err);
-        }
-      }),
-    );
-    // Send the prefix that resolved; undo the lookups of later entries that resolved anyway.
-    let emit = settled.findIndex((s) => s.status === "rejected");
-    if (emit === -1) emit = count;
-    for (let i = emit + 1; i < count; i++) {
-      const s = settled[i];
-      if (s.status === "fulfilled" && s.value && s.value.nodeId) this.#forget(s.value.nodeId, 1);
+    // Entries answered at once are taken as they come (no promise per entry); those answered
+    // later are awaited together. The first failure ends the reply there.
+    const values = new Array<EntryReply | null>(count).fill(null);
+    let emit = count;
+    let failure: unknown;
+    let pending: Promise<void>[] | undefined;
+    const failAt = (i: number, err: unknown) => {
+      if (i < emit) {
+        emit = i;
+        failure = err;
+      }
+    };
+    for (let i = 0; i < count; i++) {
+      const it = chosen[i];
+      if (isDot(it.name)) continue;
+      let r: MaybePromise<EntryReply>;
+      try {
+        r = ops.readdirplusEntry!(nodeId, it);
+      } catch (err) {
+        failAt(i, err);
+        continue;
+      }
+      if (isThenable(r)) {
+        (pending ??= []).push(r.then((e) => {
+          values[i] = e;
+        }, (err) => failAt(i, err)));
+      } else {
+        values[i] = r;
+      }
     }
-    if (emit === 0 && count > 0) throw (settled[0] as PromiseRejectedResult).reason;
+    const send = () => {
+      // Send the prefix that resolved; undo the lookups of later entries that resolved anyway.
+      for (let i = emit + 1; i < count; i++) {
+        const e = values[i];
+        if (e && e.nodeId) this.#forget(e.nodeId, 1);
+      }
+      if (emit === 0 && count > 0) throw failure;
+      this.#readdirplusSend(unique, chosen, values, emit, size);
+    };
+    if (pending) return Promise.all(pending).then(send);
+    send();
+  }
+
+  #readdirplusSend(
+    unique: number,
+    chosen: DirItem[],
+    values: (EntryReply | null)[],
+    emit: number,
+    size: number,
+  ): void {
     if (this.#dead) return;
     this.#scratchFor(OUT_HEADER_SIZE + size);
     const buf = this.#scratch;
@@ -748,7 +802,7 @@ export class FuseSession {
     let pos = OUT_HEADER_SIZE;
     for (let i = 0; i < emit; i++) {
       const it = chosen[i];
-      const e = (settled[i] as PromiseFulfilledResult<EntryReply | null>).value;
+      const e = values[i];
       if (e) this.#entry(dv, pos, e);
       else buf.fill(0, pos, pos + ENTRY_OUT_SIZE);
       pos = encodeDirent(buf, dv, pos + ENTRY_OUT_SIZE, it.ino, it.next, it.type, it.name);

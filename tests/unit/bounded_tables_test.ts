@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { CrfsFilesystem } from "../../fs/filesystem.ts";
-import { answered } from "../../fs/fuse/ops.ts";
+import { answered, Errno, FuseError } from "../../fs/fuse/ops.ts";
 import { bytesNode, type FsNode, staticDir } from "../../fs/node.ts";
 import { ImageStore } from "../../fs/image_store.ts";
 import { rootNode } from "../../fs/registry_tree.ts";
@@ -20,6 +20,7 @@ import { convert } from "./tree_helpers.ts";
 import { encodeHeader, END_OF_ARCHIVE, tarHeader } from "../../format/tar_header.ts";
 
 const enc = new TextEncoder();
+const dec = new TextDecoder();
 
 function bigDir(n: number): FsNode {
   const files: [string, FsNode][] = [];
@@ -85,7 +86,9 @@ Deno.test("numbers are never given to another file, even once their keys are ret
 Deno.test("readdir's items stay resolvable for READDIRPLUS and count no lookup", async () => {
   const fs = new CrfsFilesystem(bigDir(50), { tagTtlMs: 1000, log: () => {} });
   const d = answered(await fs.lookup(1, enc.encode("d"))).nodeId;
-  const fh = (await fs.opendir(d)).fh!;
+  // Directories are read without OPENDIR (the kernel is told ENOSYS), so with no handle.
+  await assert.rejects(async () => await fs.opendir(d), FuseError);
+  const fh = 0;
   const items = await fs.readdir(d, fh, 0, 20);
   for (const it of items.slice(2)) {
     assert.equal(fs.inodes.lookups(it.ino), 0);
@@ -199,4 +202,29 @@ Deno.test("the layer store remembers a bounded number of references", async () =
   assert.equal(names.length, 1024);
   assert.ok(names.includes(encodeRefName("registry.example/app1099:v1")));
   assert.ok(!names.includes(encodeRefName("registry.example/app0:v1")));
+});
+
+Deno.test("directories are read without OPENDIR: ENOSYS, and offsets continue each directory's own listing", async () => {
+  const files: [string, FsNode][] = [];
+  for (let i = 0; i < 30; i++) files.push([`f${i}`, bytesNode(`file:${i}`, enc.encode(`${i}\n`))]);
+  const fs = new CrfsFilesystem(
+    staticDir("root", [["a", staticDir("a", files)], [
+      "b",
+      staticDir("b", [["x", bytesNode("x", enc.encode("x"))]]),
+    ]]),
+    { tagTtlMs: 1000, log: () => {} },
+  );
+  const a = answered(await fs.lookup(1, enc.encode("a"))).nodeId;
+  const b = answered(await fs.lookup(1, enc.encode("b"))).nodeId;
+  await assert.rejects(
+    async () => await fs.opendir(a),
+    (e) => (e as FuseError).errno === Errno.ENOSYS,
+  );
+  const first = await fs.readdir(a, 0, 0, 10);
+  // Another directory read in between does not disturb the first one's offsets.
+  assert.deepEqual((await fs.readdir(b, 0, 0)).map((i) => dec.decode(i.name)), [".", "..", "x"]);
+  const rest = await fs.readdir(a, 0, first.at(-1)!.next);
+  const names = [...first, ...rest].map((i) => dec.decode(i.name)).slice(2);
+  assert.equal(names.length, 30);
+  assert.equal(new Set(names).size, 30);
 });
