@@ -64,6 +64,14 @@ const ASKED_OF_EVERY_FILE = new Set([
 const DOT = new Uint8Array([0x2e]);
 /** Directory listings kept for reads at later offsets (each is the directory's own children). */
 const MAX_LISTINGS = 512;
+/**
+ * A directory offset is `listing id × 2^32 + position`: each read from offset 0 takes a listing
+ * of its own, so two readers of a directory that changes meanwhile (a tag list) each go on with
+ * the listing they started, and a `telldir` offset names its listing. Ids wrap below 2^20 (offsets
+ * stay below 2^52, exact in a double).
+ */
+const LISTING_UNIT = 2 ** 32;
+const MAX_LISTING_ID = 2 ** 20;
 const DOTDOT = new Uint8Array([0x2e, 0x2e]);
 
 /** crfs's filesystem, ready to be mounted. */
@@ -73,10 +81,13 @@ export class CrfsFilesystem implements FuseOps {
   readonly #immutableTtl: number;
   readonly #log: (line: string) => void;
   /**
-   * The listing each directory is being read from (READDIR carries no handle: directories are
-   * opened without asking us), so offsets stay stable while it is read; the latest few hundred.
+   * Listings being read, by listing id (READDIR carries no handle: directories are opened
+   * without asking us; the id is in the offset, see {@link LISTING_UNIT}): the latest few hundred.
    */
   readonly #listings = new LruMap<number, [string, FsNode][]>(MAX_LISTINGS);
+  /** The listings of each directory, to let them go with its inode. */
+  readonly #listingsOf = new Map<number, Set<number>>();
+  #nextListing = 1;
   /** A directory's parent (the one it was last reached through), for its `..` entry. */
   readonly #parents = new Map<number, number>();
   readonly #onFirstRead?: (path: string) => void;
@@ -87,7 +98,7 @@ export class CrfsFilesystem implements FuseOps {
       ...opts.inodes,
       onDrop: (ino) => {
         this.#parents.delete(ino);
-        this.#listings.delete(ino);
+        this.#dropListings(ino);
       },
     });
     this.#tagTtl = opts.tagTtlMs;
@@ -251,38 +262,72 @@ export class CrfsFilesystem implements FuseOps {
   readdir(nodeId: number, _fh: number, offset: number, limit = Infinity): MaybePromise<DirItem[]> {
     try {
       const n = this.#node(nodeId);
-      // One listing per open directory handle, so offsets stay stable while it is read.
-      const items = offset === 0 ? undefined : this.#listings.get(nodeId);
-      if (items) return this.#dirItems(nodeId, items, offset, limit);
+      const at = offset % LISTING_UNIT;
+      // A listing of its own from offset 0; later offsets go on with the listing they name (one
+      // let go of meanwhile is listed afresh under a new id).
+      const id = Math.floor(offset / LISTING_UNIT);
+      const items = offset === 0 ? undefined : this.#listings.get(id);
+      if (items) return this.#dirItems(nodeId, items, at, limit, id);
       if (n.listNow) {
         const now = n.listNow();
-        this.#listings.set(nodeId, now);
-        return this.#dirItems(nodeId, now, offset, limit);
+        return this.#dirItems(nodeId, now, at, limit, this.#keepListing(nodeId, now));
       }
-      return n.list!().then((items) => {
-        this.#listings.set(nodeId, items);
-        return this.#dirItems(nodeId, items, offset, limit);
-      }).catch((e) => Promise.reject(this.#fuseError("readdir", e)));
+      return n.list!().then((items) =>
+        this.#dirItems(nodeId, items, at, limit, this.#keepListing(nodeId, items))
+      ).catch((e) => Promise.reject(this.#fuseError("readdir", e)));
     } catch (e) {
       throw this.#fuseError("readdir", e);
     }
   }
 
   /** The items of a listing from directory offset `offset`, at most `limit`. */
-  #dirItems(nodeId: number, items: [string, FsNode][], offset: number, limit: number): DirItem[] {
-    // Offsets: 0 is ".", 1 is "..", 2 + i the i-th child; an item's `next` is its offset + 1.
+  /** Keeps `items` as a new listing of directory `nodeId`; its id. */
+  #keepListing(nodeId: number, items: [string, FsNode][]): number {
+    const id = this.#nextListing;
+    this.#nextListing = id + 1 < MAX_LISTING_ID ? id + 1 : 1;
+    this.#listings.set(id, items);
+    let ids = this.#listingsOf.get(nodeId);
+    if (!ids) this.#listingsOf.set(nodeId, ids = new Set());
+    ids.add(id);
+    // Ids whose listing the LRU let go of are forgotten here too (bounded per directory).
+    if (ids.size > 8) { for (const old of ids) if (!this.#listings.has(old)) ids.delete(old); }
+    return id;
+  }
+
+  #dropListings(nodeId: number): void {
+    for (const id of this.#listingsOf.get(nodeId) ?? []) this.#listings.delete(id);
+    this.#listingsOf.delete(nodeId);
+  }
+
+  #dirItems(
+    nodeId: number,
+    items: [string, FsNode][],
+    offset: number,
+    limit: number,
+    listing: number,
+  ): DirItem[] {
+    // Positions: 0 is ".", 1 is "..", 2 + i the i-th child; an item's `next` is its position + 1,
+    // in the listing's offsets (see LISTING_UNIT).
+    const base = listing * LISTING_UNIT;
     const out: DirItem[] = [];
-    if (offset === 0 && limit > 0) out.push({ name: DOT, type: DT_DIR, ino: nodeId, next: 1 });
+    if (offset === 0 && limit > 0) {
+      out.push({ name: DOT, type: DT_DIR, ino: nodeId, next: base + 1 });
+    }
     if (offset <= 1 && out.length < limit) {
       const up = this.#parents.get(nodeId) ?? nodeId;
-      out.push({ name: DOTDOT, type: DT_DIR, ino: up, next: 2 });
+      out.push({ name: DOTDOT, type: DT_DIR, ino: up, next: base + 2 });
     }
     const start = Math.max(offset, 2) - 2;
     const end = Math.min(items.length, start + limit - out.length);
     for (let i = start; i < end; i++) {
       const [name, child] = items[i];
       const ino = this.#assign(nodeId, child);
-      out.push({ name: encodeName(name), type: dtOf(child.attr().type), ino, next: i + 3 });
+      out.push({
+        name: encodeName(name),
+        type: dtOf(child.attr().type),
+        ino,
+        next: base + i + 3,
+      });
     }
     return out;
   }
@@ -307,7 +352,7 @@ export class CrfsFilesystem implements FuseOps {
 
   /** Never asked by the kernel (see {@link opendir}); lets the listing go. */
   releasedir(nodeId: number, _fh: number): void {
-    this.#listings.delete(nodeId);
+    this.#dropListings(nodeId);
   }
 
   getxattr(nodeId: number, name: Uint8Array): Answer<Uint8Array> {

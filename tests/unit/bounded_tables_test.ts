@@ -228,3 +228,32 @@ Deno.test("directories are read without OPENDIR: ENOSYS, and offsets continue ea
   assert.equal(names.length, 30);
   assert.equal(new Set(names).size, 30);
 });
+
+Deno.test("two readers of a directory that changes meanwhile each go on with the listing they started", async () => {
+  const enc2 = new TextEncoder();
+  let names = Array.from({ length: 20 }, (_, i) => `t${i}`);
+  // A tag directory: its listing changes between reads.
+  const tags: FsNode = {
+    key: "tags",
+    volatility: "tag",
+    attr: () => staticDir("x", []).attr(),
+    lookup: (n) =>
+      Promise.resolve(names.includes(n) ? bytesNode(`tag:${n}`, enc2.encode(n)) : undefined),
+    list: () => Promise.resolve(names.map((n) => [n, bytesNode(`tag:${n}`, enc2.encode(n))])),
+  };
+  const fs = new CrfsFilesystem(staticDir("root", [["tags", tags]]), {
+    tagTtlMs: 1000,
+    log: () => {},
+  });
+  const d = answered(await fs.lookup(1, enc.encode("tags"))).nodeId;
+  const one = await fs.readdir(d, 0, 0, 8);
+  names = names.slice(5).concat(["new1", "new2"]); // five tags gone, two new ones
+  const two = await fs.readdir(d, 0, 0, 8);
+  const oneRest = await fs.readdir(d, 0, one.at(-1)!.next);
+  const twoRest = await fs.readdir(d, 0, two.at(-1)!.next);
+  const seen = (items: { name: Uint8Array }[]) => items.map((i) => dec.decode(i.name)).slice(2);
+  assert.deepEqual(seen([...one, ...oneRest]), Array.from({ length: 20 }, (_, i) => `t${i}`));
+  assert.deepEqual(seen([...two, ...twoRest]), names);
+  // The offsets of the first reader name its own listing, not the second's.
+  assert.notEqual(Math.floor(one[0].next / 2 ** 32), Math.floor(two[0].next / 2 ** 32));
+});
