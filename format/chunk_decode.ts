@@ -2,12 +2,21 @@
  * Decompressing one chunk from its gzip member or zstd frame and checking it: the CRC and length
  * of the whole member (the frame's structure, content size and checksum) when it is small enough
  * to decompress whole, the size the TOC gives, and the chunk's sha256 digest when the TOC has
- * one. Pure, so it runs on the main thread or in a worker.
+ * one. Pure, so it runs on the main thread or in a worker. Gzip members inflate through libdeflate
+ * when it is there (`libdeflate.ts`), else through `node:zlib`.
  *
  * @module
  */
 import { createHash } from "node:crypto";
-import { GzipError, GzipLimitError, inflateMember, inflatePrefix } from "./gzip.ts";
+import {
+  crc32,
+  GzipError,
+  gzipHeaderLength,
+  GzipLimitError,
+  inflateMember,
+  inflatePrefix,
+} from "./gzip.ts";
+import { inflateRawInto } from "./libdeflate.ts";
 import { unzstdFrame, unzstdPrefix, ZstdError, zstdFrameAt, ZstdLimitError } from "./zstd.ts";
 
 /** How chunks of a blob are compressed: gzip members (stargz, eStargz) or zstd frames. */
@@ -103,8 +112,15 @@ export async function decodeChunk(
   return own ? chunk : chunk.slice();
 }
 
-/** The member at the start of `compressed`, whole (CRC checked) or, when huge, its prefix. */
+/**
+ * The member at the start of `compressed`, whole (CRC checked) or, when huge, its prefix. A
+ * member that holds just about its chunks inflates through libdeflate into a buffer of their size
+ * (with {@link OWN_SLACK} of room); anything else — no libdeflate, more bytes than that room, bad
+ * data — through `node:zlib`, which also gives the errors.
+ */
 async function gzipMember(compressed: Uint8Array, want: number): Promise<Uint8Array> {
+  const fast = fastGzipMember(compressed, want);
+  if (fast) return fast;
   try {
     // Whole member: the chunk plus the headers that ride after it.
     return inflateMember(compressed, 0, want + MEMBER_SLACK, want).data;
@@ -113,6 +129,27 @@ async function gzipMember(compressed: Uint8Array, want: number): Promise<Uint8Ar
     // Tens of MB of headers after one chunk: decompress just the chunk.
     return await inflatePrefix(compressed, want);
   }
+}
+
+/** The whole member through libdeflate, CRC and length checked; undefined to go the usual way. */
+function fastGzipMember(compressed: Uint8Array, want: number): Uint8Array | undefined {
+  let start: number;
+  try {
+    start = gzipHeaderLength(compressed, 0);
+  } catch {
+    return undefined;
+  }
+  const out = new Uint8Array(want + OWN_SLACK);
+  const r = inflateRawInto(compressed.subarray(start), out);
+  if (!r) return undefined;
+  const trailer = start + r.read;
+  if (trailer + 8 > compressed.length) return undefined;
+  const data = out.subarray(0, r.written);
+  const dv = new DataView(compressed.buffer, compressed.byteOffset + trailer, 8);
+  if (dv.getUint32(0, true) !== crc32(data) || dv.getUint32(4, true) !== (data.length >>> 0)) {
+    return undefined;
+  }
+  return data;
 }
 
 /**
