@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { bash, run, startMount, tarTree, toEStargz } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 const ENTRIES = 3000;
 
@@ -49,8 +50,8 @@ function as(uid: number, script: string, ...args: string[]) {
 
 Deno.test({
   name: "crfs mount: statfs, EROFS, permissions, --allow-other, readdir offsets, --debug",
-  ignore: Deno.uid() !== 0,
   async fn(t) {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-acl-" });
     // The mount point's parents must be searchable by other users for the access tests.
     await Deno.chmod(work, 0o755);

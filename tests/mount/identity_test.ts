@@ -10,11 +10,12 @@ import assert from "node:assert/strict";
 import { appendWithReference } from "../helpers/reference.ts";
 import { appendedHardlinkTar } from "../helpers/hardlink_tar.ts";
 import { bash, dropCaches, pushImage, Registry, run, startMount } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 Deno.test({
   name: "crfs mount: a hardlink's file and a new file under its first name are two inodes",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-identity-" });
     let reg: Registry | undefined;
     let stop: (() => Promise<unknown>) | undefined;

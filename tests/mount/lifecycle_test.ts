@@ -29,6 +29,7 @@ import {
   unmountAllUnder,
   within,
 } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 const MiB = 1 << 20;
 
@@ -60,8 +61,8 @@ async function readAt(f: Deno.FsFile, offset: number, length: number): Promise<U
 
 Deno.test({
   name: "crfs mount: registry killed mid-read gives EIO (no hang, no wrong bytes), then recovers",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-eio-" });
     let reg: Registry | undefined;
     let stop: (() => Promise<unknown>) | undefined;
@@ -145,8 +146,8 @@ Deno.test({
 
 Deno.test({
   name: "crfs mount: many readers at once on a cold mount get exact bytes",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-par-" });
     let reg: Registry | undefined;
     let stop: (() => Promise<unknown>) | undefined;
@@ -192,8 +193,8 @@ Deno.test({
 
 Deno.test({
   name: "crfs mount: SIGINT/SIGTERM unmount (file held open, overlay stacked); SIGKILL recovery",
-  ignore: Deno.uid() !== 0,
   async fn(t) {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-sig-" });
     let reg: Registry | undefined;
     const stops: (() => Promise<unknown>)[] = [];

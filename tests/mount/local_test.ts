@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { startMount } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 const FIXTURES = new URL("../../../shared/fixtures/crfs-legacy", import.meta.url).pathname;
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -28,8 +29,8 @@ interface StatusLayer {
 Deno.test({
   name:
     "crfs mount: local files are layers of the local driver, counted in the status file, verified",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-local-" });
     try {
       await Deno.mkdir(`${work}/local`);

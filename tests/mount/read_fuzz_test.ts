@@ -20,6 +20,7 @@ import {
   swapChunks,
 } from "../fuzz/read_blobs.ts";
 import { fuseMountsAt, run, startMount, within } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 const CASES = Number(Deno.env.get("FUZZ_MOUNT_CASES") ?? 60);
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20261202);
@@ -65,8 +66,8 @@ async function preadDd(path: string, off: number, len: number): Promise<Uint8Arr
 Deno.test({
   name:
     `crfs mount: reads at random offsets over ${CASES} mutated local blobs give the truth or EIO`,
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-fuzz-" });
     let stop: (() => Promise<unknown>) | undefined;
     try {
@@ -170,8 +171,8 @@ Deno.test({
 
 Deno.test({
   name: "crfs mount --verify strict: a recompressed legacy member fails partial reads with EIO",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-strict-" });
     let stop: (() => Promise<unknown>) | undefined;
     try {

@@ -11,11 +11,12 @@ import { startRegistry } from "../helpers/registry.ts";
 import { pushImage, tar } from "../helpers/images.ts";
 import { convert } from "../unit/tree_helpers.ts";
 import { run, startMount } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 Deno.test({
   name: "crfs mount: a repository lists its tags without opening images; a bad tag fails alone",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-replist-" });
     await using reg = await startRegistry();
     let stop: (() => Promise<unknown>) | undefined;

@@ -30,6 +30,7 @@ import {
   startMount,
   toEStargz,
 } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 const IMAGES = 20;
 const FILES = 1000;
@@ -123,8 +124,8 @@ async function tableNodes(mnt: string): Promise<number> {
 
 Deno.test({
   name: "crfs mount soak: memory and the inode table stay flat over rounds with forget storms",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-soak-" });
     let reg: Registry | undefined;
     let stop: (() => Promise<unknown>) | undefined;

@@ -33,11 +33,12 @@ import {
   within,
 } from "./helpers.ts";
 import { buildTestImage } from "./image.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 Deno.test({
   name: "crfs mount: whole trees equal tar -x of the same layers (registry and local stargz)",
-  ignore: Deno.uid() !== 0,
   async fn(t) {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-tree-" });
     let reg: Registry | undefined;
     let stop: (() => Promise<unknown>) | undefined;
@@ -199,8 +200,8 @@ Deno.test({
  */
 Deno.test({
   name: "crfs mount: hardlinks hidden or replaced above agree with overlayfs over tar -x",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-hl-" });
     let stop: (() => Promise<unknown>) | undefined;
     let reg: Registry | undefined;

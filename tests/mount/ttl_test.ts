@@ -28,6 +28,7 @@ import {
   unmountAllUnder,
 } from "./helpers.ts";
 import { buildTestImage } from "./image.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 /** A one-layer image whose file `which` says `name`. */
 async function tinyLayer(work: string, name: string) {
@@ -41,8 +42,8 @@ async function tinyLayer(work: string, name: string) {
 
 Deno.test({
   name: "crfs mount: a re-pushed tag shows its new image after --tag-ttl (layers/ and images/)",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-tag-" });
     let reg: Registry | undefined;
     let stop: (() => Promise<unknown>) | undefined;
@@ -94,8 +95,8 @@ Deno.test({
 
 Deno.test({
   name: "crfs mount: overlayfs stacked on layers/ survives expiring entry timeouts and FORGETs",
-  ignore: Deno.uid() !== 0,
   async fn() {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-ttl-" });
     let reg: Registry | undefined;
     let stop: (() => Promise<unknown>) | undefined;

@@ -25,6 +25,7 @@ import {
   toOverlayForm,
   within,
 } from "./helpers.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 /** Writes `<tar>.zst` (zstd:chunked) and returns what the writer said. */
 async function toZstdChunked(tar: string) {
@@ -43,8 +44,8 @@ async function toZstdChunked(tar: string) {
 
 Deno.test({
   name: "crfs mount: a mixed image (zstd:chunked + eStargz) equals tar -x, read lazily",
-  ignore: Deno.uid() !== 0,
   async fn(t) {
+    requireRoot("FUSE mounts");
     const work = await Deno.makeTempDir({ prefix: "crfs-mount-zstd-" });
     let reg: Registry | undefined;
     const stops: (() => Promise<unknown>)[] = [];

@@ -12,6 +12,7 @@
  */
 import { readMountinfo } from "../../fs/fuse/mount.ts";
 import { FUSE_CONF } from "../../fs/fuse/unprivileged.ts";
+import { requireRoot } from "../helpers/require_root.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 /** Held (flock) while a test has changed /dev/fuse or /etc/fuse.conf. */
@@ -69,7 +70,7 @@ export class TestUser {
 
   /** Adds a user `crfsrl<random>` with a home, a runtime directory and the Deno npm cache. */
   static async create(): Promise<TestUser> {
-    if (Deno.uid() !== 0) throw new Error("the rootless tests need root (to add a test user)");
+    requireRoot("the rootless tests add a test user");
     const name = `crfsrl${crypto.randomUUID().slice(0, 8)}`;
     await sh("useradd", ["--create-home", "--shell", "/bin/sh", name]);
     const uid = Number((await sh("id", ["-u", name])).trim());
