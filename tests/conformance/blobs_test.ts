@@ -21,6 +21,7 @@ import {
   writeZstdChunked,
   type ZstdChunkedWriterOptions,
 } from "../../format/zstd_chunked_writer.ts";
+import { concat } from "../../format/bytes.ts";
 
 /** Bytes a writer gives to its sink, joined. */
 async function collect(
@@ -30,13 +31,7 @@ async function collect(
   await write((b) => {
     parts.push(b.slice());
   });
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concat(parts);
 }
 
 async function* once(b: Uint8Array) {

@@ -12,6 +12,7 @@
  * @module
  */
 import type { TestRegistry } from "./registry.ts";
+import { concat } from "../../format/bytes.ts";
 
 const enc = new TextEncoder();
 
@@ -61,18 +62,7 @@ export function tar(files: Record<string, TarContent>): Uint8Array {
     if (data.length % 512) blocks.push(new Uint8Array(512 - (data.length % 512)));
   }
   blocks.push(new Uint8Array(1024));
-  return concatBytes(blocks);
-}
-
-/** Concatenates byte arrays. */
-export function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concat(blocks);
 }
 
 /** gzip of `bytes`. */

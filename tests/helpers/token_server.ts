@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { concat } from "../../format/bytes.ts";
 
 /** Options of {@link startTokenServer}. */
 export interface TokenServerOptions {
@@ -62,16 +63,6 @@ export interface TokenServer {
 }
 
 // ---- DER / X.509 ----
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 function derLength(n: number): Uint8Array {
   if (n < 0x80) return Uint8Array.of(n);

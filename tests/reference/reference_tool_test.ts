@@ -18,6 +18,7 @@ import {
   runReference,
   verifyWithReference,
 } from "../helpers/reference.ts";
+import { concat } from "../../format/bytes.ts";
 
 const CHUNK = 64 * 1024;
 const BIG_SIZE = 3 * CHUNK + 1234;
@@ -74,16 +75,6 @@ function legacyFooter(tocOffset: number): Uint8Array {
   f.set(extra, 12);
   f.set([0x01, 0x00, 0x00, 0xff, 0xff], 34); // empty final stored block; CRC32 and ISIZE stay 0
   return f;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 Deno.test("reference estargz tool: build, verify, corrupt, legacy", async (t) => {
@@ -261,11 +252,11 @@ Deno.test("reference estargz tool: build, verify, corrupt, legacy", async (t) =>
       await Deno.mkdir(`${tmp}/legacy`);
       await Deno.writeTextFile(`${tmp}/legacy/stargz.index.json`, JSON.stringify(toc));
       await run("tar", ["-cf", `${tmp}/toc.tar`, "-C", `${tmp}/legacy`, "stargz.index.json"]);
-      const legacy = concat(
+      const legacy = concat([
         blob.subarray(0, tocOffset),
         gzipSync(await Deno.readFile(`${tmp}/toc.tar`)),
         legacyFooter(tocOffset),
-      );
+      ]);
       const legacyPath = `${tmp}/legacy.stargz`;
       await Deno.writeFile(legacyPath, legacy);
 

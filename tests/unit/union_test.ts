@@ -20,6 +20,7 @@ import { layerRoot } from "../../fs/layer_tree.ts";
 import type { FsNode } from "../../fs/node.ts";
 import { rng } from "./random_tar.ts";
 import { convert } from "./tree_helpers.ts";
+import { concat } from "../../format/bytes.ts";
 
 interface Spec {
   kind: "dir" | "reg" | "symlink";
@@ -57,13 +58,7 @@ function tarOf(entries: [string, Spec | "whiteout" | "opaque"][]): Uint8Array {
     } else parts.push(encodeHeader(h(path + "/", "dir")));
   }
   parts.push(END_OF_ARCHIVE);
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concat(parts);
 }
 
 /** Applies layers per the OCI spec; returns path → spec of the final tree. */
