@@ -63,6 +63,11 @@ export interface AccessLogEntry {
   range?: { start: number; end: number };
 }
 
+/** The GETs of blobs `digests` in an access log (what a lazy pull should keep to ranges). */
+export function blobGets(log: AccessLogEntry[], digests: string[]): AccessLogEntry[] {
+  return log.filter((e) => e.method === "GET" && digests.some((d) => e.path.endsWith(`/${d}`)));
+}
+
 /** A running registry. */
 export interface TestRegistry {
   /** `127.0.0.1:PORT` (with `tls`: `NAME:PORT`): the host part of image references. */

@@ -17,17 +17,17 @@
 import assert from "node:assert/strict";
 import { buildTarImage, crfs } from "../cmd/helpers.ts";
 import { randomBytes, writeOciLayout } from "../helpers/images.ts";
-import { type AccessLogEntry, startRegistry, type TestRegistry } from "../helpers/registry.ts";
+import {
+  type AccessLogEntry,
+  blobGets,
+  startRegistry,
+  type TestRegistry,
+} from "../helpers/registry.ts";
 import { baseLayer, Podman, startStore } from "../podman/helpers.ts";
 import { addHostsLine, makePki, podmanLogin, removeHostsLine } from "./tls_helpers.ts";
 
 /** Where podman and crfs look for a host's CA first (containers-certs.d(5)). */
 const SYSTEM_CERTS_D = "/etc/containers/certs.d";
-
-/** GETs of layer blobs in the registry's log. */
-function layerGets(log: AccessLogEntry[], digests: string[]): AccessLogEntry[] {
-  return log.filter((e) => e.method === "GET" && digests.some((d) => e.path.endsWith(`/${d}`)));
-}
 
 /** The manifest of team/app:v1, read with `creds` (Basic, or a bearer token for them). */
 async function manifestOf(
@@ -152,7 +152,7 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
     assert.equal(out.stdout, "hello from a private registry\n");
     // Lazily, through the store: only range requests for the layers, and the unread file's
     // layer mostly still in the registry.
-    const gets = layerGets(await reg.accessLog(), layers);
+    const gets = blobGets(await reg.accessLog(), layers);
     assert.ok(gets.length > 0, "the store read the layers from the registry");
     assert.deepEqual(gets.filter((e) => e.status !== 206), [], "no layer downloaded whole");
     const dataLayer = manifest.layers[1];
@@ -186,7 +186,7 @@ async function storeEndToEnd(auth: "basic" | "token"): Promise<void> {
     const full = await pod3.run(runArgs("--entrypoint", "/bin/cat", ref, "/etc/motd"));
     assert.equal(full.code, 0, full.stderr);
     assert.equal(full.stdout, "hello from a private registry\n");
-    const fullGets = layerGets(await reg.accessLog(), layers).filter((e) => e.status === 200);
+    const fullGets = blobGets(await reg.accessLog(), layers).filter((e) => e.status === 200);
     assert.deepEqual(
       fullGets.map((e) => e.bytes).sort(),
       manifest.layers.map((l) => l.size).sort(),

@@ -18,6 +18,7 @@ import { assert, assertEquals, buildTarImage, crfs, type TestImage } from "../cm
 import { skopeoCopy, writeOciLayout } from "../helpers/images.ts";
 import {
   type AccessLogEntry,
+  blobGets,
   freePort,
   startRegistry,
   type TestRegistry,
@@ -100,11 +101,6 @@ interface Layer {
   digest: string;
   size: number;
   annotations: Record<string, string>;
-}
-
-/** Layer blob requests in the log, by digest. */
-function layerRequests(log: AccessLogEntry[], digests: string[]): AccessLogEntry[] {
-  return log.filter((e) => e.method === "GET" && digests.some((d) => e.path.endsWith(`/${d}`)));
 }
 
 Deno.test("layer store tree: refs, layer and TOC digests, info, blob, diff/ in overlayfs form, use/rmdir answered ENOENT, plain layers declined", async () => {
@@ -196,7 +192,7 @@ Deno.test("layer store tree: refs, layer and TOC digests, info, blob, diff/ in o
   assert(!(await exists(`${s.dir}/not-base64!`)));
   assert(!(await exists(`${s.dir}/${btoa("no-tag-or-digest")}`)));
   assertEquals(
-    layerRequests(await f.reg.accessLog(), f.image.layers.map((l) => l.digest)),
+    blobGets(await f.reg.accessLog(), f.image.layers.map((l) => l.digest)),
     [],
     "declining plain layers costs no blob request",
   );
@@ -231,7 +227,7 @@ Deno.test("podman pulls and runs an eStargz image through crfs store lazily, and
   const out = await lazy.ok(lazy.runArgs("--entrypoint", "/bin/cat", f.dst, "/etc/hello.txt"));
   assertEquals(out, "hello again\n");
   const log = await f.reg.accessLog();
-  const reqs = layerRequests(log, layerDigests);
+  const reqs = blobGets(log, layerDigests);
   assertEquals(reqs.filter((e) => e.status !== 206), [], "no layer blob was downloaded whole");
   const fetched = reqs.reduce((n, e) => n + e.bytes, 0);
   const total = [...sizes.values()].reduce((a, b) => a + b, 0);
@@ -281,7 +277,7 @@ Deno.test("podman pulls and runs an eStargz image through crfs store lazily, and
   // layers are the uncompressed layers the config names.
   f.reg.clearLog();
   await lazy.ok(["save", "--format", "oci-archive", "-o", `${f.work}/saved.tar`, f.dst]);
-  const blobReads = layerRequests(await f.reg.accessLog(), layerDigests);
+  const blobReads = blobGets(await f.reg.accessLog(), layerDigests);
   assertEquals(blobReads.filter((e) => e.status !== 206), [], "blob read in ranges");
   const saved = `${f.work}/saved`;
   await Deno.mkdir(saved);
@@ -328,7 +324,7 @@ Deno.test("a plain gzip image through the same store (storage.conf) is pulled no
   f.reg.clearLog();
   const out = await pod.ok(pod.runArgs("--entrypoint", "/bin/cat", f.src, "/etc/hello.txt"));
   assertEquals(out, "hello again\n");
-  const reqs = layerRequests(await f.reg.accessLog(), f.image.layers.map((l) => l.digest));
+  const reqs = blobGets(await f.reg.accessLog(), f.image.layers.map((l) => l.digest));
   // Each layer downloaded whole by podman, none range-read by crfs.
   assertEquals(
     reqs.map((e) => e.status).sort(),
@@ -341,7 +337,7 @@ Deno.test("a plain gzip image through the same store (storage.conf) is pulled no
     await pod.ok(pod.runArgs("--entrypoint", "/bin/cat", f.dst, "/etc/hello.txt")),
     "hello again\n",
   );
-  const lazy = layerRequests(
+  const lazy = blobGets(
     await f.reg.accessLog(),
     f.dstManifest.layers.map((l) => l.digest),
   );
@@ -365,7 +361,7 @@ Deno.test("crfs mount --layer-store serves the store next to the mount; SIGTERM 
       `${dir}/${encodeRefName(f.dst)}/${layer.digest}/diff/pair/a`,
     );
     assertEquals([viaMount, viaStore], ["same inode\n", "same inode\n"]);
-    const tocReads = layerRequests(await f.reg.accessLog(), [layer.digest]);
+    const tocReads = blobGets(await f.reg.accessLog(), [layer.digest]);
     assert(
       tocReads.length <= 3,
       `the layer opened once for both views: ${JSON.stringify(tocReads)}`,

@@ -8,7 +8,7 @@
  */
 import { assert, assertEquals, buildTarImage } from "../cmd/helpers.ts";
 import { skopeoCopy, writeOciLayout } from "../helpers/images.ts";
-import { type AccessLogEntry, startRegistry } from "../helpers/registry.ts";
+import { type AccessLogEntry, blobGets, startRegistry } from "../helpers/registry.ts";
 import { encodeRefName } from "../../fs/layer_store.ts";
 import { run } from "../format/helpers.ts";
 import { Podman, startCrfs, startStore, testImageLayers, TREE_SCRIPT } from "./helpers.ts";
@@ -21,10 +21,6 @@ interface Layer {
   digest: string;
   size: number;
   annotations: Record<string, string>;
-}
-
-function layerRequests(log: AccessLogEntry[], digests: string[]): AccessLogEntry[] {
-  return log.filter((e) => e.method === "GET" && digests.some((d) => e.path.endsWith(`/${d}`)));
 }
 
 Deno.test("a skopeo zstd:chunked image: crfs mount reads it lazily, podman runs it through crfs store as after a normal pull", async () => {
@@ -72,7 +68,7 @@ Deno.test("a skopeo zstd:chunked image: crfs mount reads it lazily, podman runs 
         const I = `${mnt}/images/${reg.host}/zst/img/v1`;
         assertEquals(await Deno.readTextFile(`${I}/data/small.txt`), "small\n");
         assertEquals(await Deno.readTextFile(`${I}/etc/hello.txt`), "hello again\n");
-        const reqs = layerRequests(await reg.accessLog(), [big.digest]);
+        const reqs = blobGets(await reg.accessLog(), [big.digest]);
         assert(reqs.length > 0, "the data layer was read from the registry");
         assertEquals(reqs.filter((e) => e.status !== 206), [], "only range requests");
         const fetched = reqs.reduce((n, e) => n + e.bytes, 0);
@@ -108,7 +104,7 @@ Deno.test("a skopeo zstd:chunked image: crfs mount reads it lazily, podman runs 
       await lazy.ok(["pull", "--quiet", "--tls-verify=false", dst]);
       const out = await lazy.ok(lazy.runArgs("--entrypoint", "/bin/cat", dst, "/etc/hello.txt"));
       assertEquals(out, "hello again\n");
-      const reqs = layerRequests(await reg.accessLog(), digests);
+      const reqs = blobGets(await reg.accessLog(), digests);
       assertEquals(reqs.filter((e) => e.status !== 206), [], "no layer blob was downloaded whole");
       const fetched = reqs.reduce((n, e) => n + e.bytes, 0);
       const total = layers.reduce((n, l) => n + l.size, 0);
