@@ -180,12 +180,8 @@ function indexEntries(
   const boundaries: number[] = []; // every member offset the TOC names
   const files: TOCNode[] = []; // regular files, in TOC order (some may be replaced later)
   const names: NameMemory = {
-    users: new Map(),
-    groups: new Map(),
-    lastUser: "",
-    lastUid: -1,
-    lastGroup: "",
-    lastGid: -1,
+    users: new OwnerNames(),
+    groups: new OwnerNames(),
   };
 
   const where = (i: number, e: TOCEntry) =>
@@ -472,40 +468,39 @@ function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
   };
 }
 
-/** Owner names by id: writers leave a name out when it is the same as last time for that id. */
+/**
+ * Owner names by id: writers leave a name out when it is the same as last time for that id. The
+ * map is written only when the name or id changes (entries mostly repeat the previous owner).
+ */
+class OwnerNames {
+  readonly #byId = new Map<number, string>();
+  #lastName = "";
+  #lastId = -1;
+
+  /** The name of owner `id`: `given`, remembered, or the last one given for `id` (else ""). */
+  name(id: number, given: string | undefined): string {
+    if (!given) return this.#byId.get(id) ?? "";
+    if (given !== this.#lastName || id !== this.#lastId) {
+      this.#byId.set(id, given);
+      this.#lastName = given;
+      this.#lastId = id;
+    }
+    return given;
+  }
+}
+
+/** The user and group names of one TOC. */
 interface NameMemory {
-  users: Map<number, string>;
-  groups: Map<number, string>;
-  /** The last name put in each map, and its id. */
-  lastUser: string;
-  lastUid: number;
-  lastGroup: string;
-  lastGid: number;
+  users: OwnerNames;
+  groups: OwnerNames;
 }
 
 function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: NameMemory): void {
   node.mode = (e.mode ?? (e.type === "dir" ? 0o755 : 0)) & 0o7777;
   node.uid = e.uid ?? 0;
   node.gid = e.gid ?? 0;
-  const user = e.userName;
-  if (user) {
-    // Remembered for the entries that leave it out (the map only when it changes).
-    if (user !== names.lastUser || node.uid !== names.lastUid) {
-      names.users.set(node.uid, user);
-      names.lastUser = user;
-      names.lastUid = node.uid;
-    }
-    node.userName = user;
-  } else node.userName = names.users.get(node.uid) ?? "";
-  const group = e.groupName;
-  if (group) {
-    if (group !== names.lastGroup || node.gid !== names.lastGid) {
-      names.groups.set(node.gid, group);
-      names.lastGroup = group;
-      names.lastGid = node.gid;
-    }
-    node.groupName = group;
-  } else node.groupName = names.groups.get(node.gid) ?? "";
+  node.userName = names.users.name(node.uid, e.userName);
+  node.groupName = names.groups.name(node.gid, e.groupName);
   const t = e.modtime ? cachedModTime(e.modtime) : null;
   node.mtimeSec = t?.sec ?? 0;
   node.mtimeNsec = t?.nsec ?? 0;
