@@ -153,10 +153,7 @@ export class DecodedChunkCache implements ChunkCache {
     if (!file) return undefined;
     const data = this.#check(key, info, file, headerSize);
     if (!data) {
-      this.stats.corrupt++;
-      this.#close(path);
-      await this.#disk.dropFile(path);
-      return undefined;
+      return await this.#dropCorrupt(path);
     }
     this.stats.hits++;
     this.#memory.set(key, data, info);
@@ -260,10 +257,7 @@ export class DecodedChunkCache implements ChunkCache {
       ok = crc32(buf.subarray(o, Math.min(o + BLOCK, buf.length))) === f.crcs[b];
     }
     if (!ok) {
-      this.stats.corrupt++;
-      this.#close(path);
-      await this.#disk.dropFile(path);
-      return undefined;
+      return await this.#dropCorrupt(path);
     }
     this.stats.rangeHits++;
     this.#disk.touchFile(path);
@@ -314,6 +308,14 @@ export class DecodedChunkCache implements ChunkCache {
   }
 
   /** Stops range reads from the file at `path` (closed once its reads settle). */
+  /** A decoded file whose checks failed: counted, closed and removed (the chunk is fetched again). */
+  async #dropCorrupt(path: string): Promise<undefined> {
+    this.stats.corrupt++;
+    this.#close(path);
+    await this.#disk.dropFile(path);
+    return undefined;
+  }
+
   #close(path: string): void {
     const f = this.#open.peek(path);
     if (!f) return;
