@@ -17,6 +17,7 @@ import { createContext } from "../../drivers/driver.ts";
 import { DockerV2Driver } from "../../drivers/docker_v2.ts";
 import { pushImage } from "../helpers/images.ts";
 import { startRegistry } from "../helpers/registry.ts";
+import { podmanLoginWith } from "./tls_helpers.ts";
 
 const b64 = (s: string) => btoa(s);
 
@@ -27,43 +28,6 @@ async function writeJson(path: string, value: unknown): Promise<void> {
 
 function envOf(vars: Record<string, string>): (name: string) => string | undefined {
   return (name) => vars[name];
-}
-
-/** `podman login --password-stdin ARGS` with its storage in `dir`; throws when it fails. */
-async function podmanLogin(
-  dir: string,
-  args: string[],
-  password: string,
-  env: Record<string, string>,
-): Promise<void> {
-  if (env.XDG_RUNTIME_DIR) await Deno.mkdir(env.XDG_RUNTIME_DIR, { recursive: true });
-  // An empty registries.conf of its own (other test files change this process's environment).
-  const conf = `${dir}/podman-login-registries.conf`;
-  await Deno.writeTextFile(conf, "# nothing configured\n");
-  const login = new Deno.Command("podman", {
-    args: [
-      "--root",
-      `${dir}/root`,
-      "--runroot",
-      `${dir}/runroot`,
-      // vfs: no overlay mount is left under the temp dir.
-      "--storage-driver",
-      "vfs",
-      "login",
-      "--tls-verify=false",
-      "--password-stdin",
-      ...args,
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { HOME: `${dir}/home`, CONTAINERS_REGISTRIES_CONF: conf, ...env },
-  }).spawn();
-  const w = login.stdin.getWriter();
-  await w.write(new TextEncoder().encode(password));
-  await w.close();
-  const out = await login.output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
 }
 
 Deno.test("auth files: the order of containers-auth.json(5), explicit file first", () => {
@@ -274,9 +238,9 @@ Deno.test("auth files: podman login writes auth.json; crfs pulls with it from ht
   try {
     const pushed = await pushImage(reg, "team/app", "v1");
     const authFile = `${dir}/auth.json`;
-    await podmanLogin(
+    await podmanLoginWith(
       dir,
-      ["--authfile", authFile, "--username", "alice", reg.host],
+      ["--tls-verify=false", "--authfile", authFile, "--username", "alice", reg.host],
       "alice-pw-1\n",
       { XDG_RUNTIME_DIR: `${dir}/run` },
     );
@@ -310,9 +274,14 @@ Deno.test("auth files: a namespace-scoped credential is never sent for another n
     await pushImage(reg, "team/app", "v1");
     await pushImage(reg, "other/app", "v1");
     // podman logs in for the namespace only, into its primary file under $XDG_RUNTIME_DIR.
-    await podmanLogin(dir, ["--username", "teamuser", `${reg.host}/team`], "team-pw-2\n", {
-      XDG_RUNTIME_DIR: `${dir}/run`,
-    });
+    await podmanLoginWith(
+      dir,
+      ["--tls-verify=false", "--username", "teamuser", `${reg.host}/team`],
+      "team-pw-2\n",
+      {
+        XDG_RUNTIME_DIR: `${dir}/run`,
+      },
+    );
     const written = JSON.parse(await Deno.readTextFile(`${dir}/run/containers/auth.json`));
     assert.deepEqual(Object.keys(written.auths), [`${reg.host}/team`]);
     const files = new AuthFiles({ env: envOf({ XDG_RUNTIME_DIR: `${dir}/run` }) });

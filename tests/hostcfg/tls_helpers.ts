@@ -118,6 +118,24 @@ export async function podmanLogin(
   password: string,
   env: Record<string, string> = {},
 ): Promise<void> {
+  await podmanLoginWith(dir, ["--cert-dir", certDir, "--username", username, target], password, {
+    XDG_RUNTIME_DIR: `${dir}/run`,
+    ...env,
+  });
+}
+
+/**
+ * `podman login --password-stdin ARGS` with its storage (vfs: no overlay mount left behind) and
+ * HOME in `dir` and an empty registries.conf of its own (not this process's: other test files
+ * change it while this one runs), `env` over that; throws with podman's stderr when it fails.
+ */
+export async function podmanLoginWith(
+  dir: string,
+  args: string[],
+  password: string,
+  env: Record<string, string> = {},
+): Promise<void> {
+  if (env.XDG_RUNTIME_DIR) await Deno.mkdir(env.XDG_RUNTIME_DIR, { recursive: true });
   const conf = `${dir}/podman-login-registries.conf`;
   await Deno.writeTextFile(conf, "# nothing configured\n");
   const login = new Deno.Command("podman", {
@@ -129,26 +147,16 @@ export async function podmanLogin(
       "--storage-driver",
       "vfs",
       "login",
-      "--cert-dir",
-      certDir,
-      "--username",
-      username,
       "--password-stdin",
-      target,
+      ...args,
     ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-    env: {
-      HOME: `${dir}/home`,
-      XDG_RUNTIME_DIR: `${dir}/run`,
-      // Not this process's (other test files change it while this one runs).
-      CONTAINERS_REGISTRIES_CONF: conf,
-      ...env,
-    },
+    env: { HOME: `${dir}/home`, CONTAINERS_REGISTRIES_CONF: conf, ...env },
   }).spawn();
   const w = login.stdin.getWriter();
-  await w.write(new TextEncoder().encode(`${password}\n`));
+  await w.write(new TextEncoder().encode(`${password.trimEnd()}\n`));
   await w.close();
   const out = await login.output();
   if (!out.success) throw new Error(`podman login: ${new TextDecoder().decode(out.stderr)}`);
