@@ -70,3 +70,36 @@ Deno.test("under budget, the memory caches are kept", async () => {
     stop();
   }
 });
+
+Deno.test("under budget, the garbage of a burst is collected as soon as the burst ends", async () => {
+  // What a big read leaves: V8 collected part of it on the way (external memory fell below the
+  // level of the reclaimer's last collection), and what died after that is less than
+  // `slackBytes`: without the burst rule nothing collects it while the process stays idle.
+  const v8 = (await import("node:v8")).default;
+  const vm = (await import("node:vm")).default;
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc") as () => void;
+  // Longer than the reclaimer's interval: each step below is seen by at least one check.
+  const tick = () => new Promise((r) => setTimeout(r, 30));
+  let live: Uint8Array[] | undefined = [0, 1, 2, 3].map(() => new Uint8Array(4 << 20).fill(1));
+  const stop = startMemoryReclaim({ intervalMs: 20, slackBytes: 8 << 20, budgetBytes: 2 ** 40 });
+  try {
+    await tick();
+    for (let i = 0; i < 3; i++) new Uint8Array(4 << 20).fill(2);
+    await tick();
+    assert.equal(live.length, 4);
+    live = undefined;
+    gc();
+    await tick();
+    for (let i = 0; i < 2; i++) new Uint8Array(3 << 20).fill(3);
+    const high = Deno.memoryUsage().external;
+    let now = high;
+    for (let i = 0; i < 40 && now > high - (5 << 20); i++) {
+      await tick();
+      now = Deno.memoryUsage().external;
+    }
+    assert.ok(now <= high - (5 << 20), `external memory ${now} did not fall from ${high}`);
+  } finally {
+    stop();
+  }
+});
