@@ -18,7 +18,6 @@ import assert from "node:assert/strict";
 import { buildTarImage, crfs } from "../cmd/helpers.ts";
 import { randomBytes, writeOciLayout } from "../helpers/images.ts";
 import {
-  type AccessLogEntry,
   blobGets,
   startRegistry,
   type TestRegistry,

@@ -17,7 +17,6 @@
 import { assert, assertEquals, buildTarImage, crfs, type TestImage } from "../cmd/helpers.ts";
 import { skopeoCopy, writeOciLayout } from "../helpers/images.ts";
 import {
-  type AccessLogEntry,
   blobGets,
   freePort,
   startRegistry,

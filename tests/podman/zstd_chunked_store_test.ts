@@ -8,7 +8,7 @@
  */
 import { assert, assertEquals, buildTarImage } from "../cmd/helpers.ts";
 import { skopeoCopy, writeOciLayout } from "../helpers/images.ts";
-import { type AccessLogEntry, blobGets, startRegistry } from "../helpers/registry.ts";
+import { blobGets, startRegistry } from "../helpers/registry.ts";
 import { encodeRefName } from "../../fs/layer_store.ts";
 import { run } from "../format/helpers.ts";
 import { Podman, startCrfs, startStore, testImageLayers, TREE_SCRIPT } from "./helpers.ts";
