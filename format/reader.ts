@@ -212,6 +212,9 @@ interface Owned {
   chunk: Chunk;
 }
 
+/** `chunk` with its file. */
+const owned = (chunk: Chunk): Owned => ({ node: chunk.node, chunk });
+
 /** Fetches at least this big are decoded in the decode pool, when the reader has one. */
 const POOL_MIN = 128 << 10;
 
@@ -460,7 +463,9 @@ export class StargzReader {
     signal?: AbortSignal,
     into?: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array> {
-    if (node.type !== "reg") throw new StargzFormatError(`${node.path} is not a regular file`);
+    if (node.type !== "reg") {
+      throw new StargzFormatError(`${this.#pathOf(node)} is not a regular file`);
+    }
     if (offset < 0 || length < 0) throw new RangeError("negative offset or length");
     const end = Math.min(node.size, offset + length);
     if (offset >= end) return new Uint8Array();
@@ -560,7 +565,7 @@ export class StargzReader {
     }`;
     if (got !== node.digest) {
       throw new IntegrityError(
-        `${node.path}: file digest mismatch (expected ${node.digest}, got ${got})`,
+        `${this.#pathOf(node)}: file digest mismatch (expected ${node.digest}, got ${got})`,
       );
     }
   }
@@ -693,21 +698,21 @@ export class StargzReader {
     let k = this.#chunkIndexAfter(last);
     let prev = last;
     for (; k < all.length; k++) {
-      const o = all[k];
-      if (!follows(prev, o.chunk) || o.chunk.end - start > this.#window) break;
-      prev = o.chunk;
-      const key = chunkKey(o.chunk);
+      const c = all[k];
+      if (!follows(prev, c) || c.end - start > this.#window) break;
+      prev = c;
+      const key = chunkKey(c);
       if (this.#inflight.has(key)) continue;
       const d = deferred<Uint8Array>();
       this.#inflight.set(key, d.promise);
       d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
-      run.push({ o, d });
+      run.push({ o: owned(c), d });
     }
     const end = prev.end;
     this.#windowEnd = end;
     if (sequential) {
       const next: Owned[] = [];
-      for (; k < all.length && all[k].chunk.end - end <= this.#window; k++) next.push(all[k]);
+      for (; k < all.length && all[k].end - end <= this.#window; k++) next.push(owned(all[k]));
       if (next.length > 0) queueMicrotask(() => this.#chunks(next, true).catch(() => {}));
     }
     // A chunk already in flight inside the window breaks contiguity of what we fetch: keep
@@ -741,28 +746,28 @@ export class StargzReader {
       const c = m.o.chunk;
       if (expanded.has(c.offset)) continue;
       let k = this.#chunkIndexAfter(c) - 1; // m's own place
-      while (k > 0 && all[k - 1].chunk.offset === c.offset) k--;
-      const sharedMember = all[k]?.chunk.offset === c.offset && k + 1 < all.length &&
-        all[k + 1].chunk.offset === c.offset;
+      while (k > 0 && all[k - 1].offset === c.offset) k--;
+      const sharedMember = all[k]?.offset === c.offset && k + 1 < all.length &&
+        all[k + 1].offset === c.offset;
       if (!sharedMember) {
         out.push(m);
         continue;
       }
       expanded.add(c.offset);
       claimed ??= new Map(misses.map((x) => [x.o.chunk, x]));
-      for (; k < all.length && all[k].chunk.offset === c.offset; k++) {
-        const o = all[k];
-        const own = claimed.get(o.chunk);
+      for (; k < all.length && all[k].offset === c.offset; k++) {
+        const sibling = all[k];
+        const own = claimed.get(sibling);
         if (own) {
           out.push(own);
           continue;
         }
-        const key = chunkKey(o.chunk);
+        const key = chunkKey(sibling);
         if (this.#inflight.has(key)) continue;
         const d = deferred<Uint8Array>();
         this.#inflight.set(key, d.promise);
         d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
-        out.push({ o, d });
+        out.push({ o: owned(sibling), d });
       }
     }
     return out;
@@ -775,7 +780,7 @@ export class StargzReader {
     let hi = all.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const m = all[mid].chunk;
+      const m = all[mid];
       if (m.offset < c.offset || (m.offset === c.offset && m.innerOffset <= c.innerOffset)) {
         lo = mid + 1;
       } else hi = mid;
@@ -862,7 +867,7 @@ export class StargzReader {
    */
   async prefetch(mode: "landmark" | "all", signal?: AbortSignal): Promise<number> {
     const limit = mode === "all" ? Infinity : this.index.prefetchLandmark ?? 0;
-    const todo = this.index.chunks.filter((o) => o.chunk.offset < limit);
+    const todo = this.index.chunks.filter((c) => c.offset < limit).map(owned);
     const before = this.stats.backgroundBytes;
     let batch: Owned[] = [];
     const flush = async () => {
@@ -909,8 +914,15 @@ export class StargzReader {
 
   #integrity(node: TOCNode, c: Chunk, why: string): IntegrityError {
     return new IntegrityError(
-      `${node.path}: chunk at file offset ${c.chunkOffset} (blob offset ${c.offset}): ${why}`,
+      `${
+        this.#pathOf(node)
+      }: chunk at file offset ${c.chunkOffset} (blob offset ${c.offset}): ${why}`,
     );
+  }
+
+  /** A path of `node` for messages. */
+  #pathOf(node: TOCNode): string {
+    return this.index.pathOf(node) ?? "(a file no longer in the tree)";
   }
 
   /** Offsets `[0, end)` of the prioritized (prefetch) region, if the blob has a landmark. */

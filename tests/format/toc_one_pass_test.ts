@@ -17,6 +17,7 @@ function shape(byPath: Map<string, TOCNode>): unknown[] {
     p,
     ...n,
     xattrs: [...n.xattrs],
+    chunks: n.chunks.map(({ node: _, ...chunk }) => chunk),
     children: n.children ? [...n.children.keys()] : undefined,
   }));
 }
@@ -33,8 +34,8 @@ Deno.test("indexTOC gives the tree parseTOC then buildIndex give", async () => {
     assert.deepEqual(one.toc, parseTOC(json), `seed ${seed}: the TOC`);
     assert.deepEqual(shape(one.index.byPath), shape(two.byPath), `seed ${seed}: the tree`);
     assert.deepEqual(
-      one.index.chunks.map((c) => [c.node.path, c.chunk]),
-      two.chunks.map((c) => [c.node.path, c.chunk]),
+      one.index.chunks.map(({ node, ...chunk }) => [one.index.pathOf(node), chunk]),
+      two.chunks.map(({ node, ...chunk }) => [two.pathOf(node), chunk]),
     );
   }
 });

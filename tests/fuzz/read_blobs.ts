@@ -191,7 +191,7 @@ export function mutateBytes(b: Uint8Array, r: () => number): Mutant {
 async function extents(blob: Uint8Array): Promise<[number, number][]> {
   const r = await StargzReader.open(new BytesSource(blob));
   const seen = new Map<number, number>();
-  for (const { chunk } of r.index.chunks) seen.set(chunk.offset, chunk.end);
+  for (const chunk of r.index.chunks) seen.set(chunk.offset, chunk.end);
   return [...seen];
 }
 
