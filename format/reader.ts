@@ -21,7 +21,14 @@ import {
 import type { RangeSource } from "./range_source.ts";
 import { GZIP_STARGZ } from "./stargz_layer.ts";
 import { parseTOC, type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
-import { type Chunk, indexTOC, nodeAt, type TOCIndex, type TOCNode } from "./toc_index.ts";
+import {
+  type Chunk,
+  chunksOf,
+  indexTOC,
+  nodeAt,
+  type TOCIndex,
+  type TOCNode,
+} from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
 import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
 import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
@@ -472,7 +479,7 @@ export class StargzReader {
     const whole = offset === 0 && end === node.size;
     // Strict, and the file's only digest is its whole-content one: check it before serving part.
     if (!whole && this.#needsFileCheck(node)) await abortable(this.#verifyFile(node), signal);
-    const chunks = node.chunks;
+    const chunks = chunksOf(node);
     // First chunk containing `offset`.
     let lo = 0;
     let hi = chunks.length - 1;
@@ -555,7 +562,7 @@ export class StargzReader {
    * and some chunk has no digest of its own (legacy stargz, zstd:chunked without chunkDigest).
    */
   #needsFileCheck(node: TOCNode): boolean {
-    return this.#verify && node.digest !== undefined && node.chunks.some((c) => !c.digest);
+    return this.#verify && node.digest !== undefined && chunksOf(node).some((c) => !c.digest);
   }
 
   /** Throws {@link IntegrityError} unless `content` matches the file's digest. */
@@ -575,7 +582,7 @@ export class StargzReader {
    * bytes (`digests`, in file order), so every later fetch of it is checked on its own.
    */
   #deriveChunkDigests(node: TOCNode, digests: string[]): void {
-    node.chunks.forEach((c, k) => {
+    chunksOf(node).forEach((c, k) => {
       c.digest ??= digests[k];
     });
   }
@@ -591,7 +598,7 @@ export class StargzReader {
       p = (async () => {
         const hash = createHash("sha256");
         const digests: string[] = [];
-        const cs = node.chunks;
+        const cs = chunksOf(node);
         for (let i = 0; i < cs.length;) {
           const batch: Owned[] = [];
           for (let bytes = 0; i < cs.length && (batch.length === 0 || bytes < 4 << 20); i++) {

@@ -47,8 +47,11 @@ export interface Chunk {
 export interface TOCNode extends FileAttr {
   /** `sha256:…` of the whole content (regular files), when known. */
   digest?: string;
-  /** Chunks in file order (regular files with content). */
-  chunks: Chunk[];
+  /**
+   * The chunks of a regular file with content: the one chunk of most files (no array per
+   * file), or several in file order; undefined for no content. {@link chunksOf} gives a list.
+   */
+  content: Chunk | Chunk[] | undefined;
   /** Children by name, in TOC order (directories only). */
   children?: Map<string, TOCNode>;
   /** True when the directory was implied by a deeper name, not in the TOC itself. */
@@ -89,7 +92,16 @@ export interface TOCIndex {
 }
 
 /** The chunk list of nodes without content (shared, never modified). */
-const NO_CHUNKS: Chunk[] = Object.freeze([]) as unknown as Chunk[];
+const NO_CHUNKS: readonly Chunk[] = Object.freeze([]);
+
+/**
+ * The chunks of `node` in file order (none for a node without content). A file of one chunk
+ * gets a fresh list of it (files keep no array of their own for it).
+ */
+export function chunksOf(node: TOCNode): readonly Chunk[] {
+  const c = node.content;
+  return c === undefined ? NO_CHUNKS : Array.isArray(c) ? c : [c];
+}
 
 function newNode(type: FileType): TOCNode {
   return {
@@ -107,7 +119,7 @@ function newNode(type: FileType): TOCNode {
     devMajor: 0,
     devMinor: 0,
     xattrs: NO_XATTRS,
-    chunks: NO_CHUNKS,
+    content: undefined,
     nlink: 1,
     children: undefined,
     implicit: false,
@@ -277,7 +289,9 @@ function indexEntries(
         throw new TOCError(`${where(i, e)}: chunk entry does not follow its file`);
       }
       const c = makeChunk(e, whereNow, tocOffset, last);
-      last.chunks.push(c);
+      const had = last.content!;
+      if (Array.isArray(had)) had.push(c);
+      else last.content = [had, c];
       allChunks.push(c);
       continue;
     }
@@ -358,7 +372,7 @@ function indexEntries(
         const c = makeChunk(e, whereNow, tocOffset, node);
         // One string for the digest a file of one chunk carries twice (eStargz).
         if (c.digest !== undefined && c.digest === node.digest) c.digest = node.digest;
-        node.chunks = [c];
+        node.content = c;
         allChunks.push(c);
         last = node;
         lastName = path;
@@ -383,7 +397,7 @@ function indexEntries(
     const node = files[f];
     if (node.nlink <= 0 || node.size === 0) continue;
     let expect = 0;
-    const cs = node.chunks;
+    const cs = chunksOf(node);
     for (let k = 0; k < cs.length; k++) {
       const c = cs[k];
       if (c.chunkSize === 0) {

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { parseTOC, serializeTOC, type TOC, TOCError } from "../../format/toc.ts";
-import { buildIndex, indexTOC, type TOCNode } from "../../format/toc_index.ts";
+import { buildIndex, chunksOf, indexTOC, type TOCNode } from "../../format/toc_index.ts";
 import { randomTar } from "../unit/random_tar.ts";
 import { convert } from "../unit/tree_helpers.ts";
 
@@ -17,7 +17,7 @@ function shape(byPath: Map<string, TOCNode>): unknown[] {
     p,
     ...n,
     xattrs: [...n.xattrs],
-    chunks: n.chunks.map(({ node: _, ...chunk }) => chunk),
+    content: chunksOf(n).map(({ node: _, ...chunk }) => chunk),
     children: n.children ? [...n.children.keys()] : undefined,
   }));
 }

@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { BytesSource } from "../../format/range_source.ts";
 import { StargzReader } from "../../format/reader.ts";
+import { chunksOf } from "../../format/toc_index.ts";
 import { encodeHeader, END_OF_ARCHIVE, tarHeader } from "../../format/tar_header.ts";
 import { CrfsFilesystem } from "../../fs/filesystem.ts";
 import { answered } from "../../fs/fuse/ops.ts";
@@ -147,7 +148,7 @@ Deno.test("file keys are numbers distinct across layers; a node's path and diges
   assert.equal(reader.index.pathOf(reader.root), "");
   // A file of one chunk: the chunk's digest is the file's.
   assert.match(node.digest!, /^sha256:[0-9a-f]{64}$/);
-  assert.equal(node.chunks[0].digest, node.digest);
-  assert.equal(node.chunks[0].node, node);
+  assert.equal(chunksOf(node)[0].digest, node.digest);
+  assert.equal(chunksOf(node)[0].node, node);
   assert.equal(dec.decode(await reader.readFile(node)), "x");
 });
