@@ -21,7 +21,14 @@ import {
 import type { RangeSource } from "./range_source.ts";
 import { GZIP_STARGZ } from "./stargz_layer.ts";
 import { parseTOC, type TOC, TOC_DIGEST_ANNOTATION, TOCError } from "./toc.ts";
-import { type Chunk, indexTOC, nodeAt, type TOCIndex, type TOCNode } from "./toc_index.ts";
+import {
+  type Chunk,
+  chunksOf,
+  indexTOC,
+  nodeAt,
+  type TOCIndex,
+  type TOCNode,
+} from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
 import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
 import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
@@ -211,6 +218,9 @@ interface Owned {
   node: TOCNode;
   chunk: Chunk;
 }
+
+/** `chunk` with its file. */
+const owned = (chunk: Chunk): Owned => ({ node: chunk.node, chunk });
 
 /** Fetches at least this big are decoded in the decode pool, when the reader has one. */
 const POOL_MIN = 128 << 10;
@@ -460,14 +470,16 @@ export class StargzReader {
     signal?: AbortSignal,
     into?: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array> {
-    if (node.type !== "reg") throw new StargzFormatError(`${node.path} is not a regular file`);
+    if (node.type !== "reg") {
+      throw new StargzFormatError(`${this.#pathOf(node)} is not a regular file`);
+    }
     if (offset < 0 || length < 0) throw new RangeError("negative offset or length");
     const end = Math.min(node.size, offset + length);
     if (offset >= end) return new Uint8Array();
     const whole = offset === 0 && end === node.size;
     // Strict, and the file's only digest is its whole-content one: check it before serving part.
     if (!whole && this.#needsFileCheck(node)) await abortable(this.#verifyFile(node), signal);
-    const chunks = node.chunks;
+    const chunks = chunksOf(node);
     // First chunk containing `offset`.
     let lo = 0;
     let hi = chunks.length - 1;
@@ -550,7 +562,7 @@ export class StargzReader {
    * and some chunk has no digest of its own (legacy stargz, zstd:chunked without chunkDigest).
    */
   #needsFileCheck(node: TOCNode): boolean {
-    return this.#verify && node.digest !== undefined && node.chunks.some((c) => !c.digest);
+    return this.#verify && node.digest !== undefined && chunksOf(node).some((c) => !c.digest);
   }
 
   /** Throws {@link IntegrityError} unless `content` matches the file's digest. */
@@ -560,7 +572,7 @@ export class StargzReader {
     }`;
     if (got !== node.digest) {
       throw new IntegrityError(
-        `${node.path}: file digest mismatch (expected ${node.digest}, got ${got})`,
+        `${this.#pathOf(node)}: file digest mismatch (expected ${node.digest}, got ${got})`,
       );
     }
   }
@@ -570,7 +582,7 @@ export class StargzReader {
    * bytes (`digests`, in file order), so every later fetch of it is checked on its own.
    */
   #deriveChunkDigests(node: TOCNode, digests: string[]): void {
-    node.chunks.forEach((c, k) => {
+    chunksOf(node).forEach((c, k) => {
       c.digest ??= digests[k];
     });
   }
@@ -586,7 +598,7 @@ export class StargzReader {
       p = (async () => {
         const hash = createHash("sha256");
         const digests: string[] = [];
-        const cs = node.chunks;
+        const cs = chunksOf(node);
         for (let i = 0; i < cs.length;) {
           const batch: Owned[] = [];
           for (let bytes = 0; i < cs.length && (batch.length === 0 || bytes < 4 << 20); i++) {
@@ -693,21 +705,21 @@ export class StargzReader {
     let k = this.#chunkIndexAfter(last);
     let prev = last;
     for (; k < all.length; k++) {
-      const o = all[k];
-      if (!follows(prev, o.chunk) || o.chunk.end - start > this.#window) break;
-      prev = o.chunk;
-      const key = chunkKey(o.chunk);
+      const c = all[k];
+      if (!follows(prev, c) || c.end - start > this.#window) break;
+      prev = c;
+      const key = chunkKey(c);
       if (this.#inflight.has(key)) continue;
       const d = deferred<Uint8Array>();
       this.#inflight.set(key, d.promise);
       d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
-      run.push({ o, d });
+      run.push({ o: owned(c), d });
     }
     const end = prev.end;
     this.#windowEnd = end;
     if (sequential) {
       const next: Owned[] = [];
-      for (; k < all.length && all[k].chunk.end - end <= this.#window; k++) next.push(all[k]);
+      for (; k < all.length && all[k].end - end <= this.#window; k++) next.push(owned(all[k]));
       if (next.length > 0) queueMicrotask(() => this.#chunks(next, true).catch(() => {}));
     }
     // A chunk already in flight inside the window breaks contiguity of what we fetch: keep
@@ -741,28 +753,28 @@ export class StargzReader {
       const c = m.o.chunk;
       if (expanded.has(c.offset)) continue;
       let k = this.#chunkIndexAfter(c) - 1; // m's own place
-      while (k > 0 && all[k - 1].chunk.offset === c.offset) k--;
-      const sharedMember = all[k]?.chunk.offset === c.offset && k + 1 < all.length &&
-        all[k + 1].chunk.offset === c.offset;
+      while (k > 0 && all[k - 1].offset === c.offset) k--;
+      const sharedMember = all[k]?.offset === c.offset && k + 1 < all.length &&
+        all[k + 1].offset === c.offset;
       if (!sharedMember) {
         out.push(m);
         continue;
       }
       expanded.add(c.offset);
       claimed ??= new Map(misses.map((x) => [x.o.chunk, x]));
-      for (; k < all.length && all[k].chunk.offset === c.offset; k++) {
-        const o = all[k];
-        const own = claimed.get(o.chunk);
+      for (; k < all.length && all[k].offset === c.offset; k++) {
+        const sibling = all[k];
+        const own = claimed.get(sibling);
         if (own) {
           out.push(own);
           continue;
         }
-        const key = chunkKey(o.chunk);
+        const key = chunkKey(sibling);
         if (this.#inflight.has(key)) continue;
         const d = deferred<Uint8Array>();
         this.#inflight.set(key, d.promise);
         d.promise.finally(() => this.#inflight.delete(key)).catch(() => {});
-        out.push({ o, d });
+        out.push({ o: owned(sibling), d });
       }
     }
     return out;
@@ -775,7 +787,7 @@ export class StargzReader {
     let hi = all.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const m = all[mid].chunk;
+      const m = all[mid];
       if (m.offset < c.offset || (m.offset === c.offset && m.innerOffset <= c.innerOffset)) {
         lo = mid + 1;
       } else hi = mid;
@@ -862,7 +874,7 @@ export class StargzReader {
    */
   async prefetch(mode: "landmark" | "all", signal?: AbortSignal): Promise<number> {
     const limit = mode === "all" ? Infinity : this.index.prefetchLandmark ?? 0;
-    const todo = this.index.chunks.filter((o) => o.chunk.offset < limit);
+    const todo = this.index.chunks.filter((c) => c.offset < limit).map(owned);
     const before = this.stats.backgroundBytes;
     let batch: Owned[] = [];
     const flush = async () => {
@@ -909,8 +921,15 @@ export class StargzReader {
 
   #integrity(node: TOCNode, c: Chunk, why: string): IntegrityError {
     return new IntegrityError(
-      `${node.path}: chunk at file offset ${c.chunkOffset} (blob offset ${c.offset}): ${why}`,
+      `${
+        this.#pathOf(node)
+      }: chunk at file offset ${c.chunkOffset} (blob offset ${c.offset}): ${why}`,
     );
+  }
+
+  /** A path of `node` for messages. */
+  #pathOf(node: TOCNode): string {
+    return this.index.pathOf(node) ?? "(a file no longer in the tree)";
   }
 
   /** Offsets `[0, end)` of the prioritized (prefetch) region, if the blob has a landmark. */

@@ -34,19 +34,24 @@ export interface Chunk {
   innerOffset: number;
   /** `sha256:…` of the chunk's uncompressed bytes, when the TOC has it. */
   digest?: string;
+  /** The file the chunk belongs to. */
+  node: TOCNode;
 }
 
 /**
  * A file, directory or special file of one stargz blob: its {@link FileAttr} (the node is the
- * attribute record itself, never copied) and where its name and content are.
+ * attribute record itself, never copied) and where its content is. A node holds no name of its
+ * own (its names are the keys of its directories' `children`; {@link TOCIndex.pathOf} gives
+ * one): a layer of 10,000 entries kept every path twice otherwise.
  */
 export interface TOCNode extends FileAttr {
-  /** Clean path of the node's first name (`""` for the root). */
-  path: string;
   /** `sha256:…` of the whole content (regular files), when known. */
   digest?: string;
-  /** Chunks in file order (regular files with content). */
-  chunks: Chunk[];
+  /**
+   * The chunks of a regular file with content: the one chunk of most files (no array per
+   * file), or several in file order; undefined for no content. {@link chunksOf} gives a list.
+   */
+  content: Chunk | Chunk[] | undefined;
   /** Children by name, in TOC order (directories only). */
   children?: Map<string, TOCNode>;
   /** True when the directory was implied by a deeper name, not in the TOC itself. */
@@ -76,16 +81,30 @@ export interface TOCIndex {
   noPrefetchLandmark: boolean;
   /** Problems the index contained rather than rejected (e.g. a hardlink to a missing file). */
   warnings: string[];
-  /** Every chunk of every file still in the tree, with its file, in blob order. */
-  chunks: { node: TOCNode; chunk: Chunk }[];
+  /** Every chunk of every file still in the tree (each names its file), in blob order. */
+  chunks: Chunk[];
+  /**
+   * A clean path of `node` in the tree (`""` for the root; for a file with several names, one
+   * of them), or undefined when it is not in the tree. Paths are worked out from the tree on
+   * first use (error messages, recording what a workload reads) and then remembered.
+   */
+  pathOf(node: TOCNode): string | undefined;
 }
 
 /** The chunk list of nodes without content (shared, never modified). */
-const NO_CHUNKS: Chunk[] = Object.freeze([]) as unknown as Chunk[];
+const NO_CHUNKS: readonly Chunk[] = Object.freeze([]);
 
-function newNode(path: string, type: FileType): TOCNode {
+/**
+ * The chunks of `node` in file order (none for a node without content). A file of one chunk
+ * gets a fresh list of it (files keep no array of their own for it).
+ */
+export function chunksOf(node: TOCNode): readonly Chunk[] {
+  const c = node.content;
+  return c === undefined ? NO_CHUNKS : Array.isArray(c) ? c : [c];
+}
+
+function newNode(type: FileType): TOCNode {
   return {
-    path,
     digest: undefined,
     type,
     mode: 0,
@@ -100,7 +119,7 @@ function newNode(path: string, type: FileType): TOCNode {
     devMajor: 0,
     devMinor: 0,
     xattrs: NO_XATTRS,
-    chunks: NO_CHUNKS,
+    content: undefined,
     nlink: 1,
     children: undefined,
     implicit: false,
@@ -108,8 +127,8 @@ function newNode(path: string, type: FileType): TOCNode {
   };
 }
 
-function newDir(path: string, implicit: boolean): TOCNode {
-  const dir = newNode(path, "dir");
+function newDir(implicit: boolean): TOCNode {
+  const dir = newNode("dir");
   dir.mode = 0o755;
   dir.nlink = 2;
   dir.children = new Map();
@@ -170,15 +189,16 @@ function indexEntries(
   limits: IndexLimits,
 ): TOCIndex {
   const maxDepth = limits.maxDepth ?? 1024;
-  const root = newDir("", true);
+  const root = newDir(true);
   const warnings: string[] = [];
   let prefetchLandmark: number | undefined;
   let noPrefetchLandmark = false;
   let last: TOCNode | undefined; // the reg node that following `chunk` entries belong to
   let lastName = "";
-  const allChunks: Chunk[] = [];
+  const allChunks: Chunk[] = []; // in TOC order
   const boundaries: number[] = []; // every member offset the TOC names
   const files: TOCNode[] = []; // regular files, in TOC order (some may be replaced later)
+  const filePaths: string[] = []; // their paths, for messages
   const names: NameMemory = {
     users: new OwnerNames(),
     groups: new OwnerNames(),
@@ -209,7 +229,7 @@ function indexEntries(
       const name = path.slice(start, end);
       let next = dir.children!.get(name);
       if (next === undefined) {
-        next = newDir(path.slice(0, end), true);
+        next = newDir(true);
         attach(dir, name, next);
       } else if (next.type !== "dir") {
         throw new TOCError(
@@ -268,8 +288,10 @@ function indexEntries(
       if (!last || path !== lastName) {
         throw new TOCError(`${where(i, e)}: chunk entry does not follow its file`);
       }
-      const c = makeChunk(e, whereNow, tocOffset);
-      last.chunks.push(c);
+      const c = makeChunk(e, whereNow, tocOffset, last);
+      const had = last.content!;
+      if (Array.isArray(had)) had.push(c);
+      else last.content = [had, c];
       allChunks.push(c);
       continue;
     }
@@ -329,23 +351,28 @@ function indexEntries(
         existing.entryIndex = i;
         continue;
       }
-      const dir = newDir(path, false);
+      const dir = newDir(false);
       applyAttrs(dir, e, whereNow, names);
       dir.entryIndex = i;
       attach(parent, name, dir);
       continue;
     }
 
-    const node = newNode(path, e.type as FileType);
+    const node = newNode(e.type as FileType);
     node.entryIndex = i;
-    if (e.type === "reg") files.push(node);
+    if (e.type === "reg") {
+      files.push(node);
+      filePaths.push(path);
+    }
     applyAttrs(node, e, whereNow, names);
     if (e.type === "reg") {
       node.size = e.size ?? 0;
       node.digest = e.digest || undefined;
       if (node.size > 0) {
-        const c = makeChunk(e, whereNow, tocOffset);
-        node.chunks = [c];
+        const c = makeChunk(e, whereNow, tocOffset, node);
+        // One string for the digest a file of one chunk carries twice (eStargz).
+        if (c.digest !== undefined && c.digest === node.digest) c.digest = node.digest;
+        node.content = c;
         allChunks.push(c);
         last = node;
         lastName = path;
@@ -363,14 +390,14 @@ function indexEntries(
   // left (nlink 0) and is no longer part of the tree.
   // The same pass lists every chunk of the live files with its file (in TOC order, which
   // writers make blob order: sorted below only when it is not).
-  const chunks: { node: TOCNode; chunk: Chunk }[] = [];
+  const chunks: Chunk[] = [];
   let inOrder = true;
   let prev: Chunk | undefined;
   for (let f = 0; f < files.length; f++) {
     const node = files[f];
     if (node.nlink <= 0 || node.size === 0) continue;
     let expect = 0;
-    const cs = node.chunks;
+    const cs = chunksOf(node);
     for (let k = 0; k < cs.length; k++) {
       const c = cs[k];
       if (c.chunkSize === 0) {
@@ -379,7 +406,7 @@ function indexEntries(
       if (c.chunkOffset !== expect) {
         throw new TOCError(
           `TOC: chunks of ${
-            JSON.stringify(node.path)
+            JSON.stringify(filePaths[f])
           } do not tile the file (gap or overlap at ${expect})`,
         );
       }
@@ -387,7 +414,7 @@ function indexEntries(
     }
     if (expect !== node.size) {
       throw new TOCError(
-        `TOC: chunks of ${JSON.stringify(node.path)} cover ${expect} of ${node.size} bytes`,
+        `TOC: chunks of ${JSON.stringify(filePaths[f])} cover ${expect} of ${node.size} bytes`,
       );
     }
     // A file of one chunk without a chunk digest (zstd:chunked from containers/storage, legacy
@@ -397,17 +424,22 @@ function indexEntries(
       const chunk = cs[k];
       if (inOrder && prev !== undefined && before(prev, chunk) > 0) inOrder = false;
       prev = chunk;
-      chunks.push({ node, chunk });
+      chunks.push(chunk);
     }
   }
   computeExtents(allChunks, boundaries, tocOffset);
-  if (!inOrder) chunks.sort((a, b) => before(a.chunk, b.chunk));
+  if (!inOrder) chunks.sort(before);
   checkSharedMembers(chunks);
   let byPath: Map<string, TOCNode> | undefined;
+  let paths: Map<TOCNode, string> | undefined;
   return {
     root,
     get byPath() {
       return byPath ??= pathsOf(root);
+    },
+    pathOf(node: TOCNode): string | undefined {
+      paths ??= namesOf(byPath ?? pathsOf(root));
+      return paths.get(node);
     },
     prefetchLandmark,
     noPrefetchLandmark,
@@ -437,14 +469,27 @@ export function nodeAt(root: TOCNode, path: string): TOCNode | undefined {
 /** Every name of the tree under `root` with its node, directories before their children. */
 function pathsOf(root: TOCNode): Map<string, TOCNode> {
   const out = new Map<string, TOCNode>([["", root]]);
-  const stack = [root];
+  const stack: TOCNode[] = [root];
+  const stackPaths: string[] = [""];
   while (stack.length) {
     const d = stack.pop()!;
+    const at = stackPaths.pop()!;
     for (const [name, c] of d.children!) {
-      out.set(d.path === "" ? name : `${d.path}/${name}`, c);
-      if (c.type === "dir") stack.push(c);
+      const path = at === "" ? name : `${at}/${name}`;
+      out.set(path, c);
+      if (c.type === "dir") {
+        stack.push(c);
+        stackPaths.push(path);
+      }
     }
   }
+  return out;
+}
+
+/** One name of each node of `byPath` (the first it lists). */
+function namesOf(byPath: Map<string, TOCNode>): Map<TOCNode, string> {
+  const out = new Map<TOCNode, string>();
+  for (const [path, node] of byPath) if (!out.has(node)) out.set(node, path);
   return out;
 }
 
@@ -453,7 +498,7 @@ function before(a: Chunk, b: Chunk): number {
   return a.offset - b.offset || a.innerOffset - b.innerOffset;
 }
 
-function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
+function makeChunk(e: TOCEntry, where: () => string, tocOffset: number, node: TOCNode): Chunk {
   const offset = e.offset ?? 0;
   if (offset <= 0 || offset >= tocOffset) {
     throw new TOCError(`${where()}: content offset ${offset} lies outside the blob's data`);
@@ -465,6 +510,7 @@ function makeChunk(e: TOCEntry, where: () => string, tocOffset: number): Chunk {
     chunkSize: e.chunkSize ?? 0,
     innerOffset: e.innerOffset ?? 0,
     digest: e.chunkDigest || undefined,
+    node,
   };
 }
 
@@ -513,10 +559,10 @@ function applyAttrs(node: TOCNode, e: TOCEntry, where: () => string, names: Name
  * Chunks (in blob order) that share a member must sit at distinct places inside it: the same
  * `offset` and `innerOffset` twice (a TOC entry copied), or overlapping bytes, are rejected.
  */
-function checkSharedMembers(chunks: readonly { chunk: Chunk }[]): void {
+function checkSharedMembers(chunks: readonly Chunk[]): void {
   for (let i = 1; i < chunks.length; i++) {
-    const a = chunks[i - 1].chunk;
-    const b = chunks[i].chunk;
+    const a = chunks[i - 1];
+    const b = chunks[i];
     if (a.offset !== b.offset) continue;
     if (a.innerOffset === b.innerOffset) {
       const inner = a.innerOffset ? ` (inner offset ${a.innerOffset})` : "";

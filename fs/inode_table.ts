@@ -31,7 +31,7 @@ export interface InodeTableOptions {
 }
 
 interface Entry {
-  key: string;
+  /** The node (its key is the entry's). */
   node: FsNode;
   /** Lookups the kernel holds. */
   lookups: number;
@@ -41,11 +41,11 @@ interface Entry {
 export class InodeTable {
   /** Numbers with a node: held by the kernel, idle, or the root. */
   readonly #live = new Map<number, Entry>();
-  readonly #liveKeys = new Map<string, number>();
+  readonly #liveKeys = new Map<string | number, number>();
   /** Numbers with a node the kernel does not hold, least recently used first. */
   readonly #idle: LruMap<number, true>;
   /** Keys of dropped nodes, with their numbers. */
-  readonly #retired: LruMap<string, number>;
+  readonly #retired: LruMap<string | number, number>;
   readonly #onDrop?: (ino: number) => void;
   #next = 2;
 
@@ -54,7 +54,7 @@ export class InodeTable {
     this.#onDrop = options.onDrop;
     this.#retired = new LruMap(options.maxRetiredKeys ?? 131_072);
     this.#idle = new LruMap(options.maxIdleNodes ?? 16_384, (ino) => this.#drop(ino));
-    this.#live.set(1, { key: root.key, node: root, lookups: Infinity });
+    this.#live.set(1, { node: root, lookups: Infinity });
     this.#liveKeys.set(root.key, 1);
   }
 
@@ -63,7 +63,8 @@ export class InodeTable {
    * for that number. Counts no lookup: see {@link lookedUp}.
    */
   assign(node: FsNode): number {
-    let ino = this.#liveKeys.get(node.key);
+    const key = node.key;
+    let ino = this.#liveKeys.get(key);
     if (ino !== undefined) {
       const e = this.#live.get(ino)!;
       // Keep the newest object for the key: for dynamic nodes (tags) it has the fresh state.
@@ -71,11 +72,11 @@ export class InodeTable {
       if (e.lookups === 0) this.#idle.set(ino, true);
       return ino;
     }
-    ino = this.#retired.size === 0 ? undefined : this.#retired.peek(node.key);
-    if (ino !== undefined) this.#retired.delete(node.key);
+    ino = this.#retired.size === 0 ? undefined : this.#retired.peek(key);
+    if (ino !== undefined) this.#retired.delete(key);
     else ino = this.#next++;
-    this.#live.set(ino, { key: node.key, node, lookups: 0 });
-    this.#liveKeys.set(node.key, ino);
+    this.#live.set(ino, { node, lookups: 0 });
+    this.#liveKeys.set(key, ino);
     this.#idle.set(ino, true);
     return ino;
   }
@@ -100,8 +101,9 @@ export class InodeTable {
     const e = this.#live.get(ino);
     if (!e || e.lookups > 0) return;
     this.#live.delete(ino);
-    this.#liveKeys.delete(e.key);
-    this.#retired.set(e.key, ino);
+    const key = e.node.key;
+    this.#liveKeys.delete(key);
+    this.#retired.set(key, ino);
     this.#onDrop?.(ino);
   }
 

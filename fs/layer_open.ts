@@ -148,7 +148,7 @@ export async function openLayer(
       }
     } else reader = await open(source);
     for (const w of reader.index.warnings) log(`crfs: ${blob.where}: ${w}`);
-    if (verify === "require" && reader.index.chunks.some(({ chunk }) => !chunk.digest)) {
+    if (verify === "require" && reader.index.chunks.some((chunk) => !chunk.digest)) {
       throw new Error("the TOC has no chunk digests (--verify require)");
     }
     const prefetch = options.prefetch ?? "off";

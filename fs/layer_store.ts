@@ -352,8 +352,14 @@ async function openLayerDir(
  * pull.
  */
 function diffRoot(root: FsNode): FsNode {
+  // Delegated one by one: a layer's directories are class instances, whose operations a
+  // spread would not copy.
   return {
-    ...root,
+    key: root.key,
+    volatility: root.volatility,
+    lookup: (name) => root.lookup!(name),
+    list: () => root.list!(),
+    listNow: () => root.listNow!(),
     attr: () => ({
       ...root.attr(),
       mode: 0o555,

@@ -10,7 +10,7 @@
 import type { StargzReader } from "../format/reader.ts";
 import type { TOCNode } from "../format/toc_index.ts";
 import { type FileAttr, NO_XATTRS } from "../format/file_attr.ts";
-import { type FsNode, NodeError } from "./node.ts";
+import { type FsNode, NodeError, type Volatility } from "./node.ts";
 
 /** Prefix of OCI whiteout names. */
 export const WHITEOUT_PREFIX = ".wh.";
@@ -19,15 +19,34 @@ export const OPAQUE_MARKER = ".wh..wh..opq";
 /** The xattr overlayfs reads to treat a directory as opaque. */
 export const OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque";
 
+/** Numbers given to layer ids for file keys, in the order first seen (one per process). */
+const layerNumbers = new Map<string, number>();
+
 /**
- * The key of a non-directory TOC node of layer `id`: the file's identity, not one of its names.
- * A file reached through a hardlink is the node of the hardlink's target, whose `path` is the
- * target's first name, and a later entry may give that name to another file (GNU tar appending,
- * writers that keep both entries): keys from paths would then give two files one inode. The
- * defining TOC entry's index names the file for as long as the blob is the same.
+ * One layer as its file nodes see it: the reader their bytes come from, the id (digest) that
+ * names the layer in keys and messages, and the base of its files' keys. Shared by every node
+ * of the layer (a node holds one reference, not three).
  */
-export function tocFileKey(id: string, n: TOCNode): string {
-  return `lfile:${id}:${n.entryIndex}`;
+export class TocLayer {
+  /** The first key of the layer's files (its number times 2^32). */
+  readonly keyBase: number;
+  constructor(readonly reader: StargzReader, readonly id: string) {
+    let n = layerNumbers.get(id);
+    if (n === undefined) layerNumbers.set(id, n = layerNumbers.size + 1);
+    this.keyBase = n * 2 ** 32;
+  }
+}
+
+/**
+ * The key of a non-directory TOC node of `layer`: the file's identity, not one of its names.
+ * A file reached through a hardlink is the node of the hardlink's target, and a later entry may
+ * give the target's first name to another file (GNU tar appending, writers that keep both
+ * entries): keys from paths would then give two files one inode. The defining TOC entry's index
+ * names the file for as long as the blob is the same; with the layer's number it makes one
+ * number (no string of 80 bytes per file).
+ */
+export function tocFileKey(layer: TocLayer, n: TOCNode): number {
+  return layer.keyBase + n.entryIndex;
 }
 
 /**
@@ -40,24 +59,28 @@ export function whiteoutHides(hidden: string): boolean {
 
 /**
  * A TOC-backed non-directory: its attributes are the TOC node itself. One small object with its
- * operations on the prototype (no closures per file), as a cold walk builds one per entry.
+ * operations on the prototype (no closures per file), as a cold walk builds one per entry: its
+ * key is worked out from the layer and the node, its path (when recording a workload) from the
+ * layer's tree.
  */
 class TocFileNode implements FsNode {
-  readonly volatility = "immutable";
-  constructor(readonly key: string, readonly toc: TOCNode) {}
+  constructor(readonly layer: TocLayer, readonly toc: TOCNode) {}
+  get key(): number {
+    return tocFileKey(this.layer, this.toc);
+  }
+  get volatility(): Volatility {
+    return "immutable";
+  }
   attr(): FileAttr {
     return this.toc;
   }
-  get path(): string {
-    return this.toc.path;
+  get path(): string | undefined {
+    return this.layer.reader.index.pathOf(this.toc);
   }
 }
 
 /** A TOC-backed regular file: {@link TocFileNode} that reads its bytes from the layer. */
 class TocRegularFileNode extends TocFileNode {
-  constructor(key: string, toc: TOCNode, readonly reader: StargzReader, readonly where: string) {
-    super(key, toc);
-  }
   async read(
     offset: number,
     length: number,
@@ -65,21 +88,21 @@ class TocRegularFileNode extends TocFileNode {
     into?: Uint8Array<ArrayBuffer>,
   ): Promise<Uint8Array> {
     try {
-      return await this.reader.read(this.toc, offset, length, signal, into);
+      return await this.layer.reader.read(this.toc, offset, length, signal, into);
     } catch (e) {
-      throw new NodeError("EIO", `${this.where}/${this.toc.path}: ${(e as Error).message}`);
+      throw new NodeError("EIO", `${this.layer.id}/${this.path}: ${(e as Error).message}`);
     }
   }
 }
 
 /** Node operations shared by the layer and merged views for TOC-backed files. */
-export function tocFileNode(key: string, reader: StargzReader, n: TOCNode, where: string): FsNode {
-  return n.type === "reg" ? new TocRegularFileNode(key, n, reader, where) : new TocFileNode(key, n);
+export function tocFileNode(layer: TocLayer, n: TOCNode): FsNode {
+  return n.type === "reg" ? new TocRegularFileNode(layer, n) : new TocFileNode(layer, n);
 }
 
 /** The root of one layer in overlayfs form. `id` names the layer (its digest) in keys. */
 export function layerRoot(reader: StargzReader, id: string): FsNode {
-  return layerDir(reader, id, reader.root);
+  return new LayerDir(new TocLayer(reader, id), reader.root, "");
 }
 
 function whiteoutNode(key: string, source: TOCNode): FsNode {
@@ -97,11 +120,53 @@ function whiteoutNode(key: string, source: TOCNode): FsNode {
   return { key, volatility: "immutable", attr: () => attr };
 }
 
-function layerDir(reader: StargzReader, id: string, dir: TOCNode): FsNode {
-  const key = (n: TOCNode) => `layer:${id}:${n.path}`;
-  let listing: Map<string, FsNode> | undefined;
-  const children = (): Map<string, FsNode> => {
-    if (listing) return listing;
+/** A directory of one layer in overlayfs form (operations on the prototype, not per directory). */
+class LayerDir implements FsNode {
+  readonly key: string;
+  readonly #layer: TocLayer;
+  readonly #dir: TOCNode;
+  /** The directory's path in the layer (`""` for the root). */
+  readonly #path: string;
+  #listing: Map<string, FsNode> | undefined;
+  readonly #attr: FileAttr;
+
+  constructor(layer: TocLayer, dir: TOCNode, path: string) {
+    this.#layer = layer;
+    this.#dir = dir;
+    this.#path = path;
+    this.key = `layer:${layer.id}:${path}`;
+    this.#attr = dir;
+    if (dir.children!.has(OPAQUE_MARKER)) {
+      const xattrs = new Map(dir.xattrs);
+      xattrs.set(OVERLAY_OPAQUE_XATTR, new TextEncoder().encode("y"));
+      this.#attr = { ...dir, xattrs };
+    }
+  }
+
+  get volatility(): Volatility {
+    return "immutable";
+  }
+
+  attr(): FileAttr {
+    return this.#attr;
+  }
+
+  lookup(name: string): Promise<FsNode | undefined> {
+    return Promise.resolve(this.#children().get(name));
+  }
+
+  list(): Promise<[string, FsNode][]> {
+    return Promise.resolve([...this.#children()]);
+  }
+
+  listNow(): [string, FsNode][] {
+    return [...this.#children()];
+  }
+
+  #children(): Map<string, FsNode> {
+    if (this.#listing) return this.#listing;
+    const dir = this.#dir;
+    const layer = this.#layer;
     const out = new Map<string, FsNode>();
     for (const [name, child] of dir.children!) {
       if (name === OPAQUE_MARKER) continue;
@@ -109,33 +174,22 @@ function layerDir(reader: StargzReader, id: string, dir: TOCNode): FsNode {
         const hidden = name.slice(WHITEOUT_PREFIX.length);
         if (!whiteoutHides(hidden)) continue;
         // A name present in the layer itself wins over its own whiteout.
-        const at = dir.path === "" ? name : `${dir.path}/${name}`;
         if (!dir.children!.has(hidden)) {
-          out.set(hidden, whiteoutNode(`layer:${id}:${at}:wh`, child));
+          out.set(hidden, whiteoutNode(`layer:${layer.id}:${this.#childPath(name)}:wh`, child));
         }
         continue;
       }
       out.set(
         name,
         child.type === "dir"
-          ? layerDir(reader, id, child)
-          : tocFileNode(tocFileKey(id, child), reader, child, id),
+          ? new LayerDir(layer, child, this.#childPath(name))
+          : tocFileNode(layer, child),
       );
     }
-    return (listing = out);
-  };
-  let attr: FileAttr = dir;
-  if (dir.children!.has(OPAQUE_MARKER)) {
-    const xattrs = new Map(dir.xattrs);
-    xattrs.set(OVERLAY_OPAQUE_XATTR, new TextEncoder().encode("y"));
-    attr = { ...dir, xattrs };
+    return (this.#listing = out);
   }
-  return {
-    key: key(dir),
-    volatility: "immutable",
-    attr: () => attr,
-    lookup: (name) => Promise.resolve(children().get(name)),
-    list: () => Promise.resolve([...children()]),
-    listNow: () => [...children()],
-  };
+
+  #childPath(name: string): string {
+    return this.#path === "" ? name : `${this.#path}/${name}`;
+  }
 }

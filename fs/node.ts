@@ -17,9 +17,10 @@ export type Volatility = "immutable" | "tag" | "listing" | "volatile";
 export interface FsNode {
   /**
    * Identity across lookups: two nodes with the same key are the same file (same inode). Keys
-   * are built from immutable names (digests, paths), e.g. `layer:sha256:…:/etc/passwd`.
+   * are built from immutable names (digests, paths), e.g. `layer:sha256:…:/etc/passwd`; the
+   * files of a layer's TOC have numbers (see `tocFileKey`), one per file rather than a string.
    */
-  readonly key: string;
+  readonly key: string | number;
   /** Current attributes (a symlink's target is their `linkName`, its xattrs their `xattrs`). */
   attr(): FileAttr;
   /** How cacheable the node is (content under digests never changes). */

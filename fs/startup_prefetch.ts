@@ -55,15 +55,19 @@ export async function prefetchStartup(
 ): Promise<StartupPrefetch> {
   const done: StartupPrefetch = { files: [], bytes: 0 };
   if (reader.index.prefetchLandmark !== undefined) return done;
-  const seen = new Set<string>();
+  const seen = new Set<TOCNode>();
+  const pathOf = new Map<TOCNode, string>();
   const take = (path: string): TOCNode | undefined => {
-    const node = resolve(reader, path);
-    if (!node || node.type !== "reg" || seen.has(node.path)) return undefined;
+    const found = resolve(reader, path);
+    if (!found) return undefined;
+    const node = found.node;
+    if (node.type !== "reg" || seen.has(node)) return undefined;
     if (done.files.length >= STARTUP_MAX_FILES || done.bytes + node.size > STARTUP_MAX_BYTES) {
       return undefined;
     }
-    seen.add(node.path);
-    done.files.push(node.path);
+    seen.add(node);
+    pathOf.set(node, found.path);
+    done.files.push(found.path);
     done.bytes += node.size;
     return node;
   };
@@ -81,7 +85,7 @@ export async function prefetchStartup(
         const next: TOCNode[] = [];
         for (const [i, b] of bytes.entries()) {
           if (!b) continue;
-          for (const dep of dependencies(reader, level[i].path, b)) {
+          for (const dep of dependencies(reader, pathOf.get(level[i])!, b)) {
             const n = take(dep);
             if (n) next.push(n);
           }
@@ -103,7 +107,7 @@ function programPath(reader: StargzReader, config: ImageConfigJson): string | un
   for (const dir of (pathVar?.slice(5) ?? DEFAULT_PATH).split(":")) {
     if (!dir.startsWith("/")) continue;
     const p = `${dir.replace(/\/+$/, "")}/${argv0}`;
-    if (resolve(reader, p)?.type === "reg") return p;
+    if (resolve(reader, p)?.node.type === "reg") return p;
   }
   return undefined;
 }
@@ -133,14 +137,16 @@ function dependencies(reader: StargzReader, path: string, b: Uint8Array): string
       out.push(name);
       continue;
     }
-    const found = dirs.map((d) => `${d}/${name}`).find((p) => resolve(reader, p)?.type === "reg");
+    const found = dirs.map((d) => `${d}/${name}`).find((p) =>
+      resolve(reader, p)?.node.type === "reg"
+    );
     if (found) out.push(found);
   }
   return out;
 }
 
 /** The node `path` names in the layer, symlinks (in any component) followed; or undefined. */
-function resolve(reader: StargzReader, path: string): TOCNode | undefined {
+function resolve(reader: StargzReader, path: string): { node: TOCNode; path: string } | undefined {
   let parts = path.split("/").filter((p) => p !== "" && p !== ".");
   let links = 0;
   const done: string[] = [];
@@ -162,5 +168,7 @@ function resolve(reader: StargzReader, path: string): TOCNode | undefined {
     done.push(name);
     if (parts.length > 0 && node.type !== "dir") return undefined;
   }
-  return reader.lookup(`/${done.join("/")}`);
+  const resolved = done.join("/");
+  const node = reader.lookup(`/${resolved}`);
+  return node && { node, path: resolved };
 }

@@ -35,7 +35,7 @@ Deno.test("chunk extents end at the next larger member offset, in any TOC order"
     const toc: TOC = { version: 1, entries };
     const index = buildIndex(toc, tocOffset);
     const sorted = [...members].sort((a, b) => a - b);
-    for (const { chunk } of index.chunks) {
+    for (const chunk of index.chunks) {
       const next = sorted.find((o) => o > chunk.offset) ?? tocOffset;
       assert.equal(chunk.end, next, `round ${round}: chunk at ${chunk.offset}`);
     }

@@ -74,7 +74,7 @@ Deno.test("reading one small file fetches its member once and caches its neighbo
   const { blob } = await convert(tar, { minChunkSize: 1 << 20, chunkSize: 2000 });
   const src = new BytesSource(blob);
   const r = await StargzReader.open(src, { fetchWindow: 0, readAhead: 0 });
-  const members = new Set(r.index.chunks.map((o) => o.chunk.offset));
+  const members = new Set(r.index.chunks.map((c) => c.offset));
   for (const { node } of r.index.chunks) await r.readFile(node);
   assert.ok(
     r.stats.requests <= members.size,

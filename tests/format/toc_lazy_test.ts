@@ -32,13 +32,14 @@ Deno.test("index.byPath and lookup name every node of the tree, as buildIndex's 
     const r = await StargzReader.open(new BytesSource(blob));
     // Every name reachable from the root, with its node (hardlink names give their target).
     const walked = new Map<string, TOCNode>([["", r.root]]);
-    const walk = (d: TOCNode) => {
+    const walk = (d: TOCNode, at: string) => {
       for (const [name, c] of d.children!) {
-        walked.set(d.path === "" ? name : `${d.path}/${name}`, c);
-        if (c.type === "dir") walk(c);
+        const path = at === "" ? name : `${at}/${name}`;
+        walked.set(path, c);
+        if (c.type === "dir") walk(c, path);
       }
     };
-    walk(r.root);
+    walk(r.root, "");
     assert.deepEqual([...r.index.byPath.keys()].sort(), [...walked.keys()].sort(), `${seed}`);
     const two = buildIndex(parseTOC(serializeTOC(result.toc)), r.footer.tocOffset);
     assert.deepEqual([...r.index.byPath.keys()].sort(), [...two.byPath.keys()].sort());

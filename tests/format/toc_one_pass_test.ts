@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { parseTOC, serializeTOC, type TOC, TOCError } from "../../format/toc.ts";
-import { buildIndex, indexTOC, type TOCNode } from "../../format/toc_index.ts";
+import { buildIndex, chunksOf, indexTOC, type TOCNode } from "../../format/toc_index.ts";
 import { randomTar } from "../unit/random_tar.ts";
 import { convert } from "../unit/tree_helpers.ts";
 
@@ -17,6 +17,7 @@ function shape(byPath: Map<string, TOCNode>): unknown[] {
     p,
     ...n,
     xattrs: [...n.xattrs],
+    content: chunksOf(n).map(({ node: _, ...chunk }) => chunk),
     children: n.children ? [...n.children.keys()] : undefined,
   }));
 }
@@ -33,8 +34,8 @@ Deno.test("indexTOC gives the tree parseTOC then buildIndex give", async () => {
     assert.deepEqual(one.toc, parseTOC(json), `seed ${seed}: the TOC`);
     assert.deepEqual(shape(one.index.byPath), shape(two.byPath), `seed ${seed}: the tree`);
     assert.deepEqual(
-      one.index.chunks.map((c) => [c.node.path, c.chunk]),
-      two.chunks.map((c) => [c.node.path, c.chunk]),
+      one.index.chunks.map(({ node, ...chunk }) => [one.index.pathOf(node), chunk]),
+      two.chunks.map(({ node, ...chunk }) => [two.pathOf(node), chunk]),
     );
   }
 });

@@ -12,6 +12,7 @@ import { createHash } from "node:crypto";
 import { estargzFooter, legacyFooter } from "../../format/footer.ts";
 import { gzipMember, inflateMember } from "../../format/gzip.ts";
 import { BytesSource } from "../../format/range_source.ts";
+import { chunksOf } from "../../format/toc_index.ts";
 import { StargzReader } from "../../format/reader.ts";
 import { encodeHeader, END_OF_ARCHIVE, padToBlock, tarHeader } from "../../format/tar_header.ts";
 import { serializeTOC, type TOCEntry } from "../../format/toc.ts";
@@ -191,7 +192,7 @@ export function mutateBytes(b: Uint8Array, r: () => number): Mutant {
 async function extents(blob: Uint8Array): Promise<[number, number][]> {
   const r = await StargzReader.open(new BytesSource(blob));
   const seen = new Map<number, number>();
-  for (const { chunk } of r.index.chunks) seen.set(chunk.offset, chunk.end);
+  for (const chunk of r.index.chunks) seen.set(chunk.offset, chunk.end);
   return [...seen];
 }
 
@@ -290,11 +291,11 @@ export async function recompressedLegacy(): Promise<
   const blob = await Deno.readFile(`${FIXTURES}/synthetic-small.crfs-64k.stargz`);
   const reader = await StargzReader.open(new BytesSource(blob));
   const node = reader.lookup("data/big.bin")!;
-  if (node.chunks.length < 3 || node.chunks.some((c) => c.digest) || !node.digest) {
+  if (chunksOf(node).length < 3 || chunksOf(node).some((c) => c.digest) || !node.digest) {
     throw new Error("data/big.bin is not a multi-chunk file without chunk digests");
   }
   const truth = await reader.readFile(node);
-  const c = node.chunks[1];
+  const c = chunksOf(node)[1];
   const old = blob.subarray(c.offset, c.end);
   const { data } = inflateMember(old);
   for (let k = 0; k < 64; k++) {

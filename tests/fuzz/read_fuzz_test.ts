@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import { ChunkDecodeError } from "../../format/chunk_decode.ts";
 import { GzipError } from "../../format/gzip.ts";
 import { LayerFormatError } from "../../format/layer_format.ts";
+import { chunksOf } from "../../format/toc_index.ts";
 import { BytesSource } from "../../format/range_source.ts";
 import { DecodePool } from "../../format/decode_pool.ts";
 import {
@@ -92,7 +93,7 @@ async function readRandomly(
       const path = files[Math.floor(r() * files.length)];
       const size = base.truth.get(path)!.length;
       const node = reader.lookup(path);
-      const chunks = node?.chunks ?? [];
+      const chunks = node ? chunksOf(node) : [];
       const x = r();
       let off: number;
       if (x < 0.15) off = 0;

@@ -84,8 +84,8 @@ Deno.test("damaged cached bytes are detected, dropped and fetched again", async 
     // Flip a byte inside the first file chunk, in whichever cached range holds it.
     const r0 = await StargzReader.open(new BytesSource(blob));
     const target = r0.index.chunks.find(({ node }) =>
-      !node.path.includes("landmark")
-    )!.chunk.offset + 20;
+      !r0.index.pathOf(node)!.includes("landmark")
+    )!.offset + 20;
     const hexDir = `${dir}/ranges/${digest.slice(7)}`;
     let flipped = 0;
     for await (const e of Deno.readDir(hexDir)) {

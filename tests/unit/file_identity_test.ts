@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { BytesSource } from "../../format/range_source.ts";
 import { StargzReader } from "../../format/reader.ts";
+import { chunksOf } from "../../format/toc_index.ts";
 import { encodeHeader, END_OF_ARCHIVE, tarHeader } from "../../format/tar_header.ts";
 import { CrfsFilesystem } from "../../fs/filesystem.ts";
 import { answered } from "../../fs/fuse/ops.ts";
@@ -117,4 +118,37 @@ Deno.test("whiteouts named .wh.. and .wh... are ignored in the layer and merged 
   assert.deepEqual(await names(image, []), ["d"]);
   // The lower layer's d/g stays: `.wh..` in d hides nothing.
   assert.deepEqual(await names(image, ["d"]), ["f", "g"]);
+});
+
+Deno.test("file keys are numbers distinct across layers; a node's path and digest come from the tree", async () => {
+  const h = (name: string, kind: "reg" | "dir", size = 0) =>
+    encodeHeader(tarHeader({ name, kind, size, mode: 0o644, mtimeSec: 1_700_000_000 }));
+  const pad = new Uint8Array(512);
+  pad.set(enc.encode("x"));
+  const tar = Uint8Array.from([
+    ...h("d/", "dir"),
+    ...h("d/f", "reg", 1),
+    ...pad,
+    ...END_OF_ARCHIVE,
+  ]);
+  const reader = await StargzReader.open(new BytesSource((await convert(tar)).blob));
+  const other = await StargzReader.open(new BytesSource((await convert(tar)).blob));
+  const f = (root: ReturnType<typeof layerRoot>) =>
+    root.lookup!("d").then((d) => d!.lookup!("f")).then((n) => n!);
+  const a = await f(layerRoot(reader, "sha256:one"));
+  const b = await f(layerRoot(other, "sha256:two"));
+  assert.equal(typeof a.key, "number");
+  assert.notEqual(a.key, b.key, "same entry index in two layers, two files");
+  // The merged view gives the layer's file its layer key (one inode in both views).
+  const merged = await f(unionRoot([{ reader, id: "sha256:one" }], "sha256:img"));
+  assert.equal(merged.key, a.key);
+  assert.equal(a.path, "d/f");
+  const node = reader.lookup("d/f")!;
+  assert.equal(reader.index.pathOf(node), "d/f");
+  assert.equal(reader.index.pathOf(reader.root), "");
+  // A file of one chunk: the chunk's digest is the file's.
+  assert.match(node.digest!, /^sha256:[0-9a-f]{64}$/);
+  assert.equal(chunksOf(node)[0].digest, node.digest);
+  assert.equal(chunksOf(node)[0].node, node);
+  assert.equal(dec.decode(await reader.readFile(node)), "x");
 });

@@ -166,12 +166,12 @@ Deno.test("prioritized files come first, before a .prefetch.landmark, with paren
   assert.ok(landmark > 0, "the blob has a .prefetch.landmark");
   assert.equal(r.index.noPrefetchLandmark, false);
   const prioritizedNodes = new Set(wanted.map((p) => r.lookup(p)!));
-  for (const { node, chunk } of r.index.chunks) {
-    if (prioritizedNodes.has(node)) {
-      assert.ok(chunk.offset < landmark, `${node.path} before the landmark`);
+  for (const chunk of r.index.chunks) {
+    if (prioritizedNodes.has(chunk.node)) {
+      assert.ok(chunk.offset < landmark, `${r.index.pathOf(chunk.node)} before the landmark`);
     }
   }
-  assert.ok(r.index.chunks.some(({ chunk }) => chunk.offset > landmark), "the rest after it");
+  assert.ok(r.index.chunks.some((chunk) => chunk.offset > landmark), "the rest after it");
   // Prefetching the landmark region fetches the prioritized chunks and nothing after them.
   const fetched = await r.prefetch("landmark");
   assert.ok(fetched > 0 && fetched <= landmark, `prefetched ${fetched} of ${landmark}`);
@@ -198,12 +198,15 @@ Deno.test("reads decoded in worker threads give the same bytes and the same erro
     // A flipped byte inside a member: an error for that chunk, never other bytes.
     const bad = blob.slice();
     const c = r.index.chunks[Math.floor(r.index.chunks.length / 2)];
-    bad[c.chunk.offset + 15] ^= 0x40;
+    bad[c.offset + 15] ^= 0x40;
     const rb = await StargzReader.open(new BytesSource(bad), {
       decodePool: pool,
       fetchWindow: 1 << 20,
     });
-    await assert.rejects(() => rb.readFile(rb.lookup(c.node.path)!), /chunk at file offset/);
+    await assert.rejects(
+      () => rb.readFile(rb.lookup(r.index.pathOf(c.node)!)!),
+      /chunk at file offset/,
+    );
   } finally {
     pool.close();
   }
