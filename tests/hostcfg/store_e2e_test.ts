@@ -17,11 +17,7 @@
 import assert from "node:assert/strict";
 import { buildTarImage, crfs } from "../cmd/helpers.ts";
 import { randomBytes, writeOciLayout } from "../helpers/images.ts";
-import {
-  blobGets,
-  startRegistry,
-  type TestRegistry,
-} from "../helpers/registry.ts";
+import { blobGets, startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { baseLayer, Podman, startStore } from "../podman/helpers.ts";
 import { addHostsLine, makePki, podmanLogin, removeHostsLine } from "./tls_helpers.ts";
 

@@ -16,12 +16,7 @@
  */
 import { assert, assertEquals, buildTarImage, crfs, type TestImage } from "../cmd/helpers.ts";
 import { skopeoCopy, writeOciLayout } from "../helpers/images.ts";
-import {
-  blobGets,
-  freePort,
-  startRegistry,
-  type TestRegistry,
-} from "../helpers/registry.ts";
+import { blobGets, freePort, startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { encodeRefName } from "../../fs/layer_store.ts";
 import {
   Podman,
