@@ -28,7 +28,9 @@
  * one ahead whole when it is opened.
  *
  * Small chunks are not kept (a file per small file made cold walks slower, and decoding them is
- * cheap): they come from the compressed ranges.
+ * cheap): they come from the compressed ranges. Big ones are not kept compressed as well
+ * ({@link DecodedChunkCache.keeps} tells the reader, which tells the disk cache which parts of
+ * a fetch to keep as ranges): a decoded file that fails its checks or is evicted is fetched again.
  *
  * @module
  */
@@ -322,6 +324,14 @@ export class DecodedChunkCache implements ChunkCache {
     this.#open.delete(path);
     f.evicted = true;
     if (f.users === 0) f.file.close();
+  }
+
+  /**
+   * True when {@link set} writes the chunk to a decoded file (big enough, and the disk cache
+   * still writes): its compressed bytes need not be kept as well.
+   */
+  keeps(_key: string, info: ChunkInfo): boolean {
+    return info.size >= this.#minSize && this.#disk.writable;
   }
 
   /**
