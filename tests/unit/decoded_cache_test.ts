@@ -261,20 +261,33 @@ Deno.test("a reader serves parts of big chunks from decoded files, byte for byte
   });
 });
 
-Deno.test("a chunk still being written is read from its file once written, not decoded again", async () => {
+Deno.test("a chunk still being written is read from the bytes being written, then from its file", async () => {
   await withDir(async (dir) => {
     const disk = await openDisk(dir);
     const cache = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
     const bytes = randomBytes(100_000);
     const info = { size: bytes.length };
+    const path = cache.pathOf("w");
     cache.set("w", bytes, info);
-    assert.ok(disk.writing(cache.pathOf("w")), "being written");
+    assert.ok(disk.writing(path), "being written");
     assert.ok(cache.holds("w", info), "no read-ahead of it into memory");
     assert.deepEqual(await cache.readRange("w", info, 10, 100), bytes.subarray(10, 110));
+    assert.deepEqual(await cache.get("w", info), bytes, "whole, while being written");
+    assert.equal(cache.stats.rangeHits, 0, "not from its file yet");
+    assert.equal(await disk.writing(path), true);
+    assert.equal(disk.writing(path), undefined, "written");
+    assert.deepEqual(await cache.readRange("w", info, 10, 100), bytes.subarray(10, 110));
     assert.equal(cache.stats.rangeHits, 1, "from its file");
-    assert.equal(disk.writing(cache.pathOf("w")), undefined, "written");
     await disk.flush();
     assert.deepEqual(await cache.get("w", info), bytes);
+    // Written, the bytes are no longer held: damage to the file is what a read now sees.
+    const damaged = await Deno.readFile(path);
+    damaged[damaged.length - 1] ^= 0x01;
+    await Deno.writeFile(path, damaged);
+    const fresh = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
+    assert.equal(await fresh.get("w", info), undefined);
+    assert.equal(await cache.get("w", info), undefined, "not served from memory");
+    assert.equal(cache.stats.corrupt + fresh.stats.corrupt, 1);
   });
 });
 
