@@ -8,15 +8,36 @@
 import type { ChunkSpec } from "./chunk_decode.ts";
 import { WorkerPool } from "./worker_pool.ts";
 
+/** What a worker is given: the fetched bytes (a view of a buffer of the pool's) and the chunks. */
+export interface DecodeJob {
+  bytes: Uint8Array;
+  chunks: ChunkSpec[];
+  verify: boolean;
+}
+
+/** What a worker answers: per chunk its bytes or why it failed, and the job's buffer back. */
+export interface DecodeAnswer {
+  chunks: (Uint8Array | string)[];
+  /** The buffer `bytes` were in, handed back for the next job (unless a chunk's bytes use it). */
+  input?: ArrayBuffer;
+}
+
+/** Input buffers are made in steps of this many bytes, so that one serves fetches of near sizes. */
+const INPUT_STEP = 256 << 10;
+
 /** Decodes chunks of fetched ranges on worker threads. */
 export class DecodePool {
-  readonly #pool: WorkerPool<
-    { bytes: Uint8Array; chunks: ChunkSpec[]; verify: boolean },
-    (Uint8Array | string)[]
-  >;
+  readonly #pool: WorkerPool<DecodeJob, DecodeAnswer>;
   readonly size: number;
   readonly #warmAfter: number;
   #declined = 0;
+  /**
+   * Input buffers the workers handed back, reused for the next jobs' copies (a fresh buffer per
+   * fetch cost page faults and garbage); one per worker and one more at most, dropped when the
+   * workers stop.
+   */
+  #spare: ArrayBuffer[] = [];
+  #made = 0;
 
   /**
    * Up to `size` workers (default: one per core), started by the first decode and stopped after
@@ -33,8 +54,14 @@ export class DecodePool {
     this.size = Math.max(1, size);
     this.#pool = new WorkerPool(new URL("./decode_worker.ts", import.meta.url), this.size, {
       idleMs,
+      onClose: () => this.#spare = [],
     });
     this.#warmAfter = opts.warmAfterBytes ?? 0;
+  }
+
+  /** Input buffers made so far, and those kept for reuse now (for tests and statistics). */
+  get inputBuffers(): { made: number; spare: number } {
+    return { made: this.#made, spare: this.#spare.length };
   }
 
   /** Workers running now (0 until the first decode and after an idle period). */
@@ -63,16 +90,39 @@ export class DecodePool {
   }
 
   /**
-   * Decodes `chunks` of `bytes` (copied to the worker); per chunk, its bytes or the message of
-   * why it failed.
+   * Decodes `chunks` of `bytes` (copied to the worker, in a buffer the workers hand back); per
+   * chunk, its bytes or the message of why it failed.
    */
-  decode(
+  async decode(
     bytes: Uint8Array,
     chunks: ChunkSpec[],
     verify: boolean,
   ): Promise<(Uint8Array | string)[]> {
-    const copy = bytes.slice();
-    return this.#pool.run({ bytes: copy, chunks, verify }, [copy.buffer]);
+    const input = this.#inputBuffer(bytes.length);
+    const copy = new Uint8Array(input, 0, bytes.length);
+    copy.set(bytes);
+    const answer = await this.#pool.run({ bytes: copy, chunks, verify }, [input]);
+    if (answer.input && this.#pool.running > 0) {
+      this.#spare.push(answer.input);
+      if (this.#spare.length > this.size + 1) this.#spare.shift();
+    }
+    return answer.chunks;
+  }
+
+  /** A spare buffer for `n` bytes (not much bigger), or a new one. */
+  #inputBuffer(n: number): ArrayBuffer {
+    let best = -1;
+    for (let i = 0; i < this.#spare.length; i++) {
+      const size = this.#spare[i].byteLength;
+      if (
+        size >= n && size <= 2 * n + INPUT_STEP && (best < 0 || size < this.#spare[best].byteLength)
+      ) {
+        best = i;
+      }
+    }
+    if (best >= 0) return this.#spare.splice(best, 1)[0];
+    this.#made++;
+    return new ArrayBuffer(Math.max(INPUT_STEP, Math.ceil(n / INPUT_STEP) * INPUT_STEP));
   }
 
   /** Stops the workers. */
