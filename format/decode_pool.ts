@@ -90,18 +90,41 @@ export class DecodePool {
   }
 
   /**
-   * Decodes `chunks` of `bytes` (copied to the worker, in a buffer the workers hand back); per
-   * chunk, its bytes or the message of why it failed.
+   * Decodes `chunks` of `bytes` (copied to the workers, in buffers they hand back); per chunk,
+   * its bytes or the message of why it failed. Several chunks are shared out among the workers
+   * (chunks of one member stay together), each given only its part of `bytes`.
    */
   async decode(
     bytes: Uint8Array,
     chunks: ChunkSpec[],
     verify: boolean,
   ): Promise<(Uint8Array | string)[]> {
-    const input = this.#inputBuffer(bytes.length);
-    const copy = new Uint8Array(input, 0, bytes.length);
-    copy.set(bytes);
-    const answer = await this.#pool.run({ bytes: copy, chunks, verify }, [input]);
+    const parts = await Promise.all(
+      shares(chunks, this.size).map(([from, to]) =>
+        this.#decodePart(bytes, chunks.slice(from, to), verify)
+      ),
+    );
+    return parts.flat();
+  }
+
+  /** Decodes `chunks` (in order) of `bytes` on one worker. */
+  async #decodePart(
+    bytes: Uint8Array,
+    chunks: ChunkSpec[],
+    verify: boolean,
+  ): Promise<(Uint8Array | string)[]> {
+    let from = Infinity;
+    let to = 0;
+    for (const c of chunks) {
+      from = Math.min(from, c.start);
+      to = Math.max(to, c.end);
+    }
+    const part = bytes.subarray(from, to);
+    const input = this.#inputBuffer(part.length);
+    const copy = new Uint8Array(input, 0, part.length);
+    copy.set(part);
+    const job = chunks.map((c) => ({ ...c, start: c.start - from, end: c.end - from }));
+    const answer = await this.#pool.run({ bytes: copy, chunks: job, verify }, [input]);
     if (answer.input && this.#pool.running > 0) {
       this.#spare.push(answer.input);
       if (this.#spare.length > this.size + 1) this.#spare.shift();
@@ -129,4 +152,28 @@ export class DecodePool {
   close(): void {
     this.#pool.close();
   }
+}
+
+/**
+ * `chunks` cut into at most `n` runs (`[from, to)` indexes) of about equal compressed bytes;
+ * chunks of one member (the same `start`) are never cut apart.
+ */
+function shares(chunks: ChunkSpec[], n: number): [number, number][] {
+  let total = 0;
+  for (const c of chunks) total += c.end - c.start;
+  const out: [number, number][] = [];
+  let from = 0;
+  let bytes = 0;
+  for (let i = 0; i < chunks.length; i++) {
+    bytes += chunks[i].end - chunks[i].start;
+    const last = i + 1 === chunks.length;
+    const cut = !last && out.length + 1 < n && bytes >= total / n &&
+      chunks[i + 1].start !== chunks[i].start;
+    if (cut || last) {
+      out.push([from, i + 1]);
+      from = i + 1;
+      bytes = 0;
+    }
+  }
+  return out;
 }

@@ -84,3 +84,36 @@ Deno.test("a chunk that fails its digest says why; the others and the buffer sti
     pool.close();
   }
 });
+
+Deno.test("a fetch of several chunks is shared out among the workers, members kept whole", async () => {
+  for (const workers of [2, 3]) {
+    const pool = new DecodePool(workers, 60_000);
+    try {
+      const a = fetched(2, 150_000, 20);
+      // One member holding two chunks (eStargz innerOffset), between and after others.
+      const d1 = bytesOf(70_000, 30);
+      const d2 = bytesOf(90_000, 31);
+      const shared = gzipMember([d1, d2]);
+      const b = fetched(2, 120_000, 40);
+      const bytes = new Uint8Array(a.bytes.length + shared.length + b.bytes.length);
+      bytes.set(a.bytes);
+      bytes.set(shared, a.bytes.length);
+      bytes.set(b.bytes, a.bytes.length + shared.length);
+      const s = a.bytes.length;
+      const e = s + shared.length;
+      const chunks: ChunkSpec[] = [
+        ...a.chunks,
+        { start: s, end: e, innerOffset: 0, size: d1.length, digest: sha(d1) },
+        { start: s, end: e, innerOffset: d1.length, size: d2.length, digest: sha(d2) },
+        ...b.chunks.map((c) => ({ ...c, start: c.start + e, end: c.end + e })),
+      ];
+      const out = await pool.decode(bytes, chunks, true);
+      const want = [...a.datas, d1, d2, ...b.datas];
+      assert.equal(out.length, want.length);
+      out.forEach((d, i) => assert.deepEqual(d, want[i], `${workers} workers, chunk ${i}`));
+      assert.ok(pool.inputBuffers.made >= 2, "more than one job");
+    } finally {
+      pool.close();
+    }
+  }
+});
