@@ -18,9 +18,10 @@
  * measured, per-chunk files made a cold walk over 20,000 small files 40 % slower. Big chunks are
  * kept decoded only: writing their compressed bytes as well cost a cold read of a big file a
  * third more disk writes, and nothing read them again while their decoded files were there (a
- * decoded file dropped or evicted is fetched again). Files are written to a temporary name and renamed, so a reader never
- * sees half a file and concurrent processes never clash. Ranges and objects share one size
- * budget (with decoded chunks) with least-recently-used eviction; a file evicted by another process is just a miss.
+ * decoded file dropped or evicted is fetched again). Files are written to a temporary name and
+ * renamed, so a reader never sees half a file and concurrent processes never clash. Ranges and
+ * objects share one size budget (with decoded chunks) with least-recently-used eviction; a file
+ * evicted by another process is just a miss.
  *
  * @module
  */
