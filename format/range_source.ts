@@ -5,6 +5,16 @@
  * @module
  */
 
+/** Options of {@link RangeSource.read}. */
+export interface RangeReadOptions {
+  /**
+   * The parts of the range worth keeping in a cache of fetched bytes (blob offsets `[start,
+   * end)`, in order): the caller keeps the rest in a form of its own (decoded chunks on disk).
+   * Default: all of it. Sources that keep nothing ignore it.
+   */
+  keep?: readonly (readonly [number, number])[];
+}
+
 /** Random read access to an immutable blob of known size. */
 export interface RangeSource {
   /** The blob's total size in bytes. */
@@ -13,7 +23,12 @@ export interface RangeSource {
    * Returns exactly `length` bytes starting at `offset` (fewer only past the end of the blob).
    * Must reject rather than return partial or wrong data.
    */
-  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  read(
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+    options?: RangeReadOptions,
+  ): Promise<Uint8Array>;
   /**
    * Optional: forget any cached copy of `[offset, offset + length)` because its bytes failed a
    * check; the next read must fetch them afresh.

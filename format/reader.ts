@@ -82,6 +82,11 @@ export interface ChunkCache {
   ): Uint8Array | undefined | Promise<Uint8Array | undefined>;
   /** Optional: true when the cache holds the chunk somewhere reading it ahead gains nothing. */
   holds?(key: string, info: ChunkInfo): boolean;
+  /**
+   * Optional: true when `set` keeps the chunk where a later reader (another process too) finds
+   * it, e.g. decoded on disk: the compressed bytes it was fetched in then need no keeping too.
+   */
+  keeps?(key: string, info: ChunkInfo): boolean;
 }
 
 /**
@@ -814,7 +819,8 @@ export class StargzReader {
   #fetchRun(run: { o: Owned; d: Deferred<Uint8Array> }[], background: boolean, retry = true): void {
     const start = run[0].o.chunk.offset;
     const length = run[run.length - 1].o.chunk.end - start;
-    this.source.read(start, length).then(async (bytes) => {
+    const keep = this.#keepCompressed(run);
+    this.source.read(start, length, undefined, keep && { keep }).then(async (bytes) => {
       this.stats.requests++;
       this.stats.bytesFetched += bytes.length;
       if (background) this.stats.backgroundBytes += bytes.length;
@@ -864,6 +870,24 @@ export class StargzReader {
     }).catch((e) => {
       for (const { d } of run) d.reject(e);
     });
+  }
+
+  /**
+   * The parts of a run's compressed bytes a caching source should keep: the extents of the
+   * chunks the chunk cache does not keep itself (undefined, all of them, when it cannot say).
+   */
+  #keepCompressed(run: { o: Owned }[]): [number, number][] | undefined {
+    if (!this.#cache.keeps) return undefined;
+    const keep: [number, number][] = [];
+    for (const { o: { chunk: c } } of run) {
+      const info = { size: c.chunkSize, digest: c.digest };
+      if (this.#cache.keeps(this.#cacheKey + chunkKey(c), info)) continue;
+      const last = keep[keep.length - 1];
+      // Chunks sharing a member have the same extent; others follow each other.
+      if (last && c.offset <= last[1]) last[1] = Math.max(last[1], c.end);
+      else keep.push([c.offset, c.end]);
+    }
+    return keep;
   }
 
   /**

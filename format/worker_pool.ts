@@ -28,6 +28,8 @@ interface Envelope {
 export interface WorkerPoolOptions {
   /** Stop every worker after this many milliseconds without a job (default: keep them). */
   idleMs?: number;
+  /** Called whenever the workers are stopped (idle, or {@link WorkerPool.close}). */
+  onClose?: () => void;
 }
 
 /** Workers from `url` answering `{ id, job }` messages with `{ id, result }` or `{ id, error }`. */
@@ -35,6 +37,7 @@ export class WorkerPool<J, R> {
   readonly size: number;
   readonly #url: URL;
   readonly #idleMs?: number;
+  readonly #onClose?: () => void;
   #workers: Worker[] = [];
   #idle: Worker[] = [];
   #queue: { id: number; job: J; transfer: Transferable[] }[] = [];
@@ -49,6 +52,7 @@ export class WorkerPool<J, R> {
     this.size = Math.max(0, size);
     this.#url = url;
     this.#idleMs = opts.idleMs;
+    this.#onClose = opts.onClose;
   }
 
   /** Workers running now. */
@@ -146,6 +150,7 @@ export class WorkerPool<J, R> {
     this.#idle = [];
     this.#ready.clear();
     for (const f of this.#waiters.splice(0)) f();
+    this.#onClose?.();
   }
 }
 

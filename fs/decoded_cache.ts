@@ -25,10 +25,14 @@
  * from the disk cache then streams through a few small buffers instead of a 4 MiB buffer per chunk
  * (which piled up as garbage faster than V8 collected it: hundreds of MB resident). The files of
  * such reads stay open (a few, least recently used closed) and the kernel is asked to read each
- * one ahead whole when it is opened.
+ * one ahead whole when it is opened. While a chunk's file is being written, its reads are served
+ * from the bytes the write holds (a cold sequential read catches up with its read-ahead): no wait
+ * for the write and no read back; once written, the bytes are let go.
  *
  * Small chunks are not kept (a file per small file made cold walks slower, and decoding them is
- * cheap): they come from the compressed ranges.
+ * cheap): they come from the compressed ranges. Big ones are not kept compressed as well
+ * ({@link DecodedChunkCache.keeps} tells the reader, which tells the disk cache which parts of
+ * a fetch to keep as ranges): a decoded file that fails its checks or is evicted is fetched again.
  *
  * @module
  */
@@ -102,6 +106,11 @@ export class DecodedChunkCache implements ChunkCache {
   /** Recent keys' file paths (a path is a hash of the key: reads of one chunk ask again). */
   readonly #paths = new LruMap<string, string>(1024);
   readonly #opening = new Map<string, Promise<OpenChunkFile | undefined>>();
+  /**
+   * Chunks being written to their files, by path: the bytes the write holds until it is done,
+   * which serve reads of the chunk meanwhile (no wait for the write, no read back from disk).
+   */
+  readonly #unwritten = new Map<string, Uint8Array>();
 
   /**
    * Keeps big chunks under `disk`'s directory, in front of `memory` (which answers first and
@@ -136,6 +145,8 @@ export class DecodedChunkCache implements ChunkCache {
     const hit = this.#memory.get(key, info);
     if (hit instanceof Uint8Array && hit.length === info.size) return hit;
     if (info.size < this.#minSize) return hit;
+    const unwritten = this.#unwritten.get(this.pathOf(key));
+    if (unwritten) return unwritten;
     let p = this.#reading.get(key);
     if (!p) {
       p = this.#read(key, info);
@@ -195,8 +206,14 @@ export class DecodedChunkCache implements ChunkCache {
       dv.setUint32(8 + 4 * b, crc32(value.subarray(o, Math.min(o + BLOCK, value.length))), true);
     }
     dv.setUint32(4, checksum(key, header.subarray(8)), true);
-    this.#disk.storeFile(this.pathOf(key), [header, value]);
+    const path = this.pathOf(key);
+    this.#disk.storeFile(path, [header, value]);
     this.stats.stored++;
+    const written = this.#disk.writing(path);
+    if (written && !this.#unwritten.has(path)) {
+      this.#unwritten.set(path, value);
+      written.finally(() => this.#unwritten.delete(path)).catch(() => {});
+    }
   }
 
   /**
@@ -219,6 +236,8 @@ export class DecodedChunkCache implements ChunkCache {
     if (hit instanceof Uint8Array && hit.length === info.size) return hit.subarray(offset, end);
     if (info.size < this.#minSize || offset >= end) return undefined;
     const path = this.pathOf(key);
+    const unwritten = this.#unwritten.get(path);
+    if (unwritten) return unwritten.subarray(offset, end);
     if (this.#disk.hasFile(path)) return this.#readRange(key, info, path, offset, end, into);
     // Decoded moments ago and still being written (a re-read right after a fast first read):
     // wait for the file rather than fetch and decode the chunk again.
@@ -322,6 +341,14 @@ export class DecodedChunkCache implements ChunkCache {
     this.#open.delete(path);
     f.evicted = true;
     if (f.users === 0) f.file.close();
+  }
+
+  /**
+   * True when {@link set} writes the chunk to a decoded file (big enough, and the disk cache
+   * still writes): its compressed bytes need not be kept as well.
+   */
+  keeps(_key: string, info: ChunkInfo): boolean {
+    return info.size >= this.#minSize && this.#disk.writable;
   }
 
   /**

@@ -2,7 +2,8 @@
  * crfs's disk cache, shared by every mount and command that points at the same directory:
  *
  * - `ranges/`: byte ranges of layer blobs exactly as fetched from the registry (compressed),
- *   one file per range request, named by blob digest and offsets. Every read the stargz reader
+ *   one file per range request (or per part of it the reader asks to keep: not the chunks it
+ *   keeps decoded in `decoded/`), named by blob digest and offsets. Every read the stargz reader
  *   makes (footer and TOC, chunks) is served from here when a cached range covers it, so a
  *   second mount of an image fetches nothing. Bytes are still checked where they are used: gzip
  *   CRCs and chunk digests on decompression, the TOC digest on open; a range that fails is
@@ -13,16 +14,19 @@
  * - `tags/`, `repos/`: what a tag resolved to and which repositories answered, with times,
  *   honoured for the tag TTL.
  *
- * Compressed ranges (not decompressed chunks) are kept: a third of the disk, and one file per
- * range request instead of one per chunk — measured, per-chunk files made a cold walk over 20,000
- * small files 40 % slower. Files are written to a temporary name and renamed, so a reader never
- * sees half a file and concurrent processes never clash. Ranges and objects share one size
- * budget (with decoded chunks) with least-recently-used eviction; a file evicted by another process is just a miss.
+ * Small chunks are kept compressed: one file per range request instead of one per chunk —
+ * measured, per-chunk files made a cold walk over 20,000 small files 40 % slower. Big chunks are
+ * kept decoded only: writing their compressed bytes as well cost a cold read of a big file a
+ * third more disk writes, and nothing read them again while their decoded files were there (a
+ * decoded file dropped or evicted is fetched again). Files are written to a temporary name and
+ * renamed, so a reader never sees half a file and concurrent processes never clash. Ranges and
+ * objects share one size budget (with decoded chunks) with least-recently-used eviction; a file
+ * evicted by another process is just a miss.
  *
  * @module
  */
 import { createHash } from "node:crypto";
-import type { RangeSource } from "../format/range_source.ts";
+import type { RangeReadOptions, RangeSource } from "../format/range_source.ts";
 import { userDirs } from "./user_dirs.ts";
 
 const sha256Hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -493,7 +497,16 @@ export class CachingSource implements RangeSource {
     return this.#source.size;
   }
 
-  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  /**
+   * Bytes `[offset, offset + length)`: from a cached range, or from the source, keeping what
+   * `options.keep` names (default all of it) as ranges.
+   */
+  async read(
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+    options?: RangeReadOptions,
+  ): Promise<Uint8Array> {
     const end = Math.min(offset + length, this.size);
     if (end <= offset) return new Uint8Array();
     const hit = await this.#cache.readRange(this.#hex, offset, end);
@@ -503,7 +516,13 @@ export class CachingSource implements RangeSource {
     }
     this.#cache.stats.misses++;
     const bytes = await this.#source.read(offset, length, signal);
-    if (bytes.length === end - offset) this.#cache.storeRange(this.#hex, offset, bytes);
+    if (bytes.length === end - offset) {
+      for (const [from, to] of options?.keep ?? [[offset, end]]) {
+        const a = Math.max(from, offset);
+        const b = Math.min(to, end);
+        if (a < b) this.#cache.storeRange(this.#hex, a, bytes.subarray(a - offset, b - offset));
+      }
+    }
     return bytes;
   }
 

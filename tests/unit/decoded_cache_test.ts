@@ -261,19 +261,83 @@ Deno.test("a reader serves parts of big chunks from decoded files, byte for byte
   });
 });
 
-Deno.test("a chunk still being written is read from its file once written, not decoded again", async () => {
+Deno.test("a chunk still being written is read from the bytes being written, then from its file", async () => {
   await withDir(async (dir) => {
     const disk = await openDisk(dir);
     const cache = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
     const bytes = randomBytes(100_000);
     const info = { size: bytes.length };
+    const path = cache.pathOf("w");
     cache.set("w", bytes, info);
-    assert.ok(disk.writing(cache.pathOf("w")), "being written");
+    assert.ok(disk.writing(path), "being written");
     assert.ok(cache.holds("w", info), "no read-ahead of it into memory");
     assert.deepEqual(await cache.readRange("w", info, 10, 100), bytes.subarray(10, 110));
+    assert.deepEqual(await cache.get("w", info), bytes, "whole, while being written");
+    assert.equal(cache.stats.rangeHits, 0, "not from its file yet");
+    assert.equal(await disk.writing(path), true);
+    assert.equal(disk.writing(path), undefined, "written");
+    assert.deepEqual(await cache.readRange("w", info, 10, 100), bytes.subarray(10, 110));
     assert.equal(cache.stats.rangeHits, 1, "from its file");
-    assert.equal(disk.writing(cache.pathOf("w")), undefined, "written");
     await disk.flush();
     assert.deepEqual(await cache.get("w", info), bytes);
+    // Written, the bytes are no longer held: damage to the file is what a read now sees.
+    const damaged = await Deno.readFile(path);
+    damaged[damaged.length - 1] ^= 0x01;
+    await Deno.writeFile(path, damaged);
+    const fresh = new DecodedChunkCache(disk, new MemoryChunkCache(0), 1);
+    assert.equal(await fresh.get("w", info), undefined);
+    assert.equal(await cache.get("w", info), undefined, "not served from memory");
+    assert.equal(cache.stats.corrupt + fresh.stats.corrupt, 1);
+  });
+});
+
+Deno.test("chunks kept decoded are not kept compressed too; a new process still fetches nothing", async () => {
+  await withDir(async (dir) => {
+    const minSize = 2000;
+    const digest = sha(blob);
+    const layer = async (disk: DiskCache, src: BytesSource) => {
+      const cache = new DecodedChunkCache(disk, new MemoryChunkCache(1 << 20), minSize);
+      const reader = await StargzReader.open(disk.caching(digest, src), {
+        cache,
+        cacheKey: key,
+        fetchWindow: 0,
+        tailGuess: 0, // the footer, then the TOC: no chunk comes with them
+      });
+      return { cache, reader };
+    };
+    const disk = await openDisk(dir);
+    const first = await layer(disk, new BytesSource(blob));
+    await readAll(first.reader);
+    await disk.flush();
+    const all = first.reader.index.chunks.map(({ chunk }) => chunk);
+    const big = all.filter((c) => c.chunkSize >= minSize);
+    const small = all.filter((c) => c.chunkSize < minSize);
+    assert.ok(big.length > 0 && small.length > 0, "both kinds of chunk");
+    assert.equal(first.cache.stats.stored, new Set(big.map((c) => c.offset)).size);
+    const ranges: [number, number][] = [];
+    for await (const e of Deno.readDir(`${dir}/ranges/${digest.slice(7)}`)) {
+      const [from, to] = e.name.split("-").map(Number);
+      ranges.push([from, to]);
+    }
+    const covered = (c: { offset: number; end: number }) =>
+      ranges.some(([from, to]) => from <= c.offset && c.end <= to);
+    for (const c of big) assert.ok(!covered(c), `big chunk at ${c.offset} kept compressed`);
+    for (const c of small) assert.ok(covered(c), `small chunk at ${c.offset} not kept`);
+    // Another process on the same directory: the TOC and small chunks from ranges, big ones
+    // from decoded files.
+    const src = new BytesSource(blob);
+    const second = await layer(await openDisk(dir), src);
+    await readAll(second.reader);
+    assert.equal(src.reads, 0, "no byte came from the source");
+    // A damaged decoded file: dropped, and its chunk fetched from the source again.
+    const files = await decodedFiles(dir);
+    const damaged = await Deno.readFile(files[0]);
+    damaged[damaged.length - 1] ^= 0x01;
+    await Deno.writeFile(files[0], damaged);
+    const src3 = new BytesSource(blob);
+    const third = await layer(await openDisk(dir), src3);
+    await readAll(third.reader);
+    assert.equal(third.cache.stats.corrupt, 1);
+    assert.ok(src3.reads > 0, "the damaged chunk was fetched again");
   });
 });

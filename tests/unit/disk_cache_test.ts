@@ -60,6 +60,29 @@ Deno.test("cached ranges serve exactly what the source would", async () => {
   });
 });
 
+Deno.test("a read keeps only the parts it is told to keep", async () => {
+  await withDir(async (dir) => {
+    const c = await DiskCache.open(dir);
+    const src = new BytesSource(blob);
+    const cs = c.caching(digest, src);
+    const got = await cs.read(1000, 9000, undefined, { keep: [[500, 2000], [4000, 5000]] });
+    assert.deepEqual(got, blob.subarray(1000, 10_000), "all the bytes asked for");
+    await c.flush();
+    const names = [];
+    for await (const e of Deno.readDir(`${dir}/ranges/${digest.slice(7)}`)) names.push(e.name);
+    assert.deepEqual(names.sort(), ["1000-2000", "4000-5000"], "the kept parts, clipped");
+    const reads = src.reads;
+    assert.deepEqual(await cs.read(1200, 800), blob.subarray(1200, 2000));
+    assert.deepEqual(await cs.read(4000, 1000), blob.subarray(4000, 5000));
+    assert.equal(src.reads, reads, "kept parts served from disk");
+    assert.deepEqual(await cs.read(2000, 100), blob.subarray(2000, 2100));
+    assert.equal(src.reads, reads + 1, "a part not kept is fetched again");
+    await cs.read(20_000, 100, undefined, { keep: [] });
+    await c.flush();
+    assert.equal(c.stats.writes, 3, "nothing kept of a read told to keep nothing");
+  });
+});
+
 Deno.test("a layer reopened through the cache reads nothing from its source", async () => {
   await withDir(async (dir) => {
     const first = await DiskCache.open(dir);
