@@ -309,7 +309,7 @@ Deno.test("chunks kept decoded are not kept compressed too; a new process still 
     const first = await layer(disk, new BytesSource(blob));
     await readAll(first.reader);
     await disk.flush();
-    const all = first.reader.index.chunks.map(({ chunk }) => chunk);
+    const all = first.reader.index.chunks;
     const big = all.filter((c) => c.chunkSize >= minSize);
     const small = all.filter((c) => c.chunkSize < minSize);
     assert.ok(big.length > 0 && small.length > 0, "both kinds of chunk");
