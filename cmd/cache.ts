@@ -26,8 +26,8 @@ import {
 const HELP = `Usage: crfs cache status [--cache-dir DIR] [--json]
        crfs cache prune [--older-than DURATION] [--to SIZE] [--dry-run] [--cache-dir DIR] [--json]
 
-status shows what the disk cache holds: blob ranges, manifests and configs, tag and repository
-records, and when its entries were last used.
+status shows what the disk cache holds: blob ranges, chunks kept decompressed, manifests and
+configs, tag and repository records, and when its entries were last used.
 
 prune removes entries last used more than DURATION ago (30d, 12h, 90m, 2w), then the least
 recently used ones until the cache is at most SIZE (500M, 10G). Unfinished writes older than an
@@ -53,6 +53,7 @@ function statusText(s: CacheStatus): string {
     }${extra}\n`;
   return `cache ${s.dir}\n` +
     row("ranges", s.ranges.files, s.ranges.bytes, `  (${s.ranges.blobs} blobs)`) +
+    row("decoded", s.decoded.files, s.decoded.bytes) +
     row("objects", s.objects.files, s.objects.bytes) +
     row("tags", s.tags.files, s.tags.bytes) +
     row("repos", s.repos.files, s.repos.bytes) +

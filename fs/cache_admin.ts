@@ -3,6 +3,7 @@
  * `crfs cache prune`), over the layout fs/disk_cache.ts writes:
  *
  * - `ranges/<blob hex>/<start>-<end>`: fetched byte ranges of layer blobs;
+ * - `decoded/<2 hex>/<hex>`: big chunks kept decompressed (most of a big file read once);
  * - `objects/<hex>`: manifests and configs by digest;
  * - `tags/<hash>`, `repos/<hash>`: small JSON records (`{key, at, …}`) of tag resolutions and
  *   repositories seen;
@@ -31,6 +32,8 @@ export interface CacheStatus {
   dir: string;
   /** Blob ranges. */
   ranges: CacheKindStatus & { blobs: number };
+  /** Chunks kept decompressed. */
+  decoded: CacheKindStatus;
   /** Manifests and configs. */
   objects: CacheKindStatus;
   /** Tag records. */
@@ -50,7 +53,7 @@ export interface CacheStatus {
 /** One file of the cache. */
 interface Entry {
   path: string;
-  kind: "ranges" | "objects" | "tags" | "repos" | "tmp";
+  kind: (typeof KINDS)[number];
   size: number;
   lastUse: number;
 }
@@ -63,7 +66,9 @@ export class CacheAdminError extends Error {
   }
 }
 
-const KINDS = ["ranges", "objects", "tags", "repos", "tmp"] as const;
+const KINDS = ["ranges", "decoded", "objects", "tags", "repos", "tmp"] as const;
+/** Kinds whose files sit one directory down (blob or prefix directories). */
+const NESTED = new Set<string>(["ranges", "decoded"]);
 const TMP_MAX_AGE_MS = 3600_000;
 
 async function walk(dir: string): Promise<Entry[]> {
@@ -77,7 +82,7 @@ async function walk(dir: string): Promise<Entry[]> {
   }
   if (!(await Promise.all(KINDS.map((k) => isDir(`${dir}/${k}`)))).some(Boolean)) {
     throw new CacheAdminError(
-      `${dir} is not a crfs cache (no ranges/, objects/, tags/, repos/ or tmp/ in it)`,
+      `${dir} is not a crfs cache (no ranges/, decoded/, objects/, tags/, repos/ or tmp/ in it)`,
     );
   }
   const out: Entry[] = [];
@@ -106,7 +111,7 @@ async function walk(dir: string): Promise<Entry[]> {
         }
       }
     };
-    await rec(`${dir}/${kind}`, kind === "ranges" ? 0 : 1);
+    await rec(`${dir}/${kind}`, NESTED.has(kind) ? 0 : 1);
   }
   return out;
 }
@@ -124,6 +129,7 @@ function summarize(dir: string, entries: Entry[]): CacheStatus {
   const s: CacheStatus = {
     dir,
     ranges: { ...z(), blobs: 0 },
+    decoded: z(),
     objects: z(),
     tags: z(),
     repos: z(),
@@ -234,7 +240,7 @@ export async function pruneCache(dir: string, options: PruneOptions = {}): Promi
           throw new CacheAdminError(`cannot remove ${e.path}: ${(err as Error).message}`);
         }
       }
-      if (e.kind === "ranges") touchedDirs.add(e.path.slice(0, e.path.lastIndexOf("/")));
+      if (NESTED.has(e.kind)) touchedDirs.add(e.path.slice(0, e.path.lastIndexOf("/")));
     }
     removedFiles++;
     removedBytes += e.size;

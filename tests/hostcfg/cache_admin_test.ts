@@ -152,3 +152,27 @@ Deno.test("cache admin: durations", () => {
   assert.equal(parseDuration("45"), 45_000);
   assert.throws(() => parseDuration("-1d"), /not a duration/);
 });
+
+Deno.test("crfs cache status and prune: chunks kept decompressed (decoded/) count and go", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "crfs-cacheadm-" });
+  try {
+    await filledCache(dir);
+    const file = `${dir}/decoded/${HEX("c").slice(0, 2)}/${HEX("c")}`;
+    await Deno.mkdir(`${dir}/decoded/cc`, { recursive: true });
+    await Deno.writeFile(file, new Uint8Array(5000));
+    const old = (Date.now() - 50 * DAY) / 1000;
+    await Deno.utime(file, old, old);
+    const s = await cacheStatus(dir);
+    assert.deepEqual(s.decoded, { files: 1, bytes: 5000 });
+    assert.equal(s.total.files, 8);
+    const out = await crfs(["cache", "status", "--cache-dir", dir]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /decoded\s+1 files\s+4\.88 KiB/);
+    const r = await pruneCache(dir, { olderThanMs: 30 * DAY });
+    assert.equal(r.after.decoded.files, 0);
+    await assert.rejects(Deno.stat(file), Deno.errors.NotFound);
+    await assert.rejects(Deno.stat(`${dir}/decoded/cc`), Deno.errors.NotFound, "empty dir gone");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
