@@ -13,13 +13,12 @@
  *
  * @module
  */
-import {
-  defaultDrivers,
-  type DriverRegistry,
-  type ExplicitCredentials,
-  InvalidReferenceError,
-  RegistryError,
-} from "../drivers/mod.ts";
+// The drivers' own modules, not the barrel drivers/mod.ts: a mount loads only what it uses.
+import { defaultDrivers } from "../drivers/default_drivers.ts";
+import type { DriverRegistry } from "../drivers/driver.ts";
+import type { ExplicitCredentials } from "../drivers/auth.ts";
+import { InvalidReferenceError } from "../drivers/reference.ts";
+import { RegistryError } from "../drivers/errors.ts";
 import { AuthFiles } from "../drivers/auth_files.ts";
 import {
   insecureHosts,
@@ -30,11 +29,10 @@ import {
   shortNameCandidates,
 } from "../drivers/registries_conf.ts";
 import { defaultCertsDirs, TlsClients } from "../drivers/tls_config.ts";
-import { registriesConfWrapper } from "../drivers/mirrored_driver.ts";
 import { ConfigFileError, loadConfigFile, mergeConfig } from "../fs/config_file.ts";
 import { type CrfsMetrics, crfsMetrics, type MetricsServer, serveMetrics } from "../fs/metrics.ts";
 import { instrumentFetch } from "../fs/metrics_hooks.ts";
-import { ImageStore } from "../fs/image_store.ts";
+import { ImageStore, preloadLayerCode } from "../fs/image_store.ts";
 import { defaultCacheDir, DiskCache } from "../fs/disk_cache.ts";
 import { startMemoryReclaim } from "../fs/memory_reclaim.ts";
 import type { LayerOpenOptions, PrefetchMode, VerifyPolicy } from "../fs/layer_open.ts";
@@ -272,6 +270,11 @@ export async function setupRegistry(
       );
     }
   }
+  // Without `[[registry]]` tables registries.conf changes no host's driver: the mirrors' code
+  // is not loaded then.
+  const wrapDriver = registriesConf.registries.length > 0
+    ? (await import("../drivers/mirrored_driver.ts")).registriesConfWrapper(registriesConf)
+    : undefined;
   const metrics = crfsMetrics({ cache: () => disk?.stats, cacheMaxBytes: disk?.maxBytes });
   const drivers = defaultDrivers({
     insecureRegistries: (values["insecure-registry"] as string[] | undefined) ?? [],
@@ -281,8 +284,8 @@ export async function setupRegistry(
     localDir: values["local-dir"] as string | undefined,
     explicitCredentials,
     authFiles,
-    fetch: instrumentFetch(opts.fetch ?? tls.fetch, metrics),
-    wrapDriver: registriesConfWrapper(registriesConf),
+    fetch: instrumentFetch(opts.fetch ?? tls.fetch, metrics, { onRequest: preloadOnce }),
+    wrapDriver,
     debug: debug ? (line) => console.error(`crfs: ${line}`) : undefined,
   });
   for (const mod of (values.driver as string[] | undefined) ?? []) {
@@ -318,6 +321,18 @@ export async function setupRegistry(
     registriesConf,
     close: () => tls.close(),
   };
+}
+
+let preloadScheduled = false;
+
+/**
+ * Loads the layer code (fs/image_store.ts) once the first registry request is out: a moment
+ * later, so that the request is on the wire before loading takes the thread.
+ */
+function preloadOnce(): void {
+  if (preloadScheduled) return;
+  preloadScheduled = true;
+  setTimeout(preloadLayerCode, 1);
 }
 
 /** registries.conf as the containers tools read it; a bad file is a one-line user error. */
