@@ -44,14 +44,7 @@ export function requestKind(url: URL, method = "GET"): string {
  * const drivers = defaultDrivers({ fetch: instrumentFetch(tls.fetch, m) });
  * ```
  */
-export function instrumentFetch(
-  inner: typeof fetch,
-  metrics: CrfsMetrics,
-  opts: {
-    /** Called once each request has been handed to `inner` (before its answer is awaited). */
-    onRequest?: () => void;
-  } = {},
-): typeof fetch {
+export function instrumentFetch(inner: typeof fetch, metrics: CrfsMetrics): typeof fetch {
   return async (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = (init?.method ?? (input instanceof Request ? input.method : "GET"))
@@ -61,9 +54,7 @@ export function instrumentFetch(
     const stop = metrics.registryRequestSeconds.startTimer({ host, kind });
     let res: Response;
     try {
-      const answer = inner(input, init);
-      opts.onRequest?.();
-      res = await answer;
+      res = await inner(input, init);
     } catch (e) {
       stop();
       metrics.registryRequests.inc({ host, kind, status: "error" });
