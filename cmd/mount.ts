@@ -6,7 +6,6 @@
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
 import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
-import { defaultMountpoint } from "../fs/fuse/unprivileged.ts";
 import { preloadLayerCode } from "../fs/image_store.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
@@ -76,7 +75,8 @@ export const mountCommand: Command = defineCommand({
   argsOk: (p) => p.length <= 1,
   prepare: (values, positionals) => withConfigFile("mount", { values, positionals }),
   async run(values, positionals) {
-    const mountpoint = positionals[0] ?? defaultMountpoint();
+    const mountpoint = positionals[0] ??
+      (await import("../fs/fuse/unprivileged.ts")).defaultMountpoint();
     if (mountpoint === undefined) {
       throw new UsageError("no $XDG_RUNTIME_DIR for the default mount point: give a MOUNTPOINT");
     }

@@ -13,7 +13,6 @@
 import { type KernelMount, kernelMount, umountDetach } from "./libfuse.ts";
 import type { FuseOps } from "./ops.ts";
 import { FuseSession, type InitInfo, type SessionStats } from "./session.ts";
-import { checkUnprivilegedMount } from "./unprivileged.ts";
 
 /** Options of `mount()`. */
 export interface MountOptions {
@@ -288,7 +287,11 @@ export async function mount(
   await clearStaleMount(mp, options.staleProbeMs);
   await Deno.mkdir(mp, { recursive: true });
   // As non-root libfuse mounts through fusermount3: name what would stop it, in one line.
-  if (Deno.uid() !== 0) await checkUnprivilegedMount(mp, { allowOther: options.allowOther });
+  // (Loaded only then: root mounts without that code.)
+  if (Deno.uid() !== 0) {
+    const { checkUnprivilegedMount } = await import("./unprivileged.ts");
+    await checkUnprivilegedMount(mp, { allowOther: options.allowOther });
+  }
   const opts = [
     ...(options.writable ? [] : ["ro"]),
     "default_permissions",
