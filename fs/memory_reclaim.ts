@@ -32,31 +32,44 @@
  * that freed buffers go back at once) was measured to cut re-read speed 2–3×.
  *
  * The collector is V8's `gc`, exposed at run time (`--expose-gc` through `node:v8`, the function
- * from a fresh `node:vm` context); where that is not available the reclaimer only trims. Those
- * two modules (and Node's compatibility layer under them) are loaded when the first collection
- * is due, not at start: a mount is up and serving sooner.
+ * from a fresh `node:vm` context); where that is not available the reclaimer only trims.
+ * Those two modules (and Node's compatibility layer under them) are loaded on the reclaimer's
+ * first round, not at start: a mount is up and serving sooner.
  *
  * @module
  */
+let v8: { setFlagsFromString(flags: string): void } | undefined;
+let vm: { runInNewContext(code: string): unknown } | undefined;
+let collectorLoading: Promise<void> | undefined;
+let collectorLoaded = false;
+
+/** Whether `node:v8` and `node:vm` are loaded (or failed to); the first call starts loading. */
+function collectorReady(): boolean {
+  collectorLoading ??= Promise.all([import("node:v8"), import("node:vm")]).then(
+    ([a, b]) => {
+      v8 = a.default;
+      vm = b.default;
+    },
+    () => {},
+  ).finally(() => {
+    collectorLoaded = true;
+  });
+  return collectorLoaded;
+}
+
 let collect: (() => void) | null | undefined;
-let collectLoad: Promise<void> | undefined;
 let trim: (() => void) | null | undefined;
 
-/**
- * V8's full collection, null where it cannot be had, or undefined while it is being loaded (the
- * first call starts that; a caller asks again on its next round).
- */
-function collector(): (() => void) | null | undefined {
+/** V8's full collection, or null where it cannot be had. */
+function collector(): (() => void) | null {
   if (collect === undefined) {
-    collectLoad ??= Promise.all([import("node:v8"), import("node:vm")]).then(
-      ([{ default: v8 }, { default: vm }]) => {
-        v8.setFlagsFromString("--expose-gc");
-        const gc = vm.runInNewContext("gc");
-        collect = typeof gc === "function" ? gc as () => void : null;
-      },
-    ).catch(() => {
+    try {
+      v8!.setFlagsFromString("--expose-gc");
+      const gc = vm!.runInNewContext("gc");
+      collect = typeof gc === "function" ? gc as () => void : null;
+    } catch {
       collect = null;
-    });
+    }
   }
   return collect;
 }
@@ -151,6 +164,7 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
   let rssAfter = 0;
   let lastHeap = 0;
   const timer = setInterval(() => {
+    if (!collectorReady()) return; // the first round only starts loading the collector
     const { external, rss, heapUsed, heapTotal } = Deno.memoryUsage();
     const streaming = Math.abs(external - last) >= 1 << 20;
     const working = streaming || Math.abs(heapUsed - lastHeap) >= 1 << 20;
@@ -164,9 +178,7 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
       const now = Date.now();
       if (over && external - floor >= 3 * slack && now - lastBusyCollect >= BUSY_COLLECT_MS) {
         // Dead chunk buffers pile up faster than V8 collects them: collect now and then.
-        const gc = collector();
-        if (gc === undefined) return; // being loaded: next round
-        gc?.();
+        collector()?.();
         trimmer()?.();
         floor = last = Deno.memoryUsage().external;
         lastBusyCollect = lastTrim = now;
@@ -186,10 +198,8 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
     // heap limit it then runs a full collection every 0.1 s for nothing (see soak_test.ts).
     const fragmented = idle && heapTotal - heapUsed >= 2 * slack;
     if (!busySinceCollect || !(piled || grown || fragmented)) return;
-    const gc = collector();
-    if (gc === undefined) return; // being loaded: next round
     if (over) clearCaches();
-    gc?.();
+    collector()?.();
     trimmer()?.();
     const after = Deno.memoryUsage();
     floor = last = after.external;
