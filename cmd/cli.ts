@@ -1,10 +1,10 @@
 /**
- * Small shared pieces for crfs's commands: a user-facing error type, flag parsing on top of
- * `node:util`'s `parseArgs`, help text, and a progress line for terminals.
+ * Small shared pieces for crfs's commands: a user-facing error type, flag parsing (the rules and
+ * messages of `node:util`'s strict `parseArgs`, without loading Node's compatibility layer at
+ * start: a mount is up sooner), help text, and a progress line for terminals.
  *
  * @module
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../convert/errors.ts";
 
 export { UsageError, UserError } from "../convert/errors.ts";
@@ -21,31 +21,130 @@ export interface Command {
   run(args: string[]): Promise<number>;
 }
 
-/** Option specs in the form `node:util` parseArgs takes. */
-export type Options = NonNullable<ParseArgsConfig["options"]>;
+/** One flag: a boolean switch or a string value, repeatable (`multiple`), with a one-letter alias. */
+export interface OptionSpec {
+  type: "string" | "boolean";
+  multiple?: boolean;
+  short?: string;
+}
+
+/** Option specs in the form `node:util` parseArgs takes (`type`, `multiple`, `short`). */
+export type Options = Record<string, OptionSpec>;
+
+/** One flag as given: its name, how it was written, and its value (inline: after `=`). */
+interface FlagToken {
+  name: string;
+  rawName: string;
+  value?: string;
+  inlineValue?: boolean;
+}
 
 /**
- * Parses `args` strictly against `options` (`--help`/`-h` always allowed).
- * Throws {@link UsageError} on unknown flags or missing values.
+ * Parses `args` strictly against `options` (`--help`/`-h` always allowed), as `node:util`'s
+ * `parseArgs` with `strict` and `allowPositionals` does: `--name value`, `--name=value`,
+ * `-n value`, `-nvalue`, grouped switches (`-lR`), `--` ending the flags.
+ * Throws {@link UsageError} on unknown flags or missing values (with `parseArgs`'s messages).
  */
 export function parseFlags<O extends Options>(
   args: string[],
   options: O,
 ): { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] } {
-  try {
-    const { values, positionals } = parseArgs({
-      args,
-      options: { help: { type: "boolean", short: "h" }, ...options },
-      allowPositionals: true,
-      strict: true,
-    });
-    return {
-      values: values as Record<string, string | boolean | string[] | undefined>,
-      positionals,
-    };
-  } catch (e) {
-    throw new UsageError((e as Error).message.replace(/\. To specify.*$/s, ""));
+  const specs: Options = { help: { type: "boolean", short: "h" }, ...options };
+  const spec = (name: string) => Object.hasOwn(specs, name) ? specs[name] : undefined;
+  const longFor = (short: string) => {
+    for (const [name, s] of Object.entries(specs)) if (s.short === short) return name;
+    return short;
+  };
+  const isString = (name: string) => spec(name)?.type === "string";
+  const tokens: FlagToken[] = [];
+  const positionals: string[] = [];
+  const rest = [...args];
+  while (rest.length > 0) {
+    const arg = rest.shift()!;
+    if (arg === "--") {
+      positionals.push(...rest);
+      break;
+    }
+    const short = arg.length >= 2 && arg[0] === "-" && arg[1] !== "-";
+    if (short && arg.length === 2) {
+      // `-n`, `-n VALUE`
+      const name = longFor(arg[1]);
+      const value = isString(name) && rest.length > 0 ? rest.shift() : undefined;
+      tokens.push({
+        name,
+        rawName: arg,
+        value,
+        inlineValue: value === undefined ? undefined : false,
+      });
+    } else if (short && !isString(longFor(arg[1]))) {
+      // `-lR`: switches; a string flag takes the rest of the word as its value.
+      const expanded: string[] = [];
+      for (let i = 1; i < arg.length; i++) {
+        if (!isString(longFor(arg[i])) || i === arg.length - 1) expanded.push(`-${arg[i]}`);
+        else {
+          expanded.push(`-${arg.slice(i)}`);
+          break;
+        }
+      }
+      rest.unshift(...expanded);
+    } else if (short) {
+      // `-nVALUE`
+      tokens.push({
+        name: longFor(arg[1]),
+        rawName: `-${arg[1]}`,
+        value: arg.slice(2),
+        inlineValue: true,
+      });
+    } else if (arg.length > 2 && arg.startsWith("--")) {
+      const eq = arg.indexOf("=", 3);
+      if (eq < 0) {
+        // `--name`, `--name VALUE`
+        const name = arg.slice(2);
+        const value = isString(name) && rest.length > 0 ? rest.shift() : undefined;
+        tokens.push({
+          name,
+          rawName: arg,
+          value,
+          inlineValue: value === undefined ? undefined : false,
+        });
+      } else {
+        // `--name=VALUE`
+        const name = arg.slice(2, eq);
+        tokens.push({ name, rawName: `--${name}`, value: arg.slice(eq + 1), inlineValue: true });
+      }
+    } else positionals.push(arg);
   }
+  const values: Record<string, string | boolean | string[] | undefined> = {};
+  for (const t of tokens) {
+    const s = spec(t.name);
+    if (!s) throw new UsageError(`Unknown option '${t.rawName}'`);
+    const both = `${s.short ? `-${s.short}, ` : ""}--${t.name}`;
+    if (s.type === "string" && t.value === undefined) {
+      throw new UsageError(`Option '${both} <value>' argument missing`);
+    }
+    if (s.type === "boolean" && t.value !== undefined) {
+      throw new UsageError(`Option '${both}' does not take an argument`);
+    }
+    if (!t.inlineValue && t.value !== undefined && t.value.length > 1 && t.value[0] === "-") {
+      const example = t.rawName.startsWith("--")
+        ? `'${t.rawName}=-XYZ'`
+        : `'--${t.name}=-XYZ' or '${t.rawName}-XYZ'`;
+      throw new UsageError(
+        `Option '${t.rawName}' argument is ambiguous.\n` +
+          `Did you forget to specify the option argument for '${t.rawName}'?\n` +
+          `To specify an option argument starting with a dash use ${example}.`,
+      );
+    }
+    if (t.name === "__proto__") continue;
+    const value = t.value ?? true;
+    if (s.multiple) {
+      const list = values[t.name];
+      // (A repeatable switch collects `true`s, as `parseArgs` does.)
+      if (Array.isArray(list)) list.push(value as string);
+      else values[t.name] = [value as string];
+    } else values[t.name] = value;
+  }
+  return { values, positionals };
 }
 
 /** Parses a size such as `4M`, `64KiB`, `1048576` into bytes. */

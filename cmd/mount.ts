@@ -5,9 +5,8 @@
  * @module
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
-import { instrumentFuseOps } from "../fs/metrics_hooks.ts";
 import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
-import { defaultMountpoint } from "../fs/fuse/unprivileged.ts";
+import { preloadLayerCode } from "../fs/image_store.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
 import {
@@ -16,6 +15,7 @@ import {
   serveMetricsFlag,
   setupRegistry,
   withConfigFile,
+  withFuseMetrics,
 } from "./registry_options.ts";
 
 const HELP = `Usage: crfs mount [options] [MOUNTPOINT]
@@ -50,6 +50,9 @@ The root also holds crfs-status.json: bytes and requests fetched per layer, cach
 
 ${REGISTRY_HELP}`;
 
+/** How long after mounting an unused mount starts loading the code that opens layers, in ms. */
+const IDLE_PRELOAD_MS = 50;
+
 /** The flags of the command, besides `--help`. */
 const FLAGS: Options = {
   host: { type: "string", multiple: true },
@@ -72,7 +75,8 @@ export const mountCommand: Command = defineCommand({
   argsOk: (p) => p.length <= 1,
   prepare: (values, positionals) => withConfigFile("mount", { values, positionals }),
   async run(values, positionals) {
-    const mountpoint = positionals[0] ?? defaultMountpoint();
+    const mountpoint = positionals[0] ??
+      (await import("../fs/fuse/unprivileged.ts")).defaultMountpoint();
     if (mountpoint === undefined) {
       throw new UsageError("no $XDG_RUNTIME_DIR for the default mount point: give a MOUNTPOINT");
     }
@@ -113,7 +117,7 @@ export const mountCommand: Command = defineCommand({
     });
     let m;
     try {
-      m = await mount(mountpoint, instrumentFuseOps(fs, setup.metrics), {
+      m = await mount(mountpoint, await withFuseMetrics(fs, setup), {
         debug: setup.debug ? (line) => console.error(`fuse: ${line}`) : undefined,
         allowOther: values["allow-other"] === true,
         readAheadKb,
@@ -141,6 +145,9 @@ export const mountCommand: Command = defineCommand({
     const metricsServer = await serveMetricsFlag(values, setup, mounts);
     installSignalUnmount(mounts, { exit: false });
     console.error(`crfs: mounted at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount)`);
+    // A mount not used at once loads the layer code while idle; one used at once loads it when
+    // its first registry request is out (see setupRegistry).
+    Deno.unrefTimer(setTimeout(preloadLayerCode, IDLE_PRELOAD_MS));
     await Promise.all(mounts.map((x) => x.closed));
     await metricsServer?.close();
     setup.close();

@@ -3,7 +3,8 @@
  * `store`, `convert`), and building the driver registry and image store from them with the
  * host's configuration: auth files (drivers/auth_files.ts), registries.conf
  * (drivers/registries_conf.ts: insecure hosts, mirrors, credential helpers), certs.d TLS
- * (drivers/tls_config.ts), and metrics on every registry request (fs/metrics_hooks.ts).
+ * (drivers/tls_config.ts), and metrics on every registry request (fs/metrics_hooks.ts) when they
+ * are served (`--metrics-address`; otherwise the metrics code is not even loaded).
  *
  * Credentials given on the command line belong to one registry: `--creds USER[:PASS]` (or
  * `--username USER --password-stdin`) for the registry the command names — the image's host for
@@ -13,13 +14,12 @@
  *
  * @module
  */
-import {
-  defaultDrivers,
-  type DriverRegistry,
-  type ExplicitCredentials,
-  InvalidReferenceError,
-  RegistryError,
-} from "../drivers/mod.ts";
+// The drivers' own modules, not the barrel drivers/mod.ts: a mount loads only what it uses.
+import { defaultDrivers } from "../drivers/default_drivers.ts";
+import type { DriverRegistry } from "../drivers/driver.ts";
+import type { ExplicitCredentials } from "../drivers/auth.ts";
+import { InvalidReferenceError } from "../drivers/reference.ts";
+import { RegistryError } from "../drivers/errors.ts";
 import { AuthFiles } from "../drivers/auth_files.ts";
 import {
   insecureHosts,
@@ -30,11 +30,10 @@ import {
   shortNameCandidates,
 } from "../drivers/registries_conf.ts";
 import { defaultCertsDirs, TlsClients } from "../drivers/tls_config.ts";
-import { registriesConfWrapper } from "../drivers/mirrored_driver.ts";
 import { ConfigFileError, loadConfigFile, mergeConfig } from "../fs/config_file.ts";
-import { type CrfsMetrics, crfsMetrics, type MetricsServer, serveMetrics } from "../fs/metrics.ts";
-import { instrumentFetch } from "../fs/metrics_hooks.ts";
-import { ImageStore } from "../fs/image_store.ts";
+import type { CrfsMetrics, MetricsServer } from "../fs/metrics.ts";
+import type { FuseOps } from "../fs/fuse/ops.ts";
+import { ImageStore, preloadLayerCode } from "../fs/image_store.ts";
 import { defaultCacheDir, DiskCache } from "../fs/disk_cache.ts";
 import { startMemoryReclaim } from "../fs/memory_reclaim.ts";
 import type { LayerOpenOptions, PrefetchMode, VerifyPolicy } from "../fs/layer_open.ts";
@@ -110,8 +109,11 @@ export interface RegistrySetup {
   debug: boolean;
   /** The disk cache, unless --no-cache. */
   disk?: DiskCache;
-  /** Metrics every registry request feeds (served with --metrics-address by the daemons). */
-  metrics: CrfsMetrics;
+  /**
+   * Metrics every registry request feeds, when they are served (`--metrics-address`, the
+   * daemons); undefined otherwise (nothing would read them).
+   */
+  metrics?: CrfsMetrics;
   /** registries.conf as read. */
   registriesConf: RegistriesConfig;
   /** Releases TLS clients. */
@@ -272,7 +274,22 @@ export async function setupRegistry(
       );
     }
   }
-  const metrics = crfsMetrics({ cache: () => disk?.stats, cacheMaxBytes: disk?.maxBytes });
+  // Without `[[registry]]` tables registries.conf changes no host's driver: the mirrors' code
+  // is not loaded then.
+  const wrapDriver = registriesConf.registries.length > 0
+    ? (await import("../drivers/mirrored_driver.ts")).registriesConfWrapper(registriesConf)
+    : undefined;
+  let metrics: CrfsMetrics | undefined;
+  let fetchFn = opts.fetch ?? tls.fetch;
+  if (typeof values["metrics-address"] === "string") {
+    const [{ crfsMetrics }, { instrumentFetch }] = await Promise.all([
+      import("../fs/metrics.ts"),
+      import("../fs/metrics_hooks.ts"),
+    ]);
+    metrics = crfsMetrics({ cache: () => disk?.stats, cacheMaxBytes: disk?.maxBytes });
+    fetchFn = instrumentFetch(fetchFn, metrics);
+  }
+  const counted = fetchFn;
   const drivers = defaultDrivers({
     insecureRegistries: (values["insecure-registry"] as string[] | undefined) ?? [],
     // registries.conf `insecure = true`: https without verification first, then plain http.
@@ -281,8 +298,12 @@ export async function setupRegistry(
     localDir: values["local-dir"] as string | undefined,
     explicitCredentials,
     authFiles,
-    fetch: instrumentFetch(opts.fetch ?? tls.fetch, metrics),
-    wrapDriver: registriesConfWrapper(registriesConf),
+    fetch: (input, init) => {
+      const answer = counted(input, init);
+      preloadOnce();
+      return answer;
+    },
+    wrapDriver,
     debug: debug ? (line) => console.error(`crfs: ${line}`) : undefined,
   });
   for (const mod of (values.driver as string[] | undefined) ?? []) {
@@ -318,6 +339,18 @@ export async function setupRegistry(
     registriesConf,
     close: () => tls.close(),
   };
+}
+
+let preloadScheduled = false;
+
+/**
+ * Loads the layer code (fs/image_store.ts) once the first registry request is out: a moment
+ * later, so that the request is on the wire before loading takes the thread.
+ */
+function preloadOnce(): void {
+  if (preloadScheduled) return;
+  preloadScheduled = true;
+  setTimeout(preloadLayerCode, 1);
 }
 
 /** registries.conf as the containers tools read it; a bad file is a one-line user error. */
@@ -398,6 +431,16 @@ export function imageArgCandidates(text: string, conf: RegistriesConfig): string
 }
 
 /**
+ * `ops` with every FUSE operation counted in the setup's metrics when they are served
+ * (`--metrics-address`), else `ops` itself.
+ */
+export async function withFuseMetrics(ops: FuseOps, setup: RegistrySetup): Promise<FuseOps> {
+  if (!setup.metrics) return ops;
+  const { instrumentFuseOps } = await import("../fs/metrics_hooks.ts");
+  return instrumentFuseOps(ops, setup.metrics);
+}
+
+/**
  * Serves `/metrics` when `--metrics-address` was given (undefined otherwise). When the address
  * cannot be served, `mounted` is unmounted first and the failure is a one-line user error.
  */
@@ -407,8 +450,9 @@ export async function serveMetricsFlag(
   mounted: readonly { unmount(): Promise<void> }[],
 ): Promise<MetricsServer | undefined> {
   const address = values["metrics-address"];
-  if (typeof address !== "string") return undefined;
+  if (typeof address !== "string" || !setup.metrics) return undefined;
   try {
+    const { serveMetrics } = await import("../fs/metrics.ts");
     const server = await serveMetrics(address, setup.metrics.registry);
     console.error(`crfs: metrics at ${server.url}`);
     return server;

@@ -7,7 +7,6 @@
  * @module
  */
 import { CrfsFilesystem } from "../fs/filesystem.ts";
-import { instrumentFuseOps } from "../fs/metrics_hooks.ts";
 import { type FuseMount, installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { rootlessIdMaps, userNamespaceView } from "../fs/fuse/userns_view.ts";
 import { layerStoreRoot } from "../fs/layer_store.ts";
@@ -20,6 +19,7 @@ import {
   serveMetricsFlag,
   setupRegistry,
   withConfigFile,
+  withFuseMetrics,
 } from "./registry_options.ts";
 
 const HELP = `Usage: crfs store [options] DIR
@@ -83,7 +83,7 @@ export async function mountLayerStore(
   // maps them (/etc/subuid), opaque markers also as user.overlay.opaque.
   const fs = Deno.uid() === 0 ? tree : userNamespaceView(tree, await rootlessIdMaps());
   try {
-    return await mount(dir, instrumentFuseOps(fs, setup.metrics), {
+    return await mount(dir, await withFuseMetrics(fs, setup), {
       debug: setup.debug ? (line) => console.error(`fuse(store): ${line}`) : undefined,
       allowOther: opts.allowOther,
       readAheadKb: opts.readAheadKb,

@@ -31,7 +31,8 @@ import {
   type Pusher,
   pusher,
 } from "../drivers/driver.ts";
-import { Digester, digestLike } from "../drivers/digest.ts";
+import { digestLike } from "../drivers/digest.ts";
+import { Digester } from "../drivers/digester.ts";
 import { RegistryError } from "../drivers/errors.ts";
 import { OciLayout } from "../drivers/local.ts";
 import {

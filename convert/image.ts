@@ -45,7 +45,8 @@
  *
  * @module
  */
-import { Digester, digestLike, digestMismatch } from "../drivers/digest.ts";
+import { digestLike, digestMismatch } from "../drivers/digest.ts";
+import { Digester } from "../drivers/digester.ts";
 import type { DriverRegistry } from "../drivers/driver.ts";
 import { RegistryError } from "../drivers/errors.ts";
 import {

@@ -362,8 +362,15 @@ export class AuthFiles {
   async #fromFiles(ref: RepositoryRef): Promise<FoundCredentials | undefined> {
     const keys = authKeysFor(ref);
     const host = keys[keys.length - 1];
-    for (const file of this.paths()) {
-      const parsed = await readAuthFile(file);
+    // Every file is read at once (a host's first request waits for these reads), and used in
+    // order: a file's error counts only when the files before it had nothing.
+    const reads = this.paths().map((file) => {
+      const parsed = readAuthFile(file);
+      parsed.catch(() => {});
+      return { file, parsed };
+    });
+    for (const { file, parsed: reading } of reads) {
+      const parsed = await reading;
       if (!parsed) continue;
       const helper = parsed.credHelpers.get(host);
       if (helper) {

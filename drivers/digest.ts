@@ -1,11 +1,15 @@
 /**
  * Content digests: `sha256:<hex>` of exact bytes, all at once or incrementally over a stream,
- * and verification that fails loudly instead of passing wrong bytes on.
+ * and verification that fails loudly instead of passing wrong bytes on. Whole byte arrays are
+ * digested with Web Crypto; the incremental {@link Digester} (digester.ts, `node:crypto`) is
+ * loaded when first needed, so that importing this module loads nothing of Node's.
  *
  * @module
  */
-import { createHash, type Hash } from "node:crypto";
+import type { Digester } from "./digester.ts";
 import { RegistryError } from "./errors.ts";
+
+export type { Digester };
 
 /** Returns `sha256:<hex>` of `bytes`. */
 export async function sha256Digest(bytes: Uint8Array): Promise<string> {
@@ -26,35 +30,17 @@ export function digestAlgorithm(digest: string): string | undefined {
   return i > 0 ? digest.slice(0, i) : undefined;
 }
 
-/** An incremental digester for one of the algorithms registries use (sha256, sha384, sha512). */
-export class Digester {
-  readonly algorithm: string;
-  readonly #hash: Hash;
-  /** Bytes seen so far. */
-  bytes = 0;
-  constructor(algorithm = "sha256") {
-    if (!["sha256", "sha384", "sha512"].includes(algorithm)) {
-      throw new Error(`unsupported digest algorithm ${JSON.stringify(algorithm)}`);
-    }
-    this.algorithm = algorithm;
-    this.#hash = createHash(algorithm);
-  }
-  /** Feeds `chunk`. */
-  update(chunk: Uint8Array): void {
-    this.#hash.update(chunk);
-    this.bytes += chunk.length;
-  }
-  /** The digest of everything fed, as `algorithm:hex`. Call once. */
-  digest(): string {
-    return `${this.algorithm}:${this.#hash.digest("hex")}`;
-  }
+/** A new incremental {@link Digester} for `algorithm` (sha256, sha384, sha512). */
+export async function newDigester(algorithm = "sha256"): Promise<Digester> {
+  const { Digester } = await import("./digester.ts");
+  return new Digester(algorithm);
 }
 
 /** Digest of `bytes` with the algorithm `expected` uses (sha256 by default). */
 export async function digestLike(expected: string, bytes: Uint8Array): Promise<string> {
   const algorithm = digestAlgorithm(expected) ?? "sha256";
   if (algorithm === "sha256") return await sha256Digest(bytes);
-  const d = new Digester(algorithm);
+  const d = await newDigester(algorithm);
   d.update(bytes);
   return d.digest();
 }
@@ -80,8 +66,11 @@ export function verifyingStream(
   expected: string,
   size?: number,
 ): TransformStream<Uint8Array, Uint8Array> {
-  const d = new Digester(digestAlgorithm(expected) ?? "sha256");
+  let d: Digester;
   return new TransformStream<Uint8Array, Uint8Array>({
+    async start() {
+      d = await newDigester(digestAlgorithm(expected) ?? "sha256");
+    },
     transform(chunk, controller) {
       d.update(chunk);
       if (size !== undefined && d.bytes > size) {

@@ -14,7 +14,8 @@
  * @module
  */
 import type * as cap from "./capabilities.ts";
-import { Digester, sha256Digest, verifyingStream } from "./digest.ts";
+import { sha256Digest, verifyingStream } from "./digest.ts";
+import { Digester } from "./digester.ts";
 import { headByFetching, resolveImage } from "./driver.ts";
 import { RegistryError } from "./errors.ts";
 import {

@@ -11,7 +11,7 @@
  */
 import { type Authenticator, CATALOG_SCOPE, repositoryScope, type Target } from "./auth.ts";
 import { type BlobFetch, RegistryBlobSource } from "./blob_source.ts";
-import { Digester, digestLike, digestMismatch, verifyingStream } from "./digest.ts";
+import { digestLike, digestMismatch, newDigester, verifyingStream } from "./digest.ts";
 import {
   type BlobData,
   type BlobSource,
@@ -548,7 +548,7 @@ export class DockerV2Driver implements Driver {
       headers: { "content-length": "0" },
       retry: true,
     }, [202, 201]);
-    const digester = new Digester(digest.split(":")[0]);
+    const digester = await newDigester(digest.split(":")[0]);
     let offset = 0;
     try {
       for await (const chunk of chunks) {

@@ -16,7 +16,7 @@
  * @module
  */
 import { FileSource } from "../format/range_source.ts";
-import { Digester, digestLike, digestMismatch, verifyingStream } from "./digest.ts";
+import { digestLike, digestMismatch, newDigester, verifyingStream } from "./digest.ts";
 import {
   type BlobData,
   type BlobSource,
@@ -277,7 +277,7 @@ export class OciLayout {
     const what = `${this.dir}@${digest}`;
     const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
     try {
-      const d = new Digester(digest.split(":")[0]);
+      const d = await newDigester(digest.split(":")[0]);
       const write = async (chunk: Uint8Array) => {
         d.update(chunk);
         for (let o = 0; o < chunk.length;) o += await file.write(chunk.subarray(o));
@@ -456,7 +456,7 @@ async function atomicWrite(path: string, bytes: Uint8Array): Promise<void> {
 
 /** sha256 of a file, streamed. */
 async function fileDigest(path: string): Promise<string> {
-  const d = new Digester("sha256");
+  const d = await newDigester("sha256");
   const f = await Deno.open(path);
   for await (const chunk of f.readable) d.update(chunk);
   return d.digest();

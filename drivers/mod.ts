@@ -14,7 +14,7 @@
  *
  * A new kind of registry is one file here implementing the capabilities of capabilities.ts
  * (`DriverIdentity`, `ManifestReader` and `BlobReader`; `Lister`, `Pusher` and `Pinger` where it
- * can), added to {@link defaultDrivers}; one `driverSuite` call in
+ * can), added to {@link defaultDrivers} (default_drivers.ts); one `driverSuite` call in
  * tests/conformance/drivers_test.ts proves it.
  *
  * @module
@@ -22,6 +22,7 @@
 export * from "./reference.ts";
 export * from "./errors.ts";
 export * from "./digest.ts";
+export * from "./digester.ts";
 export {
   HttpClient,
   type HttpOptions,
@@ -45,30 +46,4 @@ export * from "./local.ts";
 export * from "./oci_layout_driver.ts";
 export * from "./docker_archive.ts";
 
-import { createContext, type DriverOptions, DriverRegistry } from "./driver.ts";
-import { DockerV2Driver } from "./docker_v2.ts";
-import { GcrDriver } from "./gcr.ts";
-import { IcrDriver } from "./icr.ts";
-import { LocalDriver } from "./local.ts";
-
-/**
- * The built-in drivers sharing one HTTP client and authenticator: `local`, GCR, ICR, and the
- * Docker v2 driver for every other host. Register user drivers on the result
- * (`register`, `load(path)`) or process-wide with `registerDriver`.
- */
-export function defaultDrivers(options: DriverOptions = {}): DriverRegistry {
-  const ctx = createContext(options);
-  const v2 = { catalogPageSize: options.catalogPageSize };
-  const builtin = [
-    new LocalDriver({ localDir: options.localDir }),
-    new GcrDriver(ctx, { ...v2, gcrUrl: options.gcrUrl, gcrProject: options.gcrProject }),
-    new IcrDriver(ctx, {
-      ...v2,
-      icrUrl: options.icrUrl,
-      iamUrl: options.iamUrl,
-      icrApiKey: options.icrApiKey,
-      icrAccount: options.icrAccount,
-    }),
-  ];
-  return new DriverRegistry(builtin, new DockerV2Driver(ctx, v2), ctx);
-}
+export { defaultDrivers } from "./default_drivers.ts";

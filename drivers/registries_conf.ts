@@ -149,14 +149,24 @@ async function dropIns(dir: string | null | undefined): Promise<string[]> {
 /** The files {@link loadRegistriesConf} would read, in order (only those that exist). */
 export async function registriesConfFiles(paths: RegistriesConfPaths = {}): Promise<string[]> {
   const p = { ...defaultRegistriesConfPaths(), ...paths };
+  // Every place is looked at once (a cold start waits for each), and the answers taken in order:
+  // a failure counts only where the sequential lookup would have reached it.
+  const early = <T>(promise: Promise<T>): Promise<T> => {
+    promise.catch(() => {});
+    return promise;
+  };
+  const userFile = early(p.userFile ? exists(p.userFile) : Promise.resolve(false));
+  const systemFile = early(p.systemFile ? exists(p.systemFile) : Promise.resolve(false));
+  const systemDir = early(dropIns(p.systemDir));
+  const userDir = early(dropIns(p.userDir));
   const files: string[] = [];
-  if (p.userFile && await exists(p.userFile)) {
-    files.push(p.userFile);
+  if (await userFile) {
+    files.push(p.userFile!);
   } else {
-    if (p.systemFile && await exists(p.systemFile)) files.push(p.systemFile);
-    files.push(...await dropIns(p.systemDir));
+    if (await systemFile) files.push(p.systemFile!);
+    files.push(...await systemDir);
   }
-  files.push(...await dropIns(p.userDir));
+  files.push(...await userDir);
   return files;
 }
 
@@ -182,10 +192,16 @@ export async function loadRegistriesConf(
     aliases: {},
     files,
   };
-  for (const file of files) {
+  // Read (and parsed) at once, merged in order: the first bad file is the one reported.
+  const docs = files.map((file) => {
+    const doc = readTomlFile(file);
+    doc.catch(() => {});
+    return doc;
+  });
+  for (const [i, file] of files.entries()) {
     let doc: TomlTable | undefined;
     try {
-      doc = await readTomlFile(file);
+      doc = await docs[i];
     } catch (e) {
       throw new RegistriesConfError((e as Error).message);
     }

@@ -257,7 +257,6 @@ export class ImageStore {
     const ref = `${repo.host}/${repo.repository}:${tag}`;
     // A local file's tag changes with the file: not worth recording for the next mount.
     const disk = repo.host === LOCAL_HOST ? undefined : this.#disk;
-    preloadLayerCode();
     return this.#fresh(this.#tags, ref, async () => {
       const recorded = `${ref}@${this.platform ?? "default"}`;
       const known = await disk?.tag(recorded, this.tagTtlMs);
@@ -298,7 +297,6 @@ export class ImageStore {
 
   /** A manifest by digest (cached forever); undefined when it does not exist. */
   async manifest(repo: RepositoryName, digest: string): Promise<Manifest | undefined> {
-    preloadLayerCode();
     let p = this.#manifests.get(digest);
     if (!p) {
       p = this.#fetchManifest(repo, digest);
@@ -521,7 +519,8 @@ let layerCodeLoad: Promise<LayerCode> | undefined;
 
 /**
  * Imports the layer code once. A mount starts serving before it is loaded: it loads while the
- * first manifest is on its way (see {@link preloadLayerCode}), not before the mount is up.
+ * first registry request is on its way (see {@link preloadLayerCode}), not before the mount is
+ * up, nor before that request is sent (loading blocks the thread for a while).
  */
 function layerCode(): Promise<LayerCode> {
   return layerCodeLoad ??= Promise.all([
@@ -537,8 +536,13 @@ function layerCode(): Promise<LayerCode> {
   }));
 }
 
-/** Starts loading the layer code (the first registry request is a good time). */
-function preloadLayerCode(): void {
+/**
+ * Starts loading the code that opens and reads layers, unless it is loaded or loading. The
+ * time for it is right after the first registry request has gone out (a tag's manifest: the
+ * layers come next), while the thread would only wait for the answer: `crfs mount` calls it
+ * then (see `instrumentFetch`'s `onRequest`). Opening a layer loads it anyway.
+ */
+export function preloadLayerCode(): void {
   layerCode().catch(() => {}); // a failure shows where the code is used
 }
 

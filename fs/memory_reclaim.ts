@@ -38,11 +38,29 @@
  *
  * The collector is V8's `gc`, exposed at run time (`--expose-gc` through `node:v8`, the function
  * from a fresh `node:vm` context); where that is not available the reclaimer only trims.
+ * Those two modules (and Node's compatibility layer under them) are loaded on the reclaimer's
+ * first round, not at start: a mount is up and serving sooner.
  *
  * @module
  */
-import v8 from "node:v8";
-import vm from "node:vm";
+let v8: { setFlagsFromString(flags: string): void } | undefined;
+let vm: { runInNewContext(code: string): unknown } | undefined;
+let collectorLoading: Promise<void> | undefined;
+let collectorLoaded = false;
+
+/** Whether `node:v8` and `node:vm` are loaded (or failed to); the first call starts loading. */
+function collectorReady(): boolean {
+  collectorLoading ??= Promise.all([import("node:v8"), import("node:vm")]).then(
+    ([a, b]) => {
+      v8 = a.default;
+      vm = b.default;
+    },
+    () => {},
+  ).finally(() => {
+    collectorLoaded = true;
+  });
+  return collectorLoaded;
+}
 
 let collect: (() => void) | null | undefined;
 let trim: (() => void) | null | undefined;
@@ -51,8 +69,8 @@ let trim: (() => void) | null | undefined;
 function collector(): (() => void) | null {
   if (collect === undefined) {
     try {
-      v8.setFlagsFromString("--expose-gc");
-      const gc = vm.runInNewContext("gc");
+      v8!.setFlagsFromString("--expose-gc");
+      const gc = vm!.runInNewContext("gc");
       collect = typeof gc === "function" ? gc as () => void : null;
     } catch {
       collect = null;
@@ -160,6 +178,7 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
   let streamed = 0;
   let low = floor;
   const timer = setInterval(() => {
+    if (!collectorReady()) return; // the first round only starts loading the collector
     const { external, rss, heapUsed, heapTotal } = Deno.memoryUsage();
     const streaming = Math.abs(external - last) >= 1 << 20;
     const working = streaming || Math.abs(heapUsed - lastHeap) >= 1 << 20;

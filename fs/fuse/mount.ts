@@ -10,11 +10,9 @@
  *
  * @module
  */
-import { basename, dirname, join, resolve } from "node:path";
 import { type KernelMount, kernelMount, umountDetach } from "./libfuse.ts";
 import type { FuseOps } from "./ops.ts";
 import { FuseSession, type InitInfo, type SessionStats } from "./session.ts";
-import { checkUnprivilegedMount } from "./unprivileged.ts";
 
 /** Options of `mount()`. */
 export interface MountOptions {
@@ -112,13 +110,25 @@ function optValue(s: string): string {
   return s.replace(/[\\,]/g, (ch) => "\\" + ch);
 }
 
+/** `path` made absolute (from the working directory) with `.`, `..` and repeated `/` gone. */
+function absolutePath(path: string): string {
+  const parts: string[] = [];
+  for (const p of (path.startsWith("/") ? path : `${Deno.cwd()}/${path}`).split("/")) {
+    if (p === "..") parts.pop();
+    else if (p !== "" && p !== ".") parts.push(p);
+  }
+  return "/" + parts.join("/");
+}
+
 /** The absolute mountpoint with its parent's symlinks resolved (the path itself is not touched). */
 async function canonicalMountpoint(path: string): Promise<string> {
-  const abs = resolve(path);
+  const abs = absolutePath(path);
   if (abs === "/") throw new Error("refusing to mount on /");
-  const parent = dirname(abs);
+  const slash = abs.lastIndexOf("/");
+  const parent = abs.slice(0, slash) || "/";
   await Deno.mkdir(parent, { recursive: true });
-  return join(await Deno.realPath(parent), basename(abs));
+  const real = await Deno.realPath(parent);
+  return `${real === "/" ? "" : real}/${abs.slice(slash + 1)}`;
 }
 
 function isDisconnected(err: unknown): boolean {
@@ -277,7 +287,11 @@ export async function mount(
   await clearStaleMount(mp, options.staleProbeMs);
   await Deno.mkdir(mp, { recursive: true });
   // As non-root libfuse mounts through fusermount3: name what would stop it, in one line.
-  if (Deno.uid() !== 0) await checkUnprivilegedMount(mp, { allowOther: options.allowOther });
+  // (Loaded only then: root mounts without that code.)
+  if (Deno.uid() !== 0) {
+    const { checkUnprivilegedMount } = await import("./unprivileged.ts");
+    await checkUnprivilegedMount(mp, { allowOther: options.allowOther });
+  }
   const opts = [
     ...(options.writable ? [] : ["ro"]),
     "default_permissions",
