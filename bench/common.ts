@@ -13,6 +13,19 @@ export const MAIN = new URL("../main.ts", import.meta.url).pathname;
 /** The Deno binary running this benchmark. */
 export const DENO = Deno.execPath();
 
+/**
+ * The flags `deno run` gets before crfs's entry point in `deno task crfs` (deno.json):
+ * permissions and V8 flags, so that a benchmark runs crfs the way users do (the compiled binary
+ * has the same V8 flags built in).
+ */
+export const CRFS_FLAGS: string[] = (() => {
+  const task: string = JSON.parse(
+    Deno.readTextFileSync(new URL("../deno.json", import.meta.url)),
+  ).tasks.crfs;
+  const words = task.split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
+})();
+
 /** Runs a command, returns its wall time in seconds; throws on failure. */
 export async function timeCommand(
   cmd: string,
@@ -138,11 +151,16 @@ export async function startMountServer(
  * that stops it (SIGTERM, which unmounts) and waits for its exit.
  */
 export async function mountCrfs(mnt: string, args: string[] = []): Promise<() => Promise<void>> {
-  const server = await startMountServer(DENO, ["run", "-A", MAIN, "mount", mnt, ...args], mnt, {
-    signal: "SIGTERM",
-    pollMs: 10,
-    what: `crfs mount ${mnt}`,
-  });
+  const server = await startMountServer(
+    DENO,
+    ["run", ...CRFS_FLAGS, MAIN, "mount", mnt, ...args],
+    mnt,
+    {
+      signal: "SIGTERM",
+      pollMs: 10,
+      what: `crfs mount ${mnt}`,
+    },
+  );
   return server.stop;
 }
 

@@ -28,6 +28,7 @@ import { defaultDrivers } from "../drivers/mod.ts";
 import { writeEStargz } from "../format/writer.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import {
+  CRFS_FLAGS,
   DENO,
   dropCaches,
   MAIN,
@@ -295,11 +296,11 @@ if (import.meta.main) {
     const crfs: System = {
       name: "crfs",
       start: (mnt, cache) =>
-        startServer(DENO, ["run", "-A", MAIN, "mount", mnt, "--cache-dir", cache], mnt),
+        startServer(DENO, ["run", ...CRFS_FLAGS, MAIN, "mount", mnt, "--cache-dir", cache], mnt),
       root: (mnt) => `${mnt}/images/${reg.host}/${REPO}/v1`,
       warmExecutables: async () => {
         await timeBash(`cat "$1" > /dev/null`, DENO);
-        await timeCommand(DENO, ["run", "-A", MAIN, "mount", "--help"]);
+        await timeCommand(DENO, ["run", ...CRFS_FLAGS, MAIN, "mount", "--help"]);
       },
     };
     const stargz: System = {
