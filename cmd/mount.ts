@@ -7,6 +7,7 @@
 import { CrfsFilesystem } from "../fs/filesystem.ts";
 import { installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { preloadLayerCode } from "../fs/image_store.ts";
+import { after } from "../format/timers.ts";
 import { rootNode } from "../fs/registry_tree.ts";
 import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
 import {
@@ -147,7 +148,7 @@ export const mountCommand: Command = defineCommand({
     console.error(`crfs: mounted at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount)`);
     // A mount not used at once loads the layer code while idle; one used at once loads it when
     // its first registry request is out (see setupRegistry).
-    Deno.unrefTimer(setTimeout(preloadLayerCode, IDLE_PRELOAD_MS));
+    after(IDLE_PRELOAD_MS, preloadLayerCode);
     await Promise.all(mounts.map((x) => x.closed));
     await metricsServer?.close();
     setup.close();

@@ -34,6 +34,7 @@ import { ConfigFileError, loadConfigFile, mergeConfig } from "../fs/config_file.
 import type { CrfsMetrics, MetricsServer } from "../fs/metrics.ts";
 import type { FuseOps } from "../fs/fuse/ops.ts";
 import { ImageStore, preloadLayerCode } from "../fs/image_store.ts";
+import { after } from "../format/timers.ts";
 import { defaultCacheDir, DiskCache } from "../fs/disk_cache.ts";
 import { startMemoryReclaim } from "../fs/memory_reclaim.ts";
 import type { LayerOpenOptions, PrefetchMode, VerifyPolicy } from "../fs/layer_open.ts";
@@ -350,7 +351,7 @@ let preloadScheduled = false;
 function preloadOnce(): void {
   if (preloadScheduled) return;
   preloadScheduled = true;
-  setTimeout(preloadLayerCode, 1);
+  after(1, preloadLayerCode);
 }
 
 /** registries.conf as the containers tools read it; a bad file is a one-line user error. */

@@ -43,6 +43,8 @@
  *
  * @module
  */
+import { after } from "../format/timers.ts";
+
 let v8: { setFlagsFromString(flags: string): void } | undefined;
 let vm: { runInNewContext(code: string): unknown } | undefined;
 let collectorLoading: Promise<void> | undefined;
@@ -140,6 +142,12 @@ function clearCaches(): void {
 export interface MemoryReclaimOptions {
   /** How often the process is looked at, in ms. Default 100. */
   intervalMs?: number;
+  /**
+   * The first look waits this long, in ms. Default 1000: the reclaimer's interval timer is a
+   * `setInterval`, whose first use loads Node's timers (format/timers.ts) — not on the way
+   * from the start of a mount to its first byte. Nothing is due that soon.
+   */
+  startDelayMs?: number;
   /** Bytes of external memory above the last collection tolerated under budget. Default 16 MiB. */
   slackBytes?: number;
   /** The resident memory aimed at, in bytes. Default {@link DEFAULT_MEMORY_BUDGET}. */
@@ -147,8 +155,8 @@ export interface MemoryReclaimOptions {
 }
 
 /**
- * Starts reclaiming memory in the background (a timer that keeps no process alive); returns
- * the function that stops it.
+ * Starts reclaiming memory in the background (an interval timer that keeps no process alive,
+ * after a start delay that does, as a `setTimeout` would); returns the function that stops it.
  *
  * @example
  * ```ts
@@ -177,7 +185,7 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
   // the lowest it was since then (what lies above it may be the burst's dead buffers).
   let streamed = 0;
   let low = floor;
-  const timer = setInterval(() => {
+  const round = () => {
     if (!collectorReady()) return; // the first round only starts loading the collector
     const { external, rss, heapUsed, heapTotal } = Deno.memoryUsage();
     const streaming = Math.abs(external - last) >= 1 << 20;
@@ -221,15 +229,27 @@ export function startMemoryReclaim(opts: MemoryReclaimOptions = {}): () => void 
     if (over) clearCaches();
     collector()?.();
     trimmer()?.();
-    const after = Deno.memoryUsage();
-    floor = last = after.external;
-    lastHeap = after.heapUsed;
-    rssAfter = after.rss;
+    const usage = Deno.memoryUsage();
+    floor = last = usage.external;
+    lastHeap = usage.heapUsed;
+    rssAfter = usage.rss;
     quietChecks = streamQuiet = 0;
     streamed = 0;
-    low = after.external;
+    low = usage.external;
     busySinceCollect = false;
-  }, intervalMs) as unknown as number;
-  Deno.unrefTimer(timer);
-  return () => clearInterval(timer);
+  };
+  let timer: number | undefined;
+  let stopped = false;
+  const start = () => {
+    if (stopped) return;
+    timer = setInterval(round, intervalMs) as unknown as number;
+    Deno.unrefTimer(timer);
+  };
+  const startDelayMs = opts.startDelayMs ?? 1000;
+  const cancelStart = startDelayMs > 0 ? after(startDelayMs, start) : (start(), () => {});
+  return () => {
+    stopped = true;
+    cancelStart();
+    if (timer !== undefined) clearInterval(timer);
+  };
 }

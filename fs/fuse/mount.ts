@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { timeout } from "../../format/timers.ts";
 import { type KernelMount, kernelMount, umountDetach } from "./libfuse.ts";
 import type { FuseOps } from "./ops.ts";
 import { FuseSession, type InitInfo, type SessionStats } from "./session.ts";
@@ -156,10 +157,9 @@ async function probeFuseMount(path: string, timeoutMs: number): Promise<"live" |
       text += value;
     }
   })();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), timeoutMs));
-  const res = await Promise.race([child.status, timedOut]);
-  clearTimeout(timer);
+  const timedOut = timeout(timeoutMs);
+  const res = await Promise.race([child.status, timedOut.promise]);
+  timedOut.cancel();
   if (res === "timeout") {
     // A request already taken by a hung server keeps even a killed child waiting: let it go.
     try {
@@ -258,19 +258,14 @@ async function abortConnection(device: string): Promise<void> {
   }
 }
 
-function delay(ms: number): Promise<"timeout"> {
-  return new Promise((r) => setTimeout(() => r("timeout"), ms));
-}
-
 async function waitClosed(closed: Promise<void>, ms: number): Promise<boolean> {
   if (ms === Infinity) {
     await closed;
     return true;
   }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), ms));
-  const r = await Promise.race([closed.then(() => "closed" as const), t]);
-  clearTimeout(timer);
+  const t = timeout(ms);
+  const r = await Promise.race([closed.then(() => "closed" as const), t.promise]);
+  t.cancel();
   return r === "closed";
 }
 
@@ -309,7 +304,8 @@ export async function mount(
   const closed = session.closed.then(() => km.destroy());
   let init: InitInfo;
   try {
-    const r = await Promise.race([session.start(), delay(options.initTimeoutMs ?? 10_000)]);
+    const initTimer = timeout(options.initTimeoutMs ?? 10_000);
+    const r = await Promise.race([session.start(), initTimer.promise]).finally(initTimer.cancel);
     if (r === "timeout") throw new Error(`no FUSE INIT from the kernel for ${mp}`);
     init = r;
   } catch (err) {

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { reclaimable, startMemoryReclaim } from "../../fs/memory_reclaim.ts";
 
 Deno.test("garbage buffers are collected once the process is quiet", async () => {
-  const stop = startMemoryReclaim({ intervalMs: 20, slackBytes: 1 << 20 });
+  const stop = startMemoryReclaim({ startDelayMs: 0, intervalMs: 20, slackBytes: 1 << 20 });
   try {
     let junk: Uint8Array[] | undefined = [];
     for (let i = 0; i < 10; i++) junk.push(new Uint8Array(4 << 20).fill(i + 1));
@@ -33,7 +33,12 @@ Deno.test("over budget, a quiet process empties the registered memory caches fir
   const cache = { clear: () => void cleared++ };
   reclaimable(cache);
   reclaimable(cache); // once is enough
-  const stop = startMemoryReclaim({ intervalMs: 20, slackBytes: 1 << 20, budgetBytes: 1 });
+  const stop = startMemoryReclaim({
+    startDelayMs: 0,
+    intervalMs: 20,
+    slackBytes: 1 << 20,
+    budgetBytes: 1,
+  });
   try {
     let junk: Uint8Array[] | undefined = [];
     for (let i = 0; i < 4; i++) junk.push(new Uint8Array(4 << 20).fill(i + 1));
@@ -52,7 +57,12 @@ Deno.test("over budget, a quiet process empties the registered memory caches fir
 Deno.test("under budget, the memory caches are kept", async () => {
   let cleared = 0;
   reclaimable({ clear: () => void cleared++ });
-  const stop = startMemoryReclaim({ intervalMs: 20, slackBytes: 1 << 20, budgetBytes: 2 ** 40 });
+  const stop = startMemoryReclaim({
+    startDelayMs: 0,
+    intervalMs: 20,
+    slackBytes: 1 << 20,
+    budgetBytes: 2 ** 40,
+  });
   try {
     let junk: Uint8Array[] | undefined = [];
     for (let i = 0; i < 4; i++) junk.push(new Uint8Array(4 << 20).fill(i + 1));
@@ -82,7 +92,12 @@ Deno.test("under budget, the garbage of a burst is collected as soon as the burs
   // Longer than the reclaimer's interval: each step below is seen by at least one check.
   const tick = () => new Promise((r) => setTimeout(r, 30));
   let live: Uint8Array[] | undefined = [0, 1, 2, 3].map(() => new Uint8Array(4 << 20).fill(1));
-  const stop = startMemoryReclaim({ intervalMs: 20, slackBytes: 8 << 20, budgetBytes: 2 ** 40 });
+  const stop = startMemoryReclaim({
+    startDelayMs: 0,
+    intervalMs: 20,
+    slackBytes: 8 << 20,
+    budgetBytes: 2 ** 40,
+  });
   try {
     await tick();
     for (let i = 0; i < 3; i++) new Uint8Array(4 << 20).fill(2);
