@@ -3,21 +3,15 @@
  * of the whole member (the frame's structure, content size and checksum) when it is small enough
  * to decompress whole, the size the TOC gives, and the chunk's sha256 digest when the TOC has
  * one. Pure, so it runs on the main thread or in a worker. Gzip members inflate through libdeflate
- * when it is there (`libdeflate.ts`), else through `node:zlib`.
+ * when it is there (`gzip_member.ts`), else through `node:zlib` (`gzip.ts`, imported only then);
+ * zstd frames through `zstd.ts`, imported on the first zstd chunk. A gzip chunk decoded through
+ * libdeflate loads nothing of Node's.
  *
  * @module
  */
-import { createHash } from "node:crypto";
-import {
-  crc32,
-  GzipError,
-  gzipHeaderLength,
-  GzipLimitError,
-  inflateMember,
-  inflatePrefix,
-} from "./gzip.ts";
-import { inflateRawInto } from "./libdeflate.ts";
-import { unzstdFrame, unzstdPrefix, ZstdError, zstdFrameAt, ZstdLimitError } from "./zstd.ts";
+import { GzipError, GzipLimitError, inflateMemberFast } from "./gzip_member.ts";
+import { sha256HexBulk } from "./sha256.ts";
+import { ZstdError, zstdFrameAt, ZstdLimitError } from "./zstd_frame.ts";
 
 /** How chunks of a blob are compressed: gzip members (stargz, eStargz) or zstd frames. */
 export type ChunkCodec = "gzip" | "zstd";
@@ -100,7 +94,7 @@ export async function decodeChunk(
   }
   const chunk = data.subarray(c.innerOffset, want);
   if (verify && c.digest) {
-    const got = `sha256:${createHash("sha256").update(chunk).digest("hex")}`;
+    const got = `sha256:${await sha256HexBulk(chunk)}`;
     if (got !== c.digest) throw new ChunkDecodeError("fails its digest");
   }
   // Keep only the chunk's bytes alive, in a buffer of its own: a copy, unless the chunk starts
@@ -119,8 +113,9 @@ export async function decodeChunk(
  * data — through `node:zlib`, which also gives the errors.
  */
 async function gzipMember(compressed: Uint8Array, want: number): Promise<Uint8Array> {
-  const fast = fastGzipMember(compressed, want);
-  if (fast) return fast;
+  const fast = inflateMemberFast(compressed, 0, want + OWN_SLACK);
+  if (fast) return fast.data;
+  const { inflateMember, inflatePrefix } = await import("./gzip.ts");
   try {
     // Whole member: the chunk plus the headers that ride after it.
     return inflateMember(compressed, 0, want + MEMBER_SLACK, want).data;
@@ -131,32 +126,12 @@ async function gzipMember(compressed: Uint8Array, want: number): Promise<Uint8Ar
   }
 }
 
-/** The whole member through libdeflate, CRC and length checked; undefined to go the usual way. */
-function fastGzipMember(compressed: Uint8Array, want: number): Uint8Array | undefined {
-  let start: number;
-  try {
-    start = gzipHeaderLength(compressed, 0);
-  } catch {
-    return undefined;
-  }
-  const out = new Uint8Array(want + OWN_SLACK);
-  const r = inflateRawInto(compressed.subarray(start), out);
-  if (!r) return undefined;
-  const trailer = start + r.read;
-  if (trailer + 8 > compressed.length) return undefined;
-  const data = out.subarray(0, r.written);
-  const dv = new DataView(compressed.buffer, compressed.byteOffset + trailer, 8);
-  if (dv.getUint32(0, true) !== crc32(data) || dv.getUint32(4, true) !== (data.length >>> 0)) {
-    return undefined;
-  }
-  return data;
-}
-
 /**
  * The first data frame of `compressed` (its structure, content size and checksum checked), or,
  * when it is huge, its first `want` bytes.
  */
 async function zstdMember(compressed: Uint8Array, want: number): Promise<Uint8Array> {
+  const { unzstdFrame, unzstdPrefix } = await import("./zstd.ts");
   try {
     return unzstdFrame(compressed, 0, want + MEMBER_SLACK).data;
   } catch (e) {

@@ -1,26 +1,20 @@
 /**
  * Gzip members (RFC 1952), the unit a stargz blob is made of: deterministic compression of one
  * member, decompression of one member at a position with its CRC and length checked, and
- * decompression of whole concatenated streams.
+ * decompression of whole concatenated streams, all through `node:zlib`. The header, the errors,
+ * CRC-32 and the libdeflate path for one member need nothing of Node's: they live in
+ * `gzip_member.ts` and `crc32.ts` (re-exported here), which is what a read imports; it loads this
+ * file only when libdeflate cannot do the work.
  *
  * @module
  */
 import zlib from "node:zlib";
 import { concat } from "./bytes.ts";
+import { crc32 } from "./crc32.ts";
+import { GzipError, gzipHeaderLength, GzipLimitError } from "./gzip_member.ts";
 
-/** A malformed or corrupt gzip stream. */
-export class GzipError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "GzipError";
-  }
-}
-
-/** CRC-32 (IEEE) of bytes, continuing from `prev`. */
-export function crc32(data: Uint8Array, prev = 0): number {
-  // deno-lint-ignore no-explicit-any
-  return (zlib as any).crc32(data, prev) >>> 0;
-}
+export { crc32 } from "./crc32.ts";
+export { GzipError, gzipHeaderLength, GzipLimitError, isGzip } from "./gzip_member.ts";
 
 /**
  * Compresses `parts` (concatenated) into one gzip member with a fixed header (no name, mtime 0,
@@ -47,38 +41,6 @@ export function gzipMember(parts: Uint8Array[], level = 6): Uint8Array {
   dv.setUint32(10 + deflated.length, crc32(data), true);
   dv.setUint32(14 + deflated.length, size >>> 0, true);
   return out;
-}
-
-/** Length of the gzip header at `off`, or throws when it is not one. */
-export function gzipHeaderLength(buf: Uint8Array, off = 0): number {
-  if (buf.length - off < 10) throw new GzipError("gzip: truncated header");
-  if (buf[off] !== 0x1f || buf[off + 1] !== 0x8b || buf[off + 2] !== 8) {
-    throw new GzipError("gzip: bad magic (not a gzip member)");
-  }
-  const flg = buf[off + 3];
-  let p = off + 10;
-  if (flg & 4) {
-    if (p + 2 > buf.length) throw new GzipError("gzip: truncated header");
-    p += 2 + (buf[p] | (buf[p + 1] << 8));
-  }
-  for (const bit of [8, 16]) {
-    if (flg & bit) {
-      const z = buf.indexOf(0, p);
-      if (z < 0) throw new GzipError("gzip: truncated header");
-      p = z + 1;
-    }
-  }
-  if (flg & 2) p += 2;
-  if (p > buf.length) throw new GzipError("gzip: truncated header");
-  return p - off;
-}
-
-/** Decompressed output exceeded the caller's limit. */
-export class GzipLimitError extends GzipError {
-  constructor(limit: number) {
-    super(`gzip: member decompresses to more than ${limit} bytes`);
-    this.name = "GzipLimitError";
-  }
 }
 
 /**
@@ -172,11 +134,6 @@ export async function inflatePrefix(buf: Uint8Array, n: number): Promise<Uint8Ar
   });
   if (got < n) throw new GzipError(`gzip: member holds ${got} bytes, fewer than ${n}`);
   return out;
-}
-
-/** True when the bytes start like a gzip stream. */
-export function isGzip(head: Uint8Array): boolean {
-  return head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
 }
 
 /**

@@ -52,7 +52,13 @@ export interface LayerFormat {
   fromTail(tail: Uint8Array, blobSize: number): TOCLocation | undefined;
   /**
    * The TOC JSON from the compressed TOC bytes `[loc.start, loc.end)`, never more than
-   * `maxBytes`. Throws {@link LayerFormatError} (or a codec error) when they are not one.
+   * `maxBytes`. Throws {@link LayerFormatError} (or a codec error) when they are not one. Async:
+   * it may first load the decompressor these bytes need.
    */
-  decodeTOC(compressed: Uint8Array, loc: TOCLocation, maxBytes: number): Uint8Array;
+  decodeTOC(compressed: Uint8Array, loc: TOCLocation, maxBytes: number): Promise<Uint8Array>;
+  /**
+   * What {@link decodeTOC} gave for the same bytes, synchronously: for a TOC parsed again after
+   * `decodeTOC` succeeded on them (what it loaded is there by then).
+   */
+  decodeTOCAgain(compressed: Uint8Array, loc: TOCLocation, maxBytes: number): Uint8Array;
 }

@@ -8,7 +8,6 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import { type ChunkCodec, decodeChunk, type MemberMemo } from "./chunk_decode.ts";
 import type { DecodePool } from "./decode_pool.ts";
 import { ESTARGZ_FOOTER_SIZE, type Footer } from "./footer.ts";
@@ -31,7 +30,8 @@ import {
 } from "./toc_index.ts";
 import { cleanPath } from "./names.ts";
 import { FOOTER_V2_SIZE, ZSTD_CHUNKED } from "./zstd_chunked.ts";
-import { SKIPPABLE_HEADER_SIZE } from "./zstd.ts";
+import { newSha256, type Sha256, sha256Hex, sha256HexBulk } from "./sha256.ts";
+import { SKIPPABLE_HEADER_SIZE } from "./zstd_frame.ts";
 
 /** The biggest footer of any format (zstd:chunked's 72-byte one): the least tail read. */
 const MAX_FOOTER_SIZE = Math.max(ESTARGZ_FOOTER_SIZE, SKIPPABLE_HEADER_SIZE + FOOTER_V2_SIZE);
@@ -230,8 +230,6 @@ const owned = (chunk: Chunk): Owned => ({ node: chunk.node, chunk });
 /** Fetches at least this big are decoded in the decode pool, when the reader has one. */
 const POOL_MIN = 128 << 10;
 
-const sha256Hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
 /** A stargz or eStargz blob opened for reading. */
 export class StargzReader {
   /** The blob. */
@@ -399,7 +397,7 @@ export class StargzReader {
       }
     }
     if (loc.compressedDigest && strict) {
-      const got = `sha256:${sha256Hex(compressed)}`;
+      const got = `sha256:${await sha256Hex(compressed)}`;
       if (got !== loc.compressedDigest) {
         throw new IntegrityError(
           `manifest checksum mismatch: expected ${loc.compressedDigest}, got ${got}`,
@@ -408,14 +406,14 @@ export class StargzReader {
     }
     let json: Uint8Array;
     try {
-      json = format.decodeTOC(compressed, loc, maxToc);
+      json = await format.decodeTOC(compressed, loc, maxToc);
     } catch (e) {
       const msg = (e as Error).message;
       throw new StargzFormatError(
         e instanceof LayerFormatError ? msg : `cannot decompress the TOC: ${msg}`,
       );
     }
-    const tocDigest = `sha256:${sha256Hex(json)}`;
+    const tocDigest = `sha256:${await sha256Hex(json)}`;
     if (expected && expected !== tocDigest) {
       throw new IntegrityError(`TOC digest mismatch: expected ${expected}, got ${tocDigest}`);
     }
@@ -425,7 +423,7 @@ export class StargzReader {
       ? compressed
       : compressed.slice();
     const decoder = format;
-    const toc = () => parseTOC(decoder.decodeTOC(kept, loc, maxToc));
+    const toc = () => parseTOC(decoder.decodeTOCAgain(kept, loc, maxToc));
     return new StargzReader(source, footer, toc, tocDigest, index, requests, opts, {
       format: loc.format,
       codec: format.codec,
@@ -556,8 +554,11 @@ export class StargzReader {
       out.set(datas[i].subarray(from - c.chunkOffset, to - c.chunkOffset), from - offset);
     }
     if (whole && this.#needsFileCheck(node)) {
-      this.#checkFileDigest(node, out);
-      this.#deriveChunkDigests(node, datas.map((d) => `sha256:${sha256Hex(d)}`));
+      await this.#checkFileDigest(node, out);
+      this.#deriveChunkDigests(
+        node,
+        await Promise.all(datas.map(async (d) => `sha256:${await sha256HexBulk(d)}`)),
+      );
     }
     return out;
   }
@@ -571,9 +572,9 @@ export class StargzReader {
   }
 
   /** Throws {@link IntegrityError} unless `content` matches the file's digest. */
-  #checkFileDigest(node: TOCNode, content: Uint8Array | ReturnType<typeof createHash>): void {
+  async #checkFileDigest(node: TOCNode, content: Uint8Array | Sha256): Promise<void> {
     const got = `sha256:${
-      content instanceof Uint8Array ? sha256Hex(content) : content.digest("hex")
+      content instanceof Uint8Array ? await sha256HexBulk(content) : content.digestHex()
     }`;
     if (got !== node.digest) {
       throw new IntegrityError(
@@ -601,7 +602,7 @@ export class StargzReader {
     let p = this.#fileChecks.get(node);
     if (!p) {
       p = (async () => {
-        const hash = createHash("sha256");
+        const hash = await newSha256();
         const digests: string[] = [];
         const cs = chunksOf(node);
         for (let i = 0; i < cs.length;) {
@@ -612,10 +613,10 @@ export class StargzReader {
           }
           for (const d of await this.#chunks(batch, false)) {
             hash.update(d);
-            digests.push(`sha256:${sha256Hex(d)}`);
+            digests.push(`sha256:${await sha256HexBulk(d)}`);
           }
         }
-        this.#checkFileDigest(node, hash);
+        await this.#checkFileDigest(node, hash);
         this.#deriveChunkDigests(node, digests);
       })();
       this.#fileChecks.set(node, p);

@@ -20,7 +20,10 @@
  */
 import type { Footer } from "./footer.ts";
 import { type LayerFormat, LayerFormatError, type TOCLocation } from "./layer_format.ts";
-import { SKIPPABLE_HEADER_SIZE, SKIPPABLE_MAGIC, unzstd } from "./zstd.ts";
+import { SKIPPABLE_HEADER_SIZE, SKIPPABLE_MAGIC } from "./zstd_frame.ts";
+
+/** `zstd.ts` (`node:zlib`'s decoder), loaded by the first zstd:chunked TOC decoded. */
+let zstd: typeof import("./zstd.ts") | undefined;
 
 /** Media type of zstd (and zstd:chunked) OCI layers. */
 export const ZSTD_LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+zstd";
@@ -195,9 +198,14 @@ export const ZSTD_CHUNKED: LayerFormat = {
     if (!f) return undefined;
     return location(f.manifestOffset, f.manifestLength, f.manifestUncompressed, f.size, blobSize);
   },
-  decodeTOC(compressed: Uint8Array, loc: TOCLocation, maxBytes: number): Uint8Array {
+  async decodeTOC(compressed: Uint8Array, loc: TOCLocation, maxBytes: number) {
+    zstd ??= await import("./zstd.ts");
+    return ZSTD_CHUNKED.decodeTOCAgain(compressed, loc, maxBytes);
+  },
+  decodeTOCAgain(compressed: Uint8Array, loc: TOCLocation, maxBytes: number): Uint8Array {
+    if (!zstd) throw new Error("zstd:chunked TOC decoded again before it was decoded");
     const limit = Math.min(maxBytes, loc.uncompressedSize ?? maxBytes);
-    const json = unzstd(compressed, limit);
+    const json = zstd.unzstd(compressed, limit);
     if (loc.uncompressedSize !== undefined && json.length !== loc.uncompressedSize) {
       throw new LayerFormatError(
         `zstd:chunked manifest holds ${json.length} bytes, ${loc.uncompressedSize} announced`,

@@ -36,8 +36,8 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
-import { crc32 } from "../format/gzip.ts";
+import { crc32 } from "../format/crc32.ts";
+import { sha256HexSync } from "../format/sha256.ts";
 import type { ChunkCache, ChunkInfo } from "../format/reader.ts";
 import type { DiskCache } from "./disk_cache.ts";
 import { LruMap } from "./lru_map.ts";
@@ -134,7 +134,7 @@ export class DecodedChunkCache implements ChunkCache {
   pathOf(key: string): string {
     let path = this.#paths.get(key);
     if (path === undefined) {
-      const hex = createHash("sha256").update(key).digest("hex");
+      const hex = sha256HexSync(encoder.encode(key));
       path = `${this.#disk.dir}/decoded/${hex.slice(0, 2)}/${hex}`;
       this.#paths.set(key, path);
     }
