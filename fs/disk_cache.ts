@@ -233,6 +233,16 @@ export class DiskCache {
     q.finally(() => this.#pending.delete(q));
   }
 
+  /**
+   * Runs `write` (a record for a later process: {@link putObject}, {@link putTag},
+   * {@link putRepository}) in the background, once the work under way has had the thread: what
+   * asked for the bytes gets them without waiting for the disk. {@link flush} waits for it; a
+   * failure stops caching as any write's does.
+   */
+  later(write: () => Promise<unknown>): void {
+    this.#background(deferred().then(write));
+  }
+
   /** Whether files are still written (false once a write failed: caching stopped). */
   get writable(): boolean {
     return !this.#writeFailed;
@@ -310,7 +320,11 @@ export class DiskCache {
   storeRange(hex: string, start: number, bytes: Uint8Array): void {
     if (bytes.length === 0) return;
     const path = `${this.dir}/ranges/${hex}/${start}-${start + bytes.length}`;
-    this.#background(this.#write(path, bytes).then((ok) => ok && this.#indexRange(path)));
+    // After the reader has used the bytes (a TOC is parsed and answered first): the write's
+    // file operations would otherwise take turns with that work on the one thread.
+    this.#background(
+      deferred().then(() => this.#write(path, bytes)).then((ok) => ok && this.#indexRange(path)),
+    );
   }
 
   /** @internal Drops every cached range of a blob that overlaps `[start, end)`. */
@@ -459,6 +473,14 @@ export class DiskCache {
     } catch { /* no records */ }
     return out;
   }
+}
+
+/**
+ * Resolves once the thread is free: after the work queued now (a macrotask later, not only
+ * after microtasks), so that background writes start behind what a caller waits for.
+ */
+function deferred(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /**

@@ -166,3 +166,30 @@ Deno.test("objects are checked against their digest; tags expire with their TTL"
     assert.deepEqual(await c.repositories(60_000), ["h/r"]);
   });
 });
+
+Deno.test("records written later start after the caller's work and are there after flush", async () => {
+  await withDir(async (dir) => {
+    const c = await DiskCache.open(dir);
+    const m = new TextEncoder().encode('{"schemaVersion":2,"later":true}');
+    let started = false;
+    c.later(() => {
+      started = true;
+      return c.putObject(sha(m), m);
+    });
+    c.later(() => c.putTag("h/r:later", sha(m)));
+    // Not begun while the caller still runs (not even after its microtasks).
+    await Promise.resolve();
+    assert.equal(started, false);
+    await c.flush();
+    assert.equal(started, true);
+    assert.deepEqual(await c.object(sha(m)), m);
+    assert.equal(await c.tag("h/r:later", 60_000), sha(m));
+    // A range stored from a read is written behind it, and served once flushed.
+    const bytes = new Uint8Array(4096).map((_, i) => i & 0xff);
+    const src = c.caching("sha256:" + "cd".repeat(32), new BytesSource(bytes));
+    assert.deepEqual(await src.read(100, 1000), bytes.subarray(100, 1100));
+    await c.flush();
+    const again = await DiskCache.open(dir);
+    assert.deepEqual(await again.readRange("cd".repeat(32), 100, 1100), bytes.subarray(100, 1100));
+  });
+});
