@@ -6,9 +6,12 @@
  * @module
  */
 import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
+import { preloadLayerCode } from "../fs/image_store.ts";
 import { snapshotterPaths } from "../fs/user_dirs.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
 
+/** How long after starting the snapshotter loads the code that opens layers, in ms. */
+const IDLE_PRELOAD_MS = 50;
 /** The library, imported when the command runs (a specifier Deno does not fetch ahead). */
 const SERVICE_MODULE = new URL("../fs/snapshotter/service.ts", import.meta.url).href;
 type ServiceModule = typeof import("../fs/snapshotter/service.ts");
@@ -85,6 +88,9 @@ export const snapshotterCommand: Command = defineCommand({
     } catch (e) {
       throw new UserError(`cannot start the snapshotter: ${(e as Error).message}`);
     }
+    // Waiting for containerd's first Prepare: the code that opens a layer loads now, not
+    // between that Prepare and its answer.
+    Deno.unrefTimer(setTimeout(preloadLayerCode, IDLE_PRELOAD_MS));
     let stopping = false;
     const stop = (sig: Deno.Signal) => {
       if (stopping) Deno.exit(1);

@@ -9,6 +9,7 @@
 import { CrfsFilesystem } from "../fs/filesystem.ts";
 import { type FuseMount, installSignalUnmount, mount } from "../fs/fuse/mount.ts";
 import { rootlessIdMaps, userNamespaceView } from "../fs/fuse/userns_view.ts";
+import { preloadLayerCode } from "../fs/image_store.ts";
 import { layerStoreRoot } from "../fs/layer_store.ts";
 import { type Command, defineCommand, type Options, UsageError, UserError } from "./cli.ts";
 import {
@@ -60,6 +61,9 @@ Options:
   -h, --help             show this help
 
 ${REGISTRY_HELP}`;
+
+/** How long after mounting the store starts loading the code that opens layers, in ms. */
+const IDLE_PRELOAD_MS = 50;
 
 /** The podman flag that uses a store at `dir`. */
 export function storageOpt(dir: string): string {
@@ -126,6 +130,9 @@ export const storeCommand: Command = defineCommand({
     });
     const metricsServer = await serveMetricsFlag(values, setup, [m]);
     installSignalUnmount(m, { exit: false });
+    // The store waits for podman's first question: the code that opens a layer loads now, not
+    // between that question and its answer.
+    Deno.unrefTimer(setTimeout(preloadLayerCode, IDLE_PRELOAD_MS));
     console.error(
       `crfs: layer store at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount); use it with\n` +
         `  podman ${storageOpt(m.mountpoint)} …`,

@@ -148,7 +148,9 @@ export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}):
     ? (reader: OpenLayer["reader"], config: ImageConfigJson) => {
       if (prefetched.has(reader)) return;
       prefetched.add(reader);
-      prefetchStartup(reader, config).catch(() => {});
+      // Started once the answer is out: its first reads (lookups, cache probes, the requests
+      // themselves) would otherwise hold the thread before the layer directory is answered.
+      setTimeout(() => prefetchStartup(reader, config).catch(() => {}), 0);
     }
     : undefined;
   // Bounded for long runs, least recently used out: references looked up (listed), their
