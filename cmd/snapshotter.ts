@@ -9,6 +9,7 @@ import { type Command, defineCommand, type Options, UsageError, UserError } from
 import { preloadLayerCode } from "../fs/image_store.ts";
 import { snapshotterPaths } from "../fs/user_dirs.ts";
 import { REGISTRY_HELP, registryFlags, setupRegistry } from "./registry_options.ts";
+import { after } from "../format/timers.ts";
 
 /** How long after starting the snapshotter loads the code that opens layers, in ms. */
 const IDLE_PRELOAD_MS = 50;
@@ -90,7 +91,7 @@ export const snapshotterCommand: Command = defineCommand({
     }
     // Waiting for containerd's first Prepare: the code that opens a layer loads now, not
     // between that Prepare and its answer.
-    Deno.unrefTimer(setTimeout(preloadLayerCode, IDLE_PRELOAD_MS));
+    after(IDLE_PRELOAD_MS, preloadLayerCode);
     let stopping = false;
     const stop = (sig: Deno.Signal) => {
       if (stopping) Deno.exit(1);

@@ -22,6 +22,7 @@ import {
   withConfigFile,
   withFuseMetrics,
 } from "./registry_options.ts";
+import { after } from "../format/timers.ts";
 
 const HELP = `Usage: crfs store [options] DIR
 
@@ -132,7 +133,7 @@ export const storeCommand: Command = defineCommand({
     installSignalUnmount(m, { exit: false });
     // The store waits for podman's first question: the code that opens a layer loads now, not
     // between that question and its answer.
-    Deno.unrefTimer(setTimeout(preloadLayerCode, IDLE_PRELOAD_MS));
+    after(IDLE_PRELOAD_MS, preloadLayerCode);
     console.error(
       `crfs: layer store at ${m.mountpoint} (Ctrl-C or SIGTERM to unmount); use it with\n` +
         `  podman ${storageOpt(m.mountpoint)} …`,

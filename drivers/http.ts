@@ -12,6 +12,7 @@
  */
 import { RegistryError } from "./errors.ts";
 import { concat } from "../format/bytes.ts";
+import { after, type Cancel } from "../format/timers.ts";
 import { isTlsError, tlsErrorMessage } from "./tls_config.ts";
 
 export { RegistryError } from "./errors.ts";
@@ -386,25 +387,22 @@ export class HttpClient {
         why = reason;
         controller.abort(new DOMException(`timed out (${reason})`, "TimeoutError"));
       };
-      let headerTimer: ReturnType<typeof setTimeout> | undefined = setTimeout(
-        abortFor("headers"),
-        headerMs,
-      );
+      let headerTimer: Cancel | undefined = after(headerMs, abortFor("headers"));
       // A buffered request (consume) is bounded by the deadline as a whole; a streamed body
       // only by its idle timeout once handed over.
-      let deadlineTimer: ReturnType<typeof setTimeout> | undefined = consume
-        ? setTimeout(abortFor("deadline"), remaining)
+      let deadlineTimer: Cancel | undefined = consume
+        ? after(remaining, abortFor("deadline"))
         : undefined;
       const cleanup = () => {
-        if (headerTimer !== undefined) clearTimeout(headerTimer);
-        if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+        headerTimer?.();
+        deadlineTimer?.();
         headerTimer = deadlineTimer = undefined;
         req.signal?.removeEventListener("abort", onAbort);
       };
       let handedOff = false;
       try {
         const raw = await this.#follow(req, method, url, controller.signal, what);
-        clearTimeout(headerTimer);
+        headerTimer?.();
         headerTimer = undefined;
         if (RETRY_STATUSES.has(raw.status) && canRetry) {
           const delay = this.#retryDelay(raw, attempt);
@@ -428,7 +426,7 @@ export class HttpClient {
         }
         if (!consume) {
           handedOff = true;
-          if (deadlineTimer !== undefined) clearTimeout(deadlineTimer);
+          deadlineTimer?.();
           deadlineTimer = undefined;
           return guardBody(raw, idleMs, controller, cleanup, what);
         }
@@ -701,22 +699,22 @@ function guardBody(
     return res;
   }
   const reader = res.body.getReader();
-  let idle: ReturnType<typeof setTimeout> | undefined;
+  let idle: Cancel | undefined;
   let stalled = false;
   const done = () => {
-    if (idle !== undefined) clearTimeout(idle);
+    idle?.();
     idle = undefined;
     cleanup();
   };
   const body = new ReadableStream<Uint8Array>({
     async pull(c) {
-      idle = setTimeout(() => {
+      idle = after(idleMs, () => {
         stalled = true;
         controller.abort(new DOMException("stalled", "TimeoutError"));
-      }, idleMs);
+      });
       try {
         const { done: end, value } = await reader.read();
-        clearTimeout(idle);
+        idle?.();
         idle = undefined;
         if (end) {
           done();
@@ -761,12 +759,12 @@ function guardBody(
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
+    const cancel = after(ms, () => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
-    }, ms);
+    });
     const onAbort = () => {
-      clearTimeout(t);
+      cancel();
       reject(signal?.reason);
     };
     signal?.addEventListener("abort", onAbort, { once: true });

@@ -28,6 +28,7 @@
 import type { RangeReadOptions, RangeSource } from "../format/range_source.ts";
 import { sha256Digest } from "../drivers/digest.ts";
 import { userDirs } from "./user_dirs.ts";
+import { after } from "../format/timers.ts";
 
 /** Hex sha256, with Web Crypto: opening the cache loads nothing of Node's (a mount is up sooner). */
 const sha256Hex = async (b: Uint8Array) => (await sha256Digest(b)).slice("sha256:".length);
@@ -480,7 +481,7 @@ export class DiskCache {
  * after microtasks), so that background writes start behind what a caller waits for.
  */
 function deferred(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
+  return new Promise((resolve) => after(0, () => resolve()));
 }
 
 /**

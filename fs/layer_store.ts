@@ -41,6 +41,7 @@ import type { OpenLayer } from "./layer_open.ts";
 import { layerRoot } from "./layer_tree.ts";
 import { prefetchStartup } from "./startup_prefetch.ts";
 import { bytesNode, dirAttr, type FsNode, NodeError } from "./node.ts";
+import { after } from "../format/timers.ts";
 
 /** What containers/storage reads from a layer's `info` file (its `Layer` JSON fields). */
 export interface LayerInfo {
@@ -150,7 +151,7 @@ export function layerStoreRoot(store: ImageStore, opts: LayerStoreOptions = {}):
       prefetched.add(reader);
       // Started once the answer is out: its first reads (lookups, cache probes, the requests
       // themselves) would otherwise hold the thread before the layer directory is answered.
-      setTimeout(() => prefetchStartup(reader, config).catch(() => {}), 0);
+      after(0, () => prefetchStartup(reader, config).catch(() => {}));
     }
     : undefined;
   // Bounded for long runs, least recently used out: references looked up (listed), their
