@@ -8,21 +8,11 @@ import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { crc32, crc32Table } from "../../format/crc32.ts";
 import { haveLibdeflate } from "../../format/libdeflate.ts";
+import { randomBytes } from "../helpers/images.ts";
 
 // deno-lint-ignore no-explicit-any
 const zlibCrc32 = (b: Uint8Array, prev = 0) => (zlib as any).crc32(b, prev) >>> 0;
 const text = (s: string) => new TextEncoder().encode(s);
-
-/** `n` pseudo-random bytes from `seed`. */
-function random(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1664525 + 1013904223) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 Deno.test("crc32: known vectors, through libdeflate and by table", () => {
   assert.ok(haveLibdeflate(), "libdeflate.so.0 missing: apt-get install libdeflate0");
@@ -43,7 +33,7 @@ Deno.test("crc32: known vectors, through libdeflate and by table", () => {
 
 Deno.test("crc32: random data of every length up to 300 and large, as node:zlib's", () => {
   for (let n = 0; n <= 300; n++) {
-    const data = random(n, n + 1);
+    const data = randomBytes(n, n + 1);
     const want = zlibCrc32(data);
     assert.equal(crc32(data), want, `libdeflate, ${n} bytes`);
     assert.equal(crc32Table(data), want, `table, ${n} bytes`);
@@ -53,7 +43,7 @@ Deno.test("crc32: random data of every length up to 300 and large, as node:zlib'
     assert.equal(crc32Table(data.subarray(cut), crc32Table(data.subarray(0, cut))), want);
   }
   for (const n of [4095, 65536, 1 << 20, (4 << 20) + 7]) {
-    const data = random(n, n);
+    const data = randomBytes(n, n);
     const want = zlibCrc32(data);
     assert.equal(crc32(data), want, `libdeflate, ${n} bytes`);
     assert.equal(crc32Table(data), want, `table, ${n} bytes`);

@@ -13,19 +13,9 @@ import {
   sha256HexBulk,
   sha256HexSync,
 } from "../../format/sha256.ts";
+import { randomBytes } from "../helpers/images.ts";
 
 const node = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-/** `n` pseudo-random bytes from `seed`. */
-function random(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1664525 + 1013904223) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 Deno.test("sha256: known vectors", async () => {
   const abc = new TextEncoder().encode("abc");
@@ -40,23 +30,23 @@ Deno.test("sha256: known vectors", async () => {
 
 Deno.test("sha256: every way gives node:crypto's digest, lengths 0 to 200 and large", async () => {
   for (let n = 0; n <= 200; n++) {
-    const data = random(n + 5, n).subarray(5); // an unaligned view
+    const data = randomBytes(n + 5, n).subarray(5); // an unaligned view
     const want = node(data);
     assert.equal(sha256HexSync(data), want, `sync, ${n} bytes`);
     assert.equal(await sha256Hex(data), want, `Web Crypto, ${n} bytes`);
     assert.equal(await sha256HexBulk(data), want, `bulk, ${n} bytes`);
   }
   for (const n of [BULK_MIN - 1, BULK_MIN, (4 << 20) + 3]) {
-    const data = random(n, n);
+    const data = randomBytes(n, n);
     const want = node(data);
     assert.equal(await sha256Hex(data), want);
     assert.equal(await sha256HexBulk(data.subarray(0)), want);
   }
-  assert.equal(sha256HexSync(random(100_000, 9)), node(random(100_000, 9)));
+  assert.equal(sha256HexSync(randomBytes(100_000, 9)), node(randomBytes(100_000, 9)));
 });
 
 Deno.test("sha256: the incremental hash over pieces is the digest of the whole", async () => {
-  const data = random(300_000, 3);
+  const data = randomBytes(300_000, 3);
   const hash = await newSha256();
   for (let o = 0; o < data.length; o += 77_777) hash.update(data.subarray(o, o + 77_777));
   assert.equal(hash.digestHex(), node(data));
