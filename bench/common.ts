@@ -18,13 +18,18 @@ export const DENO = Deno.execPath();
  * permissions and V8 flags, so that a benchmark runs crfs the way users do (the compiled binary
  * has the same V8 flags built in).
  */
-export const CRFS_FLAGS: string[] = (() => {
+const CRFS_FLAGS: string[] = (() => {
   const task: string = JSON.parse(
     Deno.readTextFileSync(new URL("../deno.json", import.meta.url)),
   ).tasks.crfs;
   const words = task.split(/\s+/);
   return words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
 })();
+
+/** Arguments of {@link DENO} that run `crfs ARGS` as `deno task crfs` does. */
+export function crfsArgs(...args: string[]): string[] {
+  return ["run", ...CRFS_FLAGS, MAIN, ...args];
+}
 
 /** Runs a command, returns its wall time in seconds; throws on failure. */
 export async function timeCommand(
@@ -153,7 +158,7 @@ export async function startMountServer(
 export async function mountCrfs(mnt: string, args: string[] = []): Promise<() => Promise<void>> {
   const server = await startMountServer(
     DENO,
-    ["run", ...CRFS_FLAGS, MAIN, "mount", mnt, ...args],
+    crfsArgs("mount", mnt, ...args),
     mnt,
     {
       signal: "SIGTERM",

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { best, CRFS_FLAGS, DENO, have, MAIN, mbps, OUT, table, timeCommand } from "./common.ts";
+import { best, crfsArgs, DENO, have, mbps, OUT, table, timeCommand } from "./common.ts";
 import { writeOciLayout } from "../tests/format/helpers.ts";
 
 /** Real directories to tar, in order, until the tarball is big enough. */
@@ -128,7 +128,7 @@ if (import.meta.main) {
 /** An OCI layout `bench/out/real-layout` holding `tar` as the only (uncompressed) layer. */
 /** Times one `crfs convert -q ARGS…` run, in seconds. */
 function crfsConvert(args: string[]): Promise<number> {
-  return timeCommand(DENO, ["run", ...CRFS_FLAGS, MAIN, "convert", "-q", ...args]);
+  return timeCommand(DENO, crfsArgs("convert", "-q", ...args));
 }
 
 async function tarLayout(tar: string): Promise<string> {

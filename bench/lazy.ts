@@ -18,7 +18,7 @@
 import { defaultDrivers } from "../drivers/mod.ts";
 import { pushEStargzImage } from "../convert/push.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
-import { CRFS_FLAGS, DENO, MAIN, OUT, table } from "./common.ts";
+import { crfsArgs, DENO, OUT, table } from "./common.ts";
 
 /** The files "a container" reads: what a shell start and a Go tool start touch. */
 const FILES = [
@@ -251,7 +251,7 @@ async function crfsRun(
   const mnt = `${work}/mnt`;
   const t0 = performance.now();
   const child = new Deno.Command(DENO, {
-    args: ["run", ...CRFS_FLAGS, MAIN, "mount", mnt, "--cache-dir", cache, ...EXTRA],
+    args: crfsArgs("mount", mnt, "--cache-dir", cache, ...EXTRA),
     stdout: "null",
     stderr: "piped",
   }).spawn();

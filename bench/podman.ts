@@ -28,11 +28,10 @@ import { MediaType } from "../drivers/manifest.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { Podman, startStore } from "../tests/podman/helpers.ts";
 import {
-  CRFS_FLAGS,
+  crfsArgs,
   DENO,
   dropCaches,
   have,
-  MAIN,
   mb,
   measurePullRun,
   type MountServer,
@@ -158,16 +157,7 @@ if (import.meta.main) {
   try {
     const gzipRef = await pushGzipImage(reg, rootTar);
     const estargzRef = `${reg.host}/bench/debian:estargz`;
-    await run(DENO, [
-      "run",
-      ...CRFS_FLAGS,
-      MAIN,
-      "convert",
-      "-q",
-      "--no-cache",
-      gzipRef,
-      estargzRef,
-    ]);
+    await run(DENO, crfsArgs("convert", "-q", "--no-cache", gzipRef, estargzRef));
     const gzipSize = await layerBytes(reg, gzipRef);
     const estargzSize = await layerBytes(reg, estargzRef);
     const uncompressed = (await Deno.stat(rootTar)).size;

@@ -26,9 +26,8 @@ import { skopeoCopy, writeOciLayout } from "../tests/helpers/images.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import { Containerd, type Ran, run, startSnapshotter } from "../tests/snapshotter/helpers.ts";
 import {
-  CRFS_FLAGS,
+  crfsArgs,
   DENO,
-  MAIN,
   mb,
   measurePullRun,
   peerBinary,
@@ -170,16 +169,7 @@ if (import.meta.main) {
     const gzipRef = `${reg.host}/bench/go:gzip`;
     await skopeoCopy(`oci:${work}/layout:v1`, `docker://${gzipRef}`);
     const estargzRef = `${reg.host}/bench/go:estargz`;
-    await ok(DENO, [
-      "run",
-      ...CRFS_FLAGS,
-      MAIN,
-      "convert",
-      "-q",
-      "--no-cache",
-      gzipRef,
-      estargzRef,
-    ]);
+    await ok(DENO, crfsArgs("convert", "-q", "--no-cache", gzipRef, estargzRef));
     const gzipBytes = image.layers.reduce((a, l) => a + l.bytes.length, 0);
     const uncompressed = image.layers.reduce((a, l) => a + l.tar.length, 0);
 

@@ -28,10 +28,9 @@ import { defaultDrivers } from "../drivers/mod.ts";
 import { writeEStargz } from "../format/writer.ts";
 import { startRegistry, type TestRegistry } from "../tests/helpers/registry.ts";
 import {
-  CRFS_FLAGS,
+  crfsArgs,
   DENO,
   dropCaches,
-  MAIN,
   type MountServer,
   OUT,
   peerBinary,
@@ -295,12 +294,11 @@ if (import.meta.main) {
     const digest = layer.result.blobDigest;
     const crfs: System = {
       name: "crfs",
-      start: (mnt, cache) =>
-        startServer(DENO, ["run", ...CRFS_FLAGS, MAIN, "mount", mnt, "--cache-dir", cache], mnt),
+      start: (mnt, cache) => startServer(DENO, crfsArgs("mount", mnt, "--cache-dir", cache), mnt),
       root: (mnt) => `${mnt}/images/${reg.host}/${REPO}/v1`,
       warmExecutables: async () => {
         await timeBash(`cat "$1" > /dev/null`, DENO);
-        await timeCommand(DENO, ["run", ...CRFS_FLAGS, MAIN, "mount", "--help"]);
+        await timeCommand(DENO, crfsArgs("mount", "--help"));
       },
     };
     const stargz: System = {
