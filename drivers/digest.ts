@@ -6,22 +6,15 @@
  *
  * @module
  */
+import { sha256Hex } from "../format/sha256.ts";
 import type { Digester } from "./digester.ts";
 import { RegistryError } from "./errors.ts";
 
 export type { Digester };
 
-/** Returns `sha256:<hex>` of `bytes`. */
+/** Returns `sha256:<hex>` of `bytes` (Web Crypto, format/sha256.ts). */
 export async function sha256Digest(bytes: Uint8Array): Promise<string> {
-  const buf = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
-  return "sha256:" + toHex(new Uint8Array(buf));
-}
-
-/** Hex of `bytes`, lowercase. */
-export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += b.toString(16).padStart(2, "0");
-  return s;
+  return `sha256:${await sha256Hex(bytes)}`;
 }
 
 /** The algorithm part of a digest (`sha256`), or undefined when malformed. */

@@ -26,12 +26,10 @@
  * @module
  */
 import type { RangeReadOptions, RangeSource } from "../format/range_source.ts";
-import { sha256Digest } from "../drivers/digest.ts";
 import { userDirs } from "./user_dirs.ts";
+import { sha256Hex } from "../format/sha256.ts";
 import { after } from "../format/timers.ts";
 
-/** Hex sha256, with Web Crypto: opening the cache loads nothing of Node's (a mount is up sooner). */
-const sha256Hex = async (b: Uint8Array) => (await sha256Digest(b)).slice("sha256:".length);
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
 /**
