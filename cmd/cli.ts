@@ -59,6 +59,11 @@ export function parseFlags<O extends Options>(
   const tokens: FlagToken[] = [];
   const positionals: string[] = [];
   const rest = [...args];
+  // `-n VALUE`, `--name VALUE`: a string flag takes the next argument, if there is one.
+  const spaced = (name: string, rawName: string) => {
+    const value = isString(name) && rest.length > 0 ? rest.shift() : undefined;
+    tokens.push({ name, rawName, value, inlineValue: value === undefined ? undefined : false });
+  };
   while (rest.length > 0) {
     const arg = rest.shift()!;
     if (arg === "--") {
@@ -67,15 +72,7 @@ export function parseFlags<O extends Options>(
     }
     const short = arg.length >= 2 && arg[0] === "-" && arg[1] !== "-";
     if (short && arg.length === 2) {
-      // `-n`, `-n VALUE`
-      const name = longFor(arg[1]);
-      const value = isString(name) && rest.length > 0 ? rest.shift() : undefined;
-      tokens.push({
-        name,
-        rawName: arg,
-        value,
-        inlineValue: value === undefined ? undefined : false,
-      });
+      spaced(longFor(arg[1]), arg); // `-n`, `-n VALUE`
     } else if (short && !isString(longFor(arg[1]))) {
       // `-lR`: switches; a string flag takes the rest of the word as its value.
       const expanded: string[] = [];
@@ -97,17 +94,8 @@ export function parseFlags<O extends Options>(
       });
     } else if (arg.length > 2 && arg.startsWith("--")) {
       const eq = arg.indexOf("=", 3);
-      if (eq < 0) {
-        // `--name`, `--name VALUE`
-        const name = arg.slice(2);
-        const value = isString(name) && rest.length > 0 ? rest.shift() : undefined;
-        tokens.push({
-          name,
-          rawName: arg,
-          value,
-          inlineValue: value === undefined ? undefined : false,
-        });
-      } else {
+      if (eq < 0) spaced(arg.slice(2), arg); // `--name`, `--name VALUE`
+      else {
         // `--name=VALUE`
         const name = arg.slice(2, eq);
         tokens.push({ name, rawName: `--${name}`, value: arg.slice(eq + 1), inlineValue: true });
